@@ -1,0 +1,223 @@
+"""Run configuration: one frozen dataclass per concern, YAML/JSON round-trip, overrides.
+
+A config is data only. `Config.from_dict` rejects unknown keys (a typo in a YAML file
+or a `--set` must fail loudly, not be ignored), and `with_overrides(["train.steps=500"])`
+returns a new config with dotted keys replaced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Corpus and padding.
+
+    Attributes:
+        corpus: corpus spec: `grammar` (bundled), `lines:PATH` or `e2e:PATH[,PATH]`.
+        max_len: L, positions per sentence including START and END.
+        min_count: words seen fewer times map to UNK.
+        overlong: `truncate` (and count) or `refuse` sentences longer than L.
+        holdout: held-out share (float < 1) or count (int) for the held-out loss.
+    """
+
+    corpus: str = "grammar"
+    max_len: int = 48
+    min_count: int = 1
+    overlong: str = "truncate"
+    holdout: float = 0.02
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The denoiser f(x_t, t) and the embeddings.
+
+    Attributes:
+        embed_dim: d, the size of a word embedding (the paper uses 16 for E2E).
+        hidden: transformer width.
+        layers: transformer blocks.
+        heads: attention heads.
+        dropout: dropout inside the transformer.
+        predict: what the network outputs: `x0`, `eps`, `v`, or `logits` (the
+            cross-entropy parameterization of CDCD/Plaid: x̂0 = softmax(logits)·EMB).
+        self_condition: feed the previous x̂0 back as an input (Analog Bits).
+        normalize_embeddings: keep EMB rows at norm √d.
+    """
+
+    embed_dim: int = 16
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.1
+    predict: str = "x0"
+    self_condition: bool = False
+    normalize_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and the end-to-end objective's weights.
+
+    Attributes:
+        schedule: `sqrt` (Diffusion-LM), `cosine` or `linear`.
+        steps: T, the number of training diffusion steps.
+        rounding_weight: weight of −log p(w | x0).
+        self_cond_prob: probability of training with a self-conditioning input.
+    """
+
+    schedule: str = "sqrt"
+    steps: int = 2000
+    rounding_weight: float = 1.0
+    self_cond_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, checkpoints and device.
+
+    Attributes:
+        steps: optimizer steps in total.
+        batch_size: sentences per step (per process under DDP).
+        lr: peak learning rate of AdamW.
+        warmup: linear warmup steps.
+        weight_decay: AdamW weight decay.
+        grad_clip: max global gradient norm (0 = off).
+        ema_decay: decay of the EMA weights used for sampling.
+        eval_every: steps between held-out loss evaluations.
+        checkpoint_every: steps between checkpoints.
+        log_every: steps between metrics.jsonl rows.
+        seed: seed for init, data order and noise.
+        device: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...
+        bf16: bf16 autocast for the forward pass.
+        time_limit: stop (and checkpoint) after this many minutes; 0 = no limit.
+        threads: torch intra-op threads (0 = torch's default).
+    """
+
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    eval_every: int = 250
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    time_limit: float = 0.0
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        """Build a config, rejecting unknown sections and keys by name."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"config must be a mapping, got {type(raw).__name__}")
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(sections)}")
+        parts = {}
+        for f in dataclasses.fields(cls):
+            section_cls = f.default_factory  # type: ignore[misc]
+            values = raw.get(f.name) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"config section '{f.name}' must be a mapping")
+            parts[f.name] = _build_section(section_cls, f.name, values)
+        config = cls(**parts)
+        config.validate()
+        return config
+
+    def with_overrides(self, assignments: list[str]) -> "Config":
+        """Apply `section.key=value` strings; values are parsed as YAML scalars."""
+        raw = self.to_dict()
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            parts = key.strip().split(".")
+            if not sep or len(parts) != 2:
+                raise ValueError(f"bad override '{item}': expected section.key=value, e.g. train.steps=2000")
+            section, name = parts
+            if section not in raw or name not in raw[section]:
+                raise ValueError(f"unknown config key '{key}'")
+            raw[section][name] = yaml.safe_load(value)
+        return Config.from_dict(raw)
+
+    def validate(self) -> None:
+        """Refuse values that would fail later with a less clear message."""
+        checks = [
+            (self.data.max_len >= 3, f"data.max_len must be ≥ 3, got {self.data.max_len}"),
+            (self.data.overlong in ("truncate", "refuse"), f"data.overlong must be truncate or refuse, got '{self.data.overlong}'"),
+            (self.model.predict in ("x0", "eps", "v", "logits"), f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'"),
+            (self.model.hidden % self.model.heads == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),
+            (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),
+            (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
+            (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),
+            (self.train.steps >= 1 and self.train.batch_size >= 1, "train.steps and train.batch_size must be ≥ 1"),
+            (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
+            (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def save(self, path: str | Path) -> None:
+        from difflm.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+
+
+def _build_section(section_cls: type, section: str, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in config section '{section}'; valid: {sorted(fields)}")
+    typed = {}
+    for name, value in values.items():
+        default = getattr(section_cls(), name)
+        typed[name] = _coerce(value, type(default), f"{section}.{name}")
+    return section_cls(**typed)
+
+
+def _coerce(value: Any, kind: type, key: str) -> Any:
+    """Check a value against its field's type; ints are accepted where floats are expected."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"config key {key} expects {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML or JSON config file (None = defaults) and apply `--set` overrides."""
+    if path is None:
+        config = Config()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot parse config {path}: {str(err).splitlines()[0]}") from None
+        config = Config.from_dict(raw)
+    return config.with_overrides(overrides or [])

@@ -1,0 +1,110 @@
+"""The end-to-end objective of Diffusion-LM (§4.1), and its cross-entropy variant.
+
+Notation: w word ids [B, L]; EMB(w) [B, L, d]; x0 ~ q(x0 | w) = N(EMB(w), σ0² I) with
+σ0² = 1 − ᾱ_0 (the first step's noise, as in the paper's code); i ~ U{0..T−1} a training
+step, t = (i+1)/T its time; x_t = √ᾱ_i·x0 + √(1−ᾱ_i)·ε.
+
+    L_e2e = E_i ‖f(x_t, t) − x0‖²  (i > 0)                   "mse"
+          + ‖EMB(w) − f(x_1, 1/T)‖²  (i = 0)                  "t0"
+          + ‖√ᾱ_{T−1}·x0‖²                                    "prior"   (mean of q(x_T|x0) → 0)
+          − log p(w | x0)                                     "rounding"
+
+With `predict` = eps or v the squared error is measured in that view (same x̂0, other
+weighting). With `predict` = logits (CDCD/Plaid) the network is trained by the
+cross-entropy −log p̂(w | x_t) of its own logits ("ce") instead of the squared error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from difflm.config import DiffusionConfig
+from difflm.diffusion import process
+from difflm.model.denoiser import Denoiser
+
+
+@dataclass
+class LossOutput:
+    """The total loss and each term of it (detached floats for logging)."""
+
+    loss: torch.Tensor
+    terms: dict[str, float]
+
+
+def e2e_loss(
+    denoiser: Denoiser,
+    ids: torch.Tensor,
+    config: DiffusionConfig,
+    *,
+    generator: torch.Generator | None = None,
+    model: torch.nn.Module | None = None,
+) -> LossOutput:
+    """Diffusion-LM's end-to-end loss on a batch of padded sentences.
+
+    Args:
+        denoiser: the model (its schedule and embedding are used).
+        ids: word ids [B, L].
+        config: objective settings (rounding weight, self-conditioning probability).
+        generator: source of t, ε and the self-conditioning coin flips.
+        model: the callable for the gradient-carrying forward pass, when it differs from
+            `denoiser` (a DistributedDataParallel wrapper of it).
+    """
+    model = model or denoiser
+    schedule = denoiser.schedule
+    B, device = ids.shape[0], ids.device
+    alphas_cumprod = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
+
+    # Draw on the generator's device (reproducible), then move to the model's.
+    draw = {"generator": generator, "device": generator.device if generator is not None else device}
+
+    def randn(shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, **draw).to(device)
+
+    # 1. Lift words into the continuous space: x0 ~ N(EMB(w), σ0² I).
+    emb = denoiser.embedding(ids)  # [B, L, d]
+    sigma0 = (1 - alphas_cumprod[0]).sqrt()
+    x0 = emb + sigma0 * randn(tuple(emb.shape))
+
+    # 2. Noise it at a uniformly drawn step.
+    i = torch.randint(0, schedule.num_steps, (B,), **draw).to(device)
+    abar = alphas_cumprod[i][:, None, None]
+    x_t = process.q_sample(x0, abar, randn(tuple(emb.shape)))
+    t = (i + 1).float() / schedule.num_steps
+
+    # 3. Self-conditioning (Analog Bits): for a random half, a first no-grad pass
+    #    supplies x̂0 as an extra input; the rest see zeros, as at the first sampling step.
+    self_cond = None
+    if denoiser.self_conditioning:
+        self_cond = torch.zeros_like(x_t)
+        use = torch.rand(B, **draw).to(device) < config.self_cond_prob
+        if use.any():
+            with torch.no_grad():
+                self_cond[use] = denoiser(x_t[use], t[use]).x0.detach()
+
+    pred = model(x_t, t, self_cond=self_cond)
+    terms: dict[str, torch.Tensor] = {}
+
+    # 4. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.
+    kind = denoiser.config.predict
+    if kind == "logits":
+        terms["ce"] = F.cross_entropy(pred.logits.transpose(1, 2), ids)
+        denoise = terms["ce"]
+    else:
+        # The first step regresses onto EMB(w) itself, tying f(x_1) to the embeddings.
+        target_x0 = torch.where((i == 0)[:, None, None], emb, x0)
+        error = (process.from_x0(kind, pred.x0, x_t, abar) - process.from_x0(kind, target_x0, x_t, abar)) ** 2
+        per_example = error.mean(dim=(1, 2))  # [B]
+        denoise = per_example.mean()
+        first = i == 0
+        terms["mse"] = per_example[~first].mean() if (~first).any() else per_example.new_zeros(())
+        terms["t0"] = per_example[first].mean() if first.any() else per_example.new_zeros(())
+
+    # 5. Prior: q(x_T | x0) should be N(0, I); penalise the mean it keeps.
+    terms["prior"] = (alphas_cumprod[-1] * x0**2).mean()
+    # 6. Rounding: −log p(w | x0) with the tied head.
+    terms["rounding"] = F.cross_entropy(denoiser.embedding.logits(x0).transpose(1, 2), ids)
+
+    loss = denoise + terms["prior"] + config.rounding_weight * terms["rounding"]
+    return LossOutput(loss=loss, terms={"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})

@@ -1,0 +1,108 @@
+"""The denoiser f(x_t, t): a bidirectional transformer that predicts x̂0.
+
+Shapes: B batch, L positions, d embedding size, H hidden size, V vocabulary.
+
+    x_t [B, L, d] ─(cat self_cond)─► in_proj ─► + pos + time ─► LN ─► encoder ─► out_proj
+        x0 / eps / v:  out_proj: H → d, read as that view and converted to x̂0 by process.py
+        logits:        out_proj: H → V, x̂0 = softmax(logits) · EMB   (CDCD score interpolation)
+
+The input and output projections are Diffusion-LM's Linear–Tanh–Linear pairs. Time enters
+as a sinusoidal embedding of 1000·t through an MLP, added to every position.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from difflm.config import ModelConfig
+from difflm.diffusion import process
+from difflm.diffusion.schedules import NoiseSchedule
+from difflm.model.embedding import WordEmbedding
+
+
+@dataclass
+class Prediction:
+    """What the denoiser says about x0.
+
+    Attributes:
+        x0: x̂0, [B, L, d].
+        logits: word logits at every position, [B, L, V].
+    """
+
+    x0: torch.Tensor
+    logits: torch.Tensor
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal features of scale·t: [B] -> [B, dim] (as in DDPM / improved-diffusion)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = scale * t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class Denoiser(nn.Module):
+    """f(x_t, t, *, cond=None, self_cond=None) -> Prediction.
+
+    Args:
+        config: the model section of the run config.
+        vocab_size: V.
+        max_len: L, the number of learned position embeddings.
+        schedule: the noise schedule, needed to read ε- or v-outputs as x̂0.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, max_len: int, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        self.config = config
+        self.schedule = schedule
+        self.max_len = max_len
+        self.self_conditioning = config.self_condition
+        d, h = config.embed_dim, config.hidden
+        self.embedding = WordEmbedding(vocab_size, d, normalize=config.normalize_embeddings)
+        in_dim = 2 * d if config.self_condition else d
+        self.in_proj = nn.Sequential(nn.Linear(in_dim, h), nn.Tanh(), nn.Linear(h, h))
+        self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
+        self.in_norm = nn.LayerNorm(h)
+        self.dropout = nn.Dropout(config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            h, config.heads, 4 * h, config.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        # enable_nested_tensor only matters for padding masks, which we do not use.
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(h)
+        out_dim = vocab_size if config.predict == "logits" else d
+        self.out_proj = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, out_dim))
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        cond: torch.Tensor | None = None,
+        self_cond: torch.Tensor | None = None,
+    ) -> Prediction:
+        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1]."""
+        if cond is not None:
+            raise ValueError("this model was trained without a conditioning signal (cond)")
+        B, L, _ = x_t.shape
+        if L > self.max_len:
+            raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
+        if self.self_conditioning:
+            self_cond = torch.zeros_like(x_t) if self_cond is None else self_cond
+            inputs = torch.cat([x_t, self_cond], dim=-1)
+        else:
+            inputs = x_t
+        h = self.in_proj(inputs) + self.pos[:L]
+        h = h + self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
+        h = self.encoder(self.dropout(self.in_norm(h)))
+        out = self.out_proj(self.out_norm(h)).float()
+        if self.config.predict == "logits":
+            x0 = out.softmax(-1) @ self.embedding.table()
+            return Prediction(x0=x0, logits=out)
+        abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
+        x0 = process.to_x0(self.config.predict, out, x_t, abar)
+        return Prediction(x0=x0, logits=self.embedding.logits(x0))

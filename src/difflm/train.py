@@ -1,0 +1,298 @@
+"""Training loop: AdamW with warmup and linear decay, clipping, EMA, checkpoints, DDP.
+
+Exact resume without saving RNG states: every source of randomness is re-seeded from
+(seed, step, rank) at each step (data order from (seed, epoch)), so step s draws the
+same batch, noise and dropout whether or not the run was interrupted before it.
+Under `torchrun`, each process takes its own slice of every global batch.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from difflm import checkpoint
+from difflm.config import Config
+from difflm.diffusion.losses import e2e_loss
+from difflm.diffusion.schedules import make_schedule
+from difflm.model.denoiser import Denoiser
+from difflm.text.corpora import Corpus, read_corpus, split
+from difflm.text.vocab import Vocab
+
+#: Keys of `train` that may change when a run is resumed (extend it, or bound its time).
+RESUMABLE_CHANGES = {"steps", "time_limit", "eval_every", "checkpoint_every", "log_every", "threads"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; under torchrun each process takes its local GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+@dataclass
+class Dataset:
+    """Padded id tensors of the training and held-out splits."""
+
+    vocab: Vocab
+    train: torch.Tensor  # [N, L]
+    valid: torch.Tensor  # [M, L]
+    report: dict[str, int]
+
+
+def prepare_data(config: Config, corpus: Corpus | None = None, vocab: Vocab | None = None) -> Dataset:
+    """Read the corpus, split off the held-out sentences, build (or reuse) the vocabulary, pad."""
+    corpus = corpus or read_corpus(config.data.corpus)
+    holdout = config.data.holdout
+    train_ex, valid_ex = split(corpus.examples, int(holdout) if holdout >= 1 else holdout, config.train.seed)
+    sentences = [ex.tokens for ex in train_ex]
+    vocab = vocab or Vocab.build(sentences, min_count=config.data.min_count)
+    train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=config.data.overlong)
+    valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=config.data.overlong)
+    report = {"train": len(train_ex), "valid": len(valid_ex), "vocab": len(vocab), "truncated": cut_train + cut_valid}
+    report.update({f"skipped_{k}": v for k, v in corpus.skipped.items()})
+    return Dataset(vocab, train_ids, valid_ids, report)
+
+
+def build_denoiser(config: Config, vocab_size: int) -> Denoiser:
+    schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
+    return Denoiser(config.model, vocab_size, config.data.max_len, schedule)
+
+
+def lr_at(step: int, config: Config) -> float:
+    """Linear warmup to the peak, then linear decay to 0 at the last step."""
+    tc = config.train
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    return tc.lr * max(0.0, (tc.steps - step) / max(1, tc.steps - tc.warmup))
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int, rank: int, world: int) -> torch.Tensor:
+    """Indices of this process's rows for `step`: epochs are seeded permutations of the data."""
+    start = step * batch * world + rank * batch
+    positions = torch.arange(start, start + batch)
+    epochs = positions // n
+    out = torch.empty(batch, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        mask = epochs == epoch
+        out[mask] = perm[positions[mask] % n]
+    return out
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step) * 64 + rank
+
+
+@torch.no_grad()
+def heldout_loss(denoiser: Denoiser, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512) -> dict[str, float]:
+    """Mean loss terms on held-out rows, with fixed noise so points on the curve compare."""
+    was_training = denoiser.training
+    denoiser.eval()
+    generator = torch.Generator().manual_seed(12345)
+    rows = ids[:max_rows]
+    totals: dict[str, float] = {}
+    batches = 0
+    for start in range(0, len(rows), config.train.batch_size):
+        out = e2e_loss(denoiser, rows[start : start + config.train.batch_size].to(device), config.diffusion, generator=generator)
+        for k, v in out.terms.items():
+            totals[k] = totals.get(k, 0.0) + v
+        batches += 1
+    denoiser.train(was_training)
+    return {k: v / max(1, batches) for k, v in totals.items()}
+
+
+class Trainer:
+    """Owns the model, the EMA copy, the optimizer and the run directory.
+
+    Args:
+        config: full run config.
+        run_dir: where checkpoints and metrics go; an existing run there is resumed.
+        corpus: an already read corpus (default: read `config.data.corpus`).
+        progress: show a tqdm bar (rank 0 only).
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, *, corpus: Corpus | None = None, progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = resolve_device(config.train.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.step = 0
+        self.elapsed = 0.0
+        resuming = (self.run_dir / "train_state.json").is_file()
+        if resuming:
+            config = self._check_resume_config(config)
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise ValueError(f"{self.run_dir} exists and is not a difflm run; choose a new --out")
+        self.config = config
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        vocab = Vocab.load(self.run_dir / "vocab.json") if resuming else None
+        self.data = prepare_data(config, corpus, vocab)
+        torch.manual_seed(config.train.seed)
+        self.denoiser = build_denoiser(config, len(self.data.vocab)).to(self.device)
+        self.ema = copy.deepcopy(self.denoiser).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.denoiser.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
+        if resuming:
+            self._load_state()
+        self.model: torch.nn.Module = self.denoiser
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.denoiser, device_ids=ids)
+        self.progress = progress and self.rank == 0
+        if self.rank == 0 and not resuming:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.json")
+            self.data.vocab.save(self.run_dir / "vocab.json")
+
+    # -- resume -------------------------------------------------------------------------
+    def _check_resume_config(self, requested: Config) -> Config:
+        saved = Config.from_dict(checkpoint.read_json(self.run_dir / "config.json"))
+        req, old = requested.to_dict(), saved.to_dict()
+        changed = [
+            f"{section}.{key}"
+            for section in old
+            for key in old[section]
+            if old[section][key] != req[section][key] and not (section == "train" and key in RESUMABLE_CHANGES)
+        ]
+        if changed:
+            raise ValueError(f"cannot resume {self.run_dir}: config differs in {', '.join(changed)}")
+        return requested
+
+    def _load_state(self) -> None:
+        state = checkpoint.read_json(self.run_dir / "train_state.json")
+        checkpoint.load_weights(self.denoiser, self.run_dir / "model.safetensors")
+        checkpoint.load_weights(self.ema, self.run_dir / "ema.safetensors")
+        checkpoint.optimizer_from_tensors(
+            self.optimizer, checkpoint.load_tensors(self.run_dir / "optimizer.safetensors"), state["optimizer"]
+        )
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric rows logged after the checkpoint: the resumed run logs them again."""
+        path = self.run_dir / "metrics.jsonl"
+        if self.rank != 0 or not path.is_file():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and _row_step(line) <= self.step]
+        checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def save(self) -> None:
+        """Write weights, EMA, optimizer and the step counter (rank 0)."""
+        if self.rank != 0:
+            return
+        checkpoint.save_tensors(self.run_dir / "model.safetensors", self.denoiser.state_dict())
+        checkpoint.save_tensors(self.run_dir / "ema.safetensors", self.ema.state_dict())
+        tensors, plain = checkpoint.optimizer_to_tensors(self.optimizer)
+        checkpoint.save_tensors(self.run_dir / "optimizer.safetensors", tensors)
+        state = {"step": self.step, "elapsed": self.elapsed, "optimizer": plain, "data": self.data.report}
+        # train_state.json last: it is what marks the checkpoint as complete.
+        checkpoint.atomic_write_text(self.run_dir / "train_state.json", json.dumps(state))
+
+    def log(self, row: dict) -> None:
+        if self.rank == 0:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    # -- the loop -----------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        tc = self.config.train
+        seed = step_seed(tc.seed, self.step, self.rank)
+        torch.manual_seed(seed)  # dropout
+        generator = torch.Generator().manual_seed(seed)  # t, ε, self-conditioning coins
+        rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
+        ids = self.data.train[rows].to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.config)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+            out = e2e_loss(self.denoiser, ids, self.config.diffusion, generator=generator, model=self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        self.optimizer.step()
+        # EMA with a warm-up of its decay, so short runs are not dominated by the init.
+        decay = min(tc.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for ema_p, p in zip(self.ema.parameters(), self.denoiser.parameters()):
+                ema_p.lerp_(p, 1 - decay)
+        self.step += 1
+        return {**out.terms, "grad_norm": float(grad_norm)}
+
+    def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
+        """Train until `train.steps` (or the time limit); returns the last logged rows."""
+        tc = self.config.train
+        tokens_per_step = tc.batch_size * self.config.data.max_len * self.world
+        bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train", dynamic_ncols=True)
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        last: dict[str, dict] = {}
+        session_start = time.perf_counter()
+        elapsed_at_start = self.elapsed
+        while self.step < tc.steps:
+            terms = self.train_step()
+            self.elapsed = elapsed_at_start + time.perf_counter() - session_start
+            for k, v in terms.items():
+                window[k] = window.get(k, 0.0) + v
+            window_steps += 1
+            bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.steps:
+                seconds = time.perf_counter() - window_start
+                row = {"step": self.step, "split": "train", **{k: v / window_steps for k, v in window.items()}}
+                row.update(lr=lr_at(self.step - 1, self.config), tokens_per_s=tokens_per_step * window_steps / seconds,
+                           steps_per_s=window_steps / seconds, elapsed=self.elapsed)
+                self.log(row)
+                last["train"] = row
+                bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                window, window_steps, window_start = {}, 0, time.perf_counter()
+                if on_log:
+                    on_log(row)
+            if self.step % tc.eval_every == 0 or self.step == tc.steps:
+                row = {"step": self.step, "split": "valid", **heldout_loss(self.ema, self.data.valid, self.config, self.device), "elapsed": self.elapsed}
+                self.log(row)
+                last["valid"] = row
+                if on_log:
+                    on_log(row)
+            out_of_time = self._out_of_time()
+            if self.step % tc.checkpoint_every == 0 or self.step == tc.steps or out_of_time:
+                self.save()
+            if out_of_time:
+                break
+        bar.close()
+        return last
+
+    def _out_of_time(self) -> bool:
+        limit = self.config.train.time_limit
+        if limit <= 0:
+            return False
+        flag = torch.tensor(float(self.elapsed >= limit * 60), device=self.device)
+        if self.world > 1:  # all processes must stop at the same step
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def _row_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 1 << 62  # an unreadable (half-written) row is dropped
+
+
+def train(config: Config, run_dir: str | Path, *, corpus: Corpus | None = None, progress: bool = True) -> dict:
+    """Train (or resume) a run; see `Trainer`."""
+    return Trainer(config, run_dir, corpus=corpus, progress=progress).run()
