@@ -197,9 +197,14 @@ def _build_section(section_cls: type, section: str, values: dict[str, Any]) -> A
 
 
 def _coerce(value: Any, kind: type, key: str) -> Any:
-    """Check a value against its field's type; ints are accepted where floats are expected."""
+    """Check a value against its field's type; ints and numeric strings are accepted for floats."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -103,15 +103,27 @@ def heldout_loss(denoiser: Denoiser, ids: torch.Tensor, config: Config, device: 
     denoiser.eval()
     generator = torch.Generator().manual_seed(12345)
     rows = ids[:max_rows]
-    totals: dict[str, float] = {}
-    batches = 0
+    mean = RunningMean()
     for start in range(0, len(rows), config.train.batch_size):
-        out = e2e_loss(denoiser, rows[start : start + config.train.batch_size].to(device), config.diffusion, generator=generator)
-        for k, v in out.terms.items():
-            totals[k] = totals.get(k, 0.0) + v
-        batches += 1
+        mean.add(e2e_loss(denoiser, rows[start : start + config.train.batch_size].to(device), config.diffusion, generator=generator).terms)
     denoiser.train(was_training)
-    return {k: v / max(1, batches) for k, v in totals.items()}
+    return mean.result()
+
+
+class RunningMean:
+    """Per-key means of logged terms; a key counts only the batches that reported it."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, terms: dict[str, float]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def result(self) -> dict[str, float]:
+        return {k: v / self.counts[k] for k, v in self.sums.items()}
 
 
 class Trainer:
@@ -239,27 +251,25 @@ class Trainer:
         tc = self.config.train
         tokens_per_step = tc.batch_size * self.config.data.max_len * self.world
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train", dynamic_ncols=True)
-        window: dict[str, float] = {}
+        window = RunningMean()
         window_steps, window_start = 0, time.perf_counter()
         last: dict[str, dict] = {}
         session_start = time.perf_counter()
         elapsed_at_start = self.elapsed
         while self.step < tc.steps:
-            terms = self.train_step()
+            window.add(self.train_step())
             self.elapsed = elapsed_at_start + time.perf_counter() - session_start
-            for k, v in terms.items():
-                window[k] = window.get(k, 0.0) + v
             window_steps += 1
             bar.update(1)
             if self.step % tc.log_every == 0 or self.step == tc.steps:
                 seconds = time.perf_counter() - window_start
-                row = {"step": self.step, "split": "train", **{k: v / window_steps for k, v in window.items()}}
+                row = {"step": self.step, "split": "train", **window.result()}
                 row.update(lr=lr_at(self.step - 1, self.config), tokens_per_s=tokens_per_step * window_steps / seconds,
                            steps_per_s=window_steps / seconds, elapsed=self.elapsed)
                 self.log(row)
                 last["train"] = row
                 bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-                window, window_steps, window_start = {}, 0, time.perf_counter()
+                window, window_steps, window_start = RunningMean(), 0, time.perf_counter()
                 if on_log:
                     on_log(row)
             if self.step % tc.eval_every == 0 or self.step == tc.steps:

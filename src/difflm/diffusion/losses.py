@@ -97,9 +97,12 @@ def e2e_loss(
         error = (process.from_x0(kind, pred.x0, x_t, abar) - process.from_x0(kind, target_x0, x_t, abar)) ** 2
         per_example = error.mean(dim=(1, 2))  # [B]
         denoise = per_example.mean()
+        # Terms absent from a batch are left out (not logged as 0) so averages stay honest.
         first = i == 0
-        terms["mse"] = per_example[~first].mean() if (~first).any() else per_example.new_zeros(())
-        terms["t0"] = per_example[first].mean() if first.any() else per_example.new_zeros(())
+        if (~first).any():
+            terms["mse"] = per_example[~first].mean()
+        if first.any():
+            terms["t0"] = per_example[first].mean()
 
     # 5. Prior: q(x_T | x0) should be N(0, I); penalise the mean it keeps.
     terms["prior"] = (alphas_cumprod[-1] * x0**2).mean()

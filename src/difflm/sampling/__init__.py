@@ -1,0 +1,21 @@
+"""Samplers: one free function per algorithm, all with the signature of `base.py`."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from difflm.sampling import ddim, ddpm
+from difflm.sampling.base import SampleOutput
+
+Sampler = Callable[..., SampleOutput]
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": ddpm.sample,
+    "ddim": ddim.sample,
+}
+
+
+def get_sampler(name: str) -> Sampler:
+    """The `sample` function registered under `name`."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; valid choices: {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]

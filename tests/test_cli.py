@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from difflm.cli import main
+from tests.conftest import CONFIGS
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_sample_text_and_jsonl(tmp_path, toy_corpus, capsys):
+    run = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(CONFIGS / "tiny.yaml"),
+                           "--set", "train.steps=20", "data.max_len=16", "--out", str(run), "--no-progress")
+    assert code == 0 and json.loads(out.splitlines()[-1])["run"] == str(run)
+    code, out, _ = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", "ddpm", "--steps", "10", "--seed", "1")
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run_cli(capsys, "sample", str(run), "--n", "2", "--steps", "5", "--clamp-from", "100", "--format", "jsonl")
+    assert code == 0 and all("text" in json.loads(line) for line in out.splitlines())
+
+
+def test_demo_runs_on_the_bundled_corpus(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--config", str(CONFIGS / "tiny.yaml"),
+                           "--set", "train.steps=10", "data.max_len=24", "train.threads=1")
+    assert code == 0
+    assert "unconditional samples" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "/no/such/run"], "run directory not found"),
+        (["train", "--corpus", "lines:/no/such/file.txt", "--out", "X"], "/no/such/file.txt"),
+        (["train", "--corpus", "nonsense", "--out", "X"], "nonsense"),
+        (["train", "--out", "X", "--set", "train.bogus=1"], "unknown config key"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_bad_sampling_options_exit_2(tiny_run, capsys):
+    for argv in (["--sampler", "euler"], ["--steps", "0"], ["--eta", "2"], ["--n", "0"]):
+        code, _, err = run_cli(capsys, "sample", str(tiny_run), *argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_corrupt_checkpoint_exit_2(tmp_path, tiny_run, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    (run / "ema.safetensors").write_bytes(b"\x00garbage")
+    code, _, err = run_cli(capsys, "sample", str(run))
+    assert code == 2 and "ema.safetensors" in err

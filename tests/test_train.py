@@ -1,0 +1,96 @@
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import difflm
+from difflm.train import Trainer, batch_indices, lr_at
+from tests.conftest import tiny_config
+
+TEMPLATE = re.compile(r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food in the (city centre|riverside) \.$")
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_learns_the_corpus(tiny_run):
+    rows = _rows(tiny_run)
+    valid = [r for r in rows if r["split"] == "valid"]
+    assert valid[-1]["loss"] < 0.5 * valid[0]["loss"]
+    for key in ("mse", "prior", "rounding"):  # each term of the objective is logged
+        assert key in valid[-1]
+    samples = difflm.load(tiny_run).sample(32, sampler="ddim", steps=20, seed=0)
+    share = sum(bool(TEMPLATE.match(s)) for s in samples) / len(samples)
+    assert share >= 0.5, samples[:5]
+
+
+def test_resumed_run_follows_the_uninterrupted_curve(tmp_path, toy_corpus):
+    config = tiny_config(f"lines:{toy_corpus}", "train.steps=24", "train.log_every=4", "train.eval_every=8", "train.checkpoint_every=8")
+    Trainer(config, tmp_path / "full", progress=False).run()
+
+    interrupted = Trainer(config, tmp_path / "cut", progress=False)
+    real_step = interrupted.train_step
+
+    def crash_at_13():
+        if interrupted.step == 13:
+            raise KeyboardInterrupt
+        return real_step()
+
+    interrupted.train_step = crash_at_13
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    Trainer(config, tmp_path / "cut", progress=False).run()  # resumes from step 8
+    full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
+    assert [(r["step"], r["split"]) for r in full] == [(r["step"], r["split"]) for r in cut]
+    for a, b in zip(full, cut):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+
+
+def test_resume_refuses_a_different_model(tmp_path, toy_corpus):
+    Trainer(tiny_config(f"lines:{toy_corpus}", "train.steps=2"), tmp_path / "r", progress=False).run()
+    with pytest.raises(ValueError, match="model.hidden"):
+        Trainer(tiny_config(f"lines:{toy_corpus}", "train.steps=4", "model.hidden=32"), tmp_path / "r", progress=False)
+
+
+def test_out_dir_that_is_not_a_run_is_refused(tmp_path, toy_corpus):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a difflm run"):
+        Trainer(tiny_config(f"lines:{toy_corpus}"), tmp_path / "busy", progress=False)
+
+
+def test_lr_warms_up_then_decays_to_zero(toy_corpus):
+    config = tiny_config(f"lines:{toy_corpus}", "train.steps=100", "train.warmup=10", "train.lr=1.0")
+    assert lr_at(0, config) == pytest.approx(0.1)
+    assert lr_at(9, config) == pytest.approx(1.0)
+    assert lr_at(55, config) == pytest.approx(0.5)
+    assert lr_at(100, config) == 0.0
+
+
+def test_batches_cover_each_epoch_once_and_ranks_do_not_overlap():
+    seen = torch.cat([batch_indices(step, 5, 20, seed=1, rank=0, world=1) for step in range(4)])
+    assert sorted(seen.tolist()) == list(range(20))
+    r0, r1 = batch_indices(0, 5, 20, 1, 0, 2), batch_indices(0, 5, 20, 1, 1, 2)
+    assert not set(r0.tolist()) & set(r1.tolist())
+
+
+def test_two_process_torchrun_job_trains(tmp_path, toy_corpus):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "difflm.cli", "train",
+           "--corpus", f"lines:{toy_corpus}", "--config", str(Path(__file__).parent.parent / "configs" / "tiny.yaml"),
+           "--set", "train.steps=20", "train.eval_every=10", "train.log_every=10", "data.max_len=16", "train.threads=1",
+           "--out", str(run), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(run)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20]  # only rank 0 logs
+    assert json.loads((run / "train_state.json").read_text())["step"] == 20
+    assert difflm.load(run).sample(2, steps=5)
