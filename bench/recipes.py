@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--n", type=int, default=256, help="samples per recipe")
     parser.add_argument("--out", default="bench/out/recipes")
+    parser.add_argument("--judge-only", action="store_true", help="skip training; judge the runs already in --out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,16 +96,17 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipe(s) {sorted(unknown)}; known: {sorted(RECIPES)}")
 
-    plans = {}
-    for name in names:
-        rate = measure_rate(args.config, base + RECIPES[name])
-        steps = max(1, int(rate * args.minutes * 60))
-        # time_limit is a safety net against a slower-than-probed machine, not the budget.
-        plans[name] = (rate, base + RECIPES[name] + [f"train.steps={steps}", f"train.time_limit={args.minutes * 1.25}"])
-        print(f"{name}: {rate:.2f} steps/s on one thread -> {steps} steps", flush=True)
-
-    with ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(lambda name: train_run(out / name, args.config, plans[name][1]), names))
+    rates = {}
+    if not args.judge_only:
+        plans = {}
+        for name in names:
+            rates[name] = measure_rate(args.config, base + RECIPES[name])
+            steps = max(1, int(rates[name] * args.minutes * 60))
+            # time_limit is a safety net against a slower-than-probed machine, not the budget.
+            plans[name] = base + RECIPES[name] + [f"train.steps={steps}", f"train.time_limit={args.minutes * 1.25}"]
+            print(f"{name}: {rates[name]:.2f} steps/s on one thread -> {steps} steps", flush=True)
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda name: train_run(out / name, args.config, plans[name]), names))
 
     config = load_config(args.config, base)
     data = prepare_data(config)
@@ -116,7 +118,7 @@ def main() -> None:
         state = json.loads((out / name / "train_state.json").read_text())
         valid = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
         result["recipes"][name] = {
-            "steps_per_s": round(plans[name][0], 2),
+            "steps_per_s": round(rates.get(name, state["step"] / state["elapsed"]), 2),
             "steps": state["step"],
             "cpu_minutes": round(state["elapsed"] / 60, 1),
             "final_valid": {k: round(v, 4) for k, v in valid[-1].items() if isinstance(v, float)},

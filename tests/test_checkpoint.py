@@ -37,6 +37,17 @@ def test_optimizer_state_round_trip():
 
 def test_mismatched_weights_are_refused(tmp_path):
     path = tmp_path / "w.safetensors"
-    checkpoint.save_tensors(path, torch.nn.Linear(3, 2).state_dict())
+    checkpoint.save_weights(path, torch.nn.Linear(3, 2))
     with pytest.raises(ValueError, match="do not fit"):
         checkpoint.load_weights(torch.nn.Linear(4, 2), path)
+
+
+def test_tied_weights_round_trip(tmp_path):
+    from difflm.config import ModelConfig
+    from difflm.model.autoregressive import CausalLM
+
+    model = CausalLM(ModelConfig(kind="autoregressive", hidden=16, layers=1, heads=2), 9, 5)
+    checkpoint.save_weights(tmp_path / "lm.safetensors", model)
+    fresh = CausalLM(ModelConfig(kind="autoregressive", hidden=16, layers=1, heads=2), 9, 5)
+    checkpoint.load_weights(fresh, tmp_path / "lm.safetensors")
+    assert torch.equal(fresh.tok.weight, model.tok.weight) and fresh.head.weight is fresh.tok.weight

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 
 def _atomic(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) fills the file
@@ -74,14 +74,19 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"corrupt JSON in {path}: {err}") from None
 
 
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    """Atomically save a module's weights; tied weights (shared tensors) are stored once."""
+    _atomic(Path(path), lambda tmp: save_model(module, tmp))
+
+
 def load_weights(module: torch.nn.Module, path: Path) -> None:
-    """Load weights into a module, naming the file if names or shapes do not match."""
-    tensors = load_tensors(path)
+    """Load weights saved by `save_weights`, naming the file if names or shapes do not match."""
+    load_tensors(path)  # one clear error for a missing, truncated or corrupt file
     try:
-        module.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise ValueError(f"weights in {path} do not fit this model: {' '.join(first[:2])}") from None
+        load_model(module, str(path), strict=True, device=str(next(module.parameters()).device))
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = " ".join(str(err).strip().splitlines()[:2])
+        raise ValueError(f"weights in {path} do not fit this model: {first}") from None
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

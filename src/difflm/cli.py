@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("eval", help="score generated sentences: lm-score, grammaticality, diversity, novelty")
+    p.add_argument("file", help="sentences, one per line, or jsonl with a \"text\" field")
+    p.add_argument("--teacher", help="autoregressive run: lm-score, and its corpus split for novelty and the reference")
+    p.add_argument("--grammar", action="store_true", help="judge with the bundled grammar's exact parser "
+                   "(on by default when the teacher was trained on the grammar corpus)")
+    p.add_argument("--reference", action="store_true", help="also score the teacher's held-out human sentences")
+
     p = sub.add_parser("demo", help="train a small model on the bundled corpus and print samples")
     p.add_argument("--out", default="runs/demo", help="run directory (resumed if it exists)")
     _add_config_args(p)
@@ -85,6 +92,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
         print(json.dumps({"text": text}) if args.format == "jsonl" else text)
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import difflm
+    from difflm.eval.report import evaluate, read_texts
+    from difflm.train import prepare_data
+
+    texts = read_texts(args.file)
+    teacher, training, reference = None, None, None
+    grammar = args.grammar
+    if args.teacher:
+        teacher = difflm.load(args.teacher)
+        data = prepare_data(teacher.config, vocab=teacher.vocab)
+        training = [teacher.vocab.decode(row.tolist()) for row in data.train]
+        reference = [" ".join(teacher.vocab.decode(row.tolist())) for row in data.valid]
+        grammar = grammar or teacher.config.data.corpus == "grammar"
+    elif args.reference:
+        raise UserError("--reference needs --teacher (the held-out sentences come from the teacher's corpus split)")
+    report = {"samples": evaluate(texts, teacher=teacher, training=training, grammar=grammar)}
+    if args.reference:
+        report["reference"] = evaluate(reference, teacher=teacher, training=training, grammar=grammar)
+    print(json.dumps(report, indent=2))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     import difflm
     from difflm.config import load_config
@@ -100,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"  {text}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

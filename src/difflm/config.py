@@ -36,9 +36,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The denoiser f(x_t, t) and the embeddings.
+    """The network: the denoiser f(x_t, t) and its embeddings, or a causal LM.
 
     Attributes:
+        kind: `diffusion` (the denoiser) or `autoregressive` (the teacher LM and AR
+            baseline; uses hidden, layers, heads and dropout only).
         embed_dim: d, the size of a word embedding (the paper uses 16 for E2E).
         hidden: transformer width.
         layers: transformer blocks.
@@ -50,6 +52,7 @@ class ModelConfig:
         normalize_embeddings: keep EMB rows at norm √d.
     """
 
+    kind: str = "diffusion"
     embed_dim: int = 16
     hidden: int = 128
     layers: int = 4
@@ -165,6 +168,7 @@ class Config:
         checks = [
             (self.data.max_len >= 3, f"data.max_len must be ≥ 3, got {self.data.max_len}"),
             (self.data.overlong in ("truncate", "refuse"), f"data.overlong must be truncate or refuse, got '{self.data.overlong}'"),
+            (self.model.kind in ("diffusion", "autoregressive"), f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'"),
             (self.model.predict in ("x0", "eps", "v", "logits"), f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'"),
             (self.model.hidden % self.model.heads == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),
             (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),

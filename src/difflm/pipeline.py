@@ -7,26 +7,27 @@ import torch
 
 from difflm import checkpoint
 from difflm.config import Config
+from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
 from difflm.sampling.base import SampleOutput
 from difflm.text.vocab import Vocab
-from difflm.train import build_denoiser, resolve_device
+from difflm.train import build_model, resolve_device
 
 
 class Pipeline:
-    """A trained diffusion LM ready to sample.
+    """A trained run ready to sample: a diffusion LM, or the autoregressive LM.
 
     Attributes:
         config: the run's config.
         vocab: its vocabulary.
-        denoiser: the (EMA) denoiser, in eval mode.
+        model: the (EMA) denoiser or causal LM, in eval mode.
     """
 
-    def __init__(self, config: Config, vocab: Vocab, denoiser: Denoiser) -> None:
+    def __init__(self, config: Config, vocab: Vocab, model: Denoiser | CausalLM) -> None:
         self.config = config
         self.vocab = vocab
-        self.denoiser = denoiser.eval()
+        self.model = model.eval()
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str = "auto") -> "Pipeline":
@@ -38,13 +39,22 @@ class Pipeline:
             raise ValueError(f"weights must be 'ema' or 'model', got '{weights}'")
         config = Config.from_dict(checkpoint.read_json(run_dir / "config.json"))
         vocab = Vocab.load(run_dir / "vocab.json")
-        denoiser = build_denoiser(config, len(vocab))
-        checkpoint.load_weights(denoiser, run_dir / f"{weights}.safetensors")
-        return cls(config, vocab, denoiser.to(resolve_device(device)))
+        model = build_model(config, len(vocab))
+        checkpoint.load_weights(model, run_dir / f"{weights}.safetensors")
+        return cls(config, vocab, model.to(resolve_device(device)))
 
     @property
     def device(self) -> torch.device:
-        return next(self.denoiser.parameters()).device
+        return next(self.model.parameters()).device
+
+    @property
+    def is_autoregressive(self) -> bool:
+        return isinstance(self.model, CausalLM)
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        return generator
 
     def generate(
         self,
@@ -56,22 +66,32 @@ class Pipeline:
         length: int | None = None,
         **options,
     ) -> SampleOutput:
-        """Run a sampler for n sentences of `length` positions (default: the model's L)."""
+        """Run a diffusion sampler for n sentences of `length` positions (default: the model's L)."""
+        if self.is_autoregressive:
+            raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
-        length = length or self.config.data.max_len
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
-        shape = (n, length, self.config.model.embed_dim)
-        return get_sampler(sampler)(self.denoiser, shape, steps=steps, generator=generator, **options)
+        shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
+        return get_sampler(sampler)(self.model, shape, steps=steps, generator=self._generator(seed), **options)
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""
         return [" ".join(self.vocab.decode(row.tolist())) for row in tokens]
 
-    def sample(self, n: int = 8, **kwargs) -> list[str]:
-        """Sample n sentences; keyword arguments as in `generate`."""
-        return self.decode(self.generate(n, **kwargs).tokens)
+    def sample(self, n: int = 8, *, seed: int | None = 0, **options) -> list[str]:
+        """Sample n sentences.
+
+        Diffusion runs take the options of `generate` (sampler, steps, eta, clamp_from, …);
+        autoregressive runs take temperature and top_p.
+        """
+        if not self.is_autoregressive:
+            return self.decode(self.generate(n, seed=seed, **options).tokens)
+        if n < 1:
+            raise ValueError(f"n must be ≥ 1, got {n}")
+        unknown = set(options) - {"temperature", "top_p"}
+        if unknown:
+            raise ValueError(f"unknown option(s) for an autoregressive run: {sorted(unknown)}")
+        return self.decode(self.model.generate(n, generator=self._generator(seed), **options))
 
 
 def load(run_dir: str | Path, **kwargs) -> Pipeline:

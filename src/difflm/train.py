@@ -24,6 +24,7 @@ from difflm import checkpoint
 from difflm.config import Config
 from difflm.diffusion.losses import e2e_loss
 from difflm.diffusion.schedules import make_schedule
+from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.text.corpora import Corpus, read_corpus, split
 from difflm.text.vocab import Vocab
@@ -66,9 +67,30 @@ def prepare_data(config: Config, corpus: Corpus | None = None, vocab: Vocab | No
     return Dataset(vocab, train_ids, valid_ids, report)
 
 
-def build_denoiser(config: Config, vocab_size: int) -> Denoiser:
+def build_model(config: Config, vocab_size: int) -> Denoiser | CausalLM:
+    """The network a config describes: the diffusion denoiser or the causal LM."""
+    if config.model.kind == "autoregressive":
+        return CausalLM(config.model, vocab_size, config.data.max_len)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
     return Denoiser(config.model, vocab_size, config.data.max_len, schedule)
+
+
+class Objective(torch.nn.Module):
+    """A model's training loss as a module, so that DDP can wrap the whole computation.
+
+    forward(ids [B, L], generator) -> (loss, {term: float}).
+    """
+
+    def __init__(self, model: Denoiser | CausalLM, config: Config) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        if isinstance(self.model, CausalLM):
+            loss = self.model.loss(ids)
+            return loss, {"loss": loss.item()}
+        out = e2e_loss(self.model, ids, self.config.diffusion, generator=generator)
+        return out.loss, out.terms
 
 
 def lr_at(step: int, config: Config) -> float:
@@ -97,16 +119,17 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 @torch.no_grad()
-def heldout_loss(denoiser: Denoiser, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512) -> dict[str, float]:
+def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512) -> dict[str, float]:
     """Mean loss terms on held-out rows, with fixed noise so points on the curve compare."""
-    was_training = denoiser.training
-    denoiser.eval()
+    was_training = model.training
+    model.eval()
+    objective = Objective(model, config)
     generator = torch.Generator().manual_seed(12345)
     rows = ids[:max_rows]
     mean = RunningMean()
     for start in range(0, len(rows), config.train.batch_size):
-        mean.add(e2e_loss(denoiser, rows[start : start + config.train.batch_size].to(device), config.diffusion, generator=generator).terms)
-    denoiser.train(was_training)
+        mean.add(objective(rows[start : start + config.train.batch_size].to(device), generator)[1])
+    model.train(was_training)
     return mean.result()
 
 
@@ -127,7 +150,7 @@ class RunningMean:
 
 
 class Trainer:
-    """Owns the model, the EMA copy, the optimizer and the run directory.
+    """Owns the model (denoiser or causal LM), its EMA copy, the optimizer and the run directory.
 
     Args:
         config: full run config.
@@ -156,17 +179,17 @@ class Trainer:
         vocab = Vocab.load(self.run_dir / "vocab.json") if resuming else None
         self.data = prepare_data(config, corpus, vocab)
         torch.manual_seed(config.train.seed)
-        self.denoiser = build_denoiser(config, len(self.data.vocab)).to(self.device)
-        self.ema = copy.deepcopy(self.denoiser).eval().requires_grad_(False)
+        self.model = build_model(config, len(self.data.vocab)).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
-            self.denoiser.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
         if resuming:
             self._load_state()
-        self.model: torch.nn.Module = self.denoiser
+        self.objective: torch.nn.Module = Objective(self.model, config)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.denoiser, device_ids=ids)
+            self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         self.progress = progress and self.rank == 0
         if self.rank == 0 and not resuming:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +212,7 @@ class Trainer:
 
     def _load_state(self) -> None:
         state = checkpoint.read_json(self.run_dir / "train_state.json")
-        checkpoint.load_weights(self.denoiser, self.run_dir / "model.safetensors")
+        checkpoint.load_weights(self.model, self.run_dir / "model.safetensors")
         checkpoint.load_weights(self.ema, self.run_dir / "ema.safetensors")
         checkpoint.optimizer_from_tensors(
             self.optimizer, checkpoint.load_tensors(self.run_dir / "optimizer.safetensors"), state["optimizer"]
@@ -209,8 +232,8 @@ class Trainer:
         """Write weights, EMA, optimizer and the step counter (rank 0)."""
         if self.rank != 0:
             return
-        checkpoint.save_tensors(self.run_dir / "model.safetensors", self.denoiser.state_dict())
-        checkpoint.save_tensors(self.run_dir / "ema.safetensors", self.ema.state_dict())
+        checkpoint.save_weights(self.run_dir / "model.safetensors", self.model)
+        checkpoint.save_weights(self.run_dir / "ema.safetensors", self.ema)
         tensors, plain = checkpoint.optimizer_to_tensors(self.optimizer)
         checkpoint.save_tensors(self.run_dir / "optimizer.safetensors", tensors)
         state = {"step": self.step, "elapsed": self.elapsed, "optimizer": plain, "data": self.data.report}
@@ -233,18 +256,18 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.config)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-            out = e2e_loss(self.denoiser, ids, self.config.diffusion, generator=generator, model=self.model)
+            loss, terms = self.objective(ids, generator)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
         self.optimizer.step()
         # EMA with a warm-up of its decay, so short runs are not dominated by the init.
         decay = min(tc.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
-            for ema_p, p in zip(self.ema.parameters(), self.denoiser.parameters()):
+            for ema_p, p in zip(self.ema.parameters(), self.model.parameters()):
                 ema_p.lerp_(p, 1 - decay)
         self.step += 1
-        return {**out.terms, "grad_norm": float(grad_norm)}
+        return {**terms, "grad_norm": float(grad_norm)}
 
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
         """Train until `train.steps` (or the time limit); returns the last logged rows."""

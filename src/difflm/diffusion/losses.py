@@ -39,7 +39,6 @@ def e2e_loss(
     config: DiffusionConfig,
     *,
     generator: torch.Generator | None = None,
-    model: torch.nn.Module | None = None,
 ) -> LossOutput:
     """Diffusion-LM's end-to-end loss on a batch of padded sentences.
 
@@ -48,10 +47,7 @@ def e2e_loss(
         ids: word ids [B, L].
         config: objective settings (rounding weight, self-conditioning probability).
         generator: source of t, ε and the self-conditioning coin flips.
-        model: the callable for the gradient-carrying forward pass, when it differs from
-            `denoiser` (a DistributedDataParallel wrapper of it).
     """
-    model = model or denoiser
     schedule = denoiser.schedule
     B, device = ids.shape[0], ids.device
     alphas_cumprod = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -83,7 +79,7 @@ def e2e_loss(
             with torch.no_grad():
                 self_cond[use] = denoiser(x_t[use], t[use]).x0.detach()
 
-    pred = model(x_t, t, self_cond=self_cond)
+    pred = denoiser(x_t, t, self_cond=self_cond)
     terms: dict[str, torch.Tensor] = {}
 
     # 4. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.

@@ -6,7 +6,8 @@ model cannot score well on it by exploiting its own teacher. Notation (Chen & Go
 
     P(w | u v) = max(c(u v w) − D, 0) / c(u v ·) + D · N1+(u v ·) / c(u v ·) · P(w | v)
     P(w | v)   = max(N1+(· v w) − D, 0) / N1+(· v ·) + D · N1+(v ·) / N1+(· v ·) · P(w)
-    P(w)       = (1 − ε) · N1+(· w) / N1+(· ·) + ε / V        (ε reserves mass for UNK)
+    P(w)       = (1 − ε) · N1+(· w) / N1+(· ·) + ε / V        (ε reserves mass for UNK;
+                                                             V counts the words that can follow)
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class KneserNeyTrigram:
         if not tri:
             raise ValueError("the n-gram judge needs at least one training sentence")
         self.vocab = {w for gram in tri for w in gram} | {UNK}
+        self.num_predictable = len(self.vocab) - 1  # every word but BOS can follow a context
         self.tri = tri
         self.ctx2: Counter[tuple[str, str]] = Counter()  # c(u v ·)
         self.ctx2_types: Counter[tuple[str, str]] = Counter()  # N1+(u v ·)
@@ -47,7 +49,7 @@ class KneserNeyTrigram:
         self.total_bigram_types = sum(self.cont_uni.values())
 
     def _unigram(self, w: str) -> float:
-        return (1 - self.unk_mass) * self.cont_uni.get(w, 0) / self.total_bigram_types + self.unk_mass / len(self.vocab)
+        return (1 - self.unk_mass) * self.cont_uni.get(w, 0) / self.total_bigram_types + self.unk_mass / self.num_predictable
 
     def _bigram(self, v: str, w: str) -> float:
         denom = self.cont_ctx1.get(v, 0)

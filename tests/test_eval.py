@@ -1,0 +1,57 @@
+import json
+import math
+
+import pytest
+
+from difflm.eval.diversity import bleu, distinct_n, length_stats, novelty, self_bleu
+from difflm.eval.ngram import KneserNeyTrigram
+from difflm.eval.report import evaluate, read_texts
+
+
+def test_distinct_n_on_a_hand_made_set():
+    sentences = [["a", "b", "a"], ["a", "b"]]
+    assert distinct_n(sentences, 1) == pytest.approx(2 / 5)
+    assert distinct_n(sentences, 2) == pytest.approx(2 / 3)  # (a b), (b a), (a b)
+    assert distinct_n([["a"]], 2) == 0.0
+
+
+def test_novelty_and_lengths():
+    assert novelty([["x", "y"], ["a", "b"]], [("a", "b")]) == 0.5
+    stats = length_stats([["a"], [], ["a", "b", "c"]])
+    assert stats == {"mean": 4 / 3, "min": 0, "max": 3, "empty": pytest.approx(1 / 3)}
+
+
+def test_bleu_known_values():
+    ref = "the cat sat on the mat".split()
+    assert bleu(ref, [ref]) == pytest.approx(1.0)
+    # 'the cat': all n-gram precisions are 1 after smoothing; brevity penalty exp(1 − 6/2).
+    assert bleu(["the", "cat"], [ref]) == pytest.approx(math.exp(-2))
+    assert bleu(["dog"], [ref]) == 0.0
+    assert self_bleu([ref, ref, ["x", "y", "z"]]) == pytest.approx(2 / 3, abs=1e-3)
+
+
+def test_kneser_ney_is_a_distribution_and_prefers_seen_text():
+    corpus = [s.split() for s in ["the cat sat", "the dog sat", "a cat ran"]]
+    lm = KneserNeyTrigram(corpus)
+    for context in (("<s>", "<s>"), ("the", "cat"), ("zzz", "qqq")):
+        total = sum(lm.prob(*context, w) for w in lm.vocab - {"<s>"})
+        assert total == pytest.approx(1.0, abs=1e-9)
+    assert lm.perplexity([["the", "cat", "sat"]]) < lm.perplexity([["sat", "cat", "the"]])
+
+
+def test_read_texts_text_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("one two\n\nthree\n")
+    assert read_texts(tmp_path / "a.txt") == ["one two", "three"]
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "hi there"}) + "\n")
+    assert read_texts(tmp_path / "b.jsonl") == ["hi there"]
+    (tmp_path / "c.jsonl").write_text('{"txt": 1}\n')
+    with pytest.raises(ValueError, match="c.jsonl:1"):
+        read_texts(tmp_path / "c.jsonl")
+    with pytest.raises(ValueError, match="not found"):
+        read_texts(tmp_path / "missing.txt")
+
+
+def test_evaluate_reports_every_metric_that_applies():
+    report = evaluate(["a b c", "a b d"], training=[("a", "b", "c")])
+    assert report["n"] == 2 and report["novelty"] == 0.5 and report["distinct_1"] == pytest.approx(4 / 6)
+    assert "lm_score" not in report and "grammatical" not in report
