@@ -4,8 +4,9 @@
         --recipes paper,selfcond,logits,logits_selfcond [--parallel 2] [--config configs/paper.yaml]
 
 Each recipe trains with one thread (`--parallel` of them at once on separate cores) for
-the same CPU time: its step count is its measured steps/s × the budget, so every run
-also completes its learning-rate decay. Quality is judged from samples by an
+the same CPU time: its step count is its steps/s, probed on one thread of a quiet
+machine, × the budget, so every run also completes its learning-rate decay; the wall
+time a run took under load is reported beside it. Quality is judged from samples by an
 independent Kneser-Ney trigram LM fitted on the same training split (perplexity, lower
 is better; the held-out human sentences give the reference row), plus diversity and
 novelty. Prints JSON and a markdown table; writes both under --out.
@@ -60,6 +61,12 @@ def train_run(run: Path, config_path: str | None, overrides: list[str]) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
 
 
+def run_parallel(out: Path, config_path: str | None, plans: dict[str, list[str]], parallel: int) -> None:
+    """Train (or resume, or skip if finished) every planned run, `parallel` at a time."""
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda name: train_run(out / name, config_path, plans[name]), plans))
+
+
 def judge(run: Path, n: int, judge_lm: KneserNeyTrigram, training: list[tuple[str, ...]]) -> dict:
     pipe = difflm.load(run)
     rows = {}
@@ -96,17 +103,20 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipe(s) {sorted(unknown)}; known: {sorted(RECIPES)}")
 
-    rates = {}
+    # Rates are probed once on a quiet machine and kept in plan.json: a rerun (or a resume
+    # after an interruption) trains the same step budgets whatever else the machine does.
+    plan_path = out / "plan.json"
+    rates = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     if not args.judge_only:
         plans = {}
         for name in names:
-            rates[name] = measure_rate(args.config, base + RECIPES[name])
+            if name not in rates:
+                rates[name] = measure_rate(args.config, base + RECIPES[name])
+                plan_path.write_text(json.dumps(rates, indent=2))
             steps = max(1, int(rates[name] * args.minutes * 60))
-            # time_limit is a safety net against a slower-than-probed machine, not the budget.
-            plans[name] = base + RECIPES[name] + [f"train.steps={steps}", f"train.time_limit={args.minutes * 1.25}"]
+            plans[name] = base + RECIPES[name] + [f"train.steps={steps}"]
             print(f"{name}: {rates[name]:.2f} steps/s on one thread -> {steps} steps", flush=True)
-        with ThreadPoolExecutor(args.parallel) as pool:
-            list(pool.map(lambda name: train_run(out / name, args.config, plans[name]), names))
+        run_parallel(out, args.config, plans, args.parallel)
 
     config = load_config(args.config, base)
     data = prepare_data(config)
@@ -118,9 +128,10 @@ def main() -> None:
         state = json.loads((out / name / "train_state.json").read_text())
         valid = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
         result["recipes"][name] = {
-            "steps_per_s": round(rates.get(name, state["step"] / state["elapsed"]), 2),
+            "steps_per_s": round(rates[name], 2),
             "steps": state["step"],
-            "cpu_minutes": round(state["elapsed"] / 60, 1),
+            "budget_minutes": round(state["step"] / rates[name] / 60, 1),
+            "wall_minutes": round(state["elapsed"] / 60, 1),
             "final_valid": {k: round(v, 4) for k, v in valid[-1].items() if isinstance(v, float)},
             **judge(out / name, args.n, judge_lm, train_sentences),
         }

@@ -167,7 +167,8 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # wall-clock seconds of training, across resumes
+        self.cpu_seconds = 0.0  # CPU time of this process (all its threads), across resumes
         resuming = (self.run_dir / "train_state.json").is_file()
         if resuming:
             config = self._check_resume_config(config)
@@ -217,7 +218,7 @@ class Trainer:
         checkpoint.optimizer_from_tensors(
             self.optimizer, checkpoint.load_tensors(self.run_dir / "optimizer.safetensors"), state["optimizer"]
         )
-        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.step, self.elapsed, self.cpu_seconds = state["step"], state["elapsed"], state.get("cpu_seconds", 0.0)
         self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
@@ -236,7 +237,7 @@ class Trainer:
         checkpoint.save_weights(self.run_dir / "ema.safetensors", self.ema)
         tensors, plain = checkpoint.optimizer_to_tensors(self.optimizer)
         checkpoint.save_tensors(self.run_dir / "optimizer.safetensors", tensors)
-        state = {"step": self.step, "elapsed": self.elapsed, "optimizer": plain, "data": self.data.report}
+        state = {"step": self.step, "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds, "optimizer": plain, "data": self.data.report}
         # train_state.json last: it is what marks the checkpoint as complete.
         checkpoint.atomic_write_text(self.run_dir / "train_state.json", json.dumps(state))
 
@@ -277,18 +278,19 @@ class Trainer:
         window = RunningMean()
         window_steps, window_start = 0, time.perf_counter()
         last: dict[str, dict] = {}
-        session_start = time.perf_counter()
-        elapsed_at_start = self.elapsed
+        session_start, cpu_start = time.perf_counter(), time.process_time()
+        elapsed_at_start, cpu_at_start = self.elapsed, self.cpu_seconds
         while self.step < tc.steps:
             window.add(self.train_step())
             self.elapsed = elapsed_at_start + time.perf_counter() - session_start
+            self.cpu_seconds = cpu_at_start + time.process_time() - cpu_start
             window_steps += 1
             bar.update(1)
             if self.step % tc.log_every == 0 or self.step == tc.steps:
                 seconds = time.perf_counter() - window_start
                 row = {"step": self.step, "split": "train", **window.result()}
                 row.update(lr=lr_at(self.step - 1, self.config), tokens_per_s=tokens_per_step * window_steps / seconds,
-                           steps_per_s=window_steps / seconds, elapsed=self.elapsed)
+                           steps_per_s=window_steps / seconds, elapsed=self.elapsed, cpu_seconds=self.cpu_seconds)
                 self.log(row)
                 last["train"] = row
                 bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
@@ -296,7 +298,8 @@ class Trainer:
                 if on_log:
                     on_log(row)
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
-                row = {"step": self.step, "split": "valid", **heldout_loss(self.ema, self.data.valid, self.config, self.device), "elapsed": self.elapsed}
+                row = {"step": self.step, "split": "valid", **heldout_loss(self.ema, self.data.valid, self.config, self.device),
+                       "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds}
                 self.log(row)
                 last["valid"] = row
                 if on_log:

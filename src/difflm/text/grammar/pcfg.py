@@ -78,7 +78,7 @@ class GrammarSentence:
     tokens: tuple[str, ...]
     pos: tuple[str, ...]
     tree: str
-    slots: Mapping[str, str] = field(default_factory=dict)
+    slots: Mapping[str, str] = field(default_factory=dict, hash=False)  # a mapping is not hashable
     logprob: float = 0.0
 
     @property
@@ -160,7 +160,8 @@ class Grammar:
                 continue
             m = _RULE.fullmatch(line)
             if m is None:
-                raise ValueError(f"line {lineno}: expected 'weight LHS -> RHS... {{slot=value}}', got {line!r}")
+                expected = "'weight LHS -> RHS... {slot=value}'"
+                raise ValueError(f"line {lineno}: expected {expected}, got {line!r}")
             try:
                 weight = float(m["weight"])
                 slots = tuple(_slot(item) for item in (m["slots"] or "").split(";") if item.strip())
@@ -176,7 +177,7 @@ class Grammar:
                 if sym in lhs_names:
                     items.append(sym)
                 elif tag is None:
-                    raise ValueError(f"line {lineno}: {sym!r} is neither a nonterminal nor a word in the lexicon")
+                    raise ValueError(f"line {lineno}: {sym!r} is neither a nonterminal nor a lexicon word")
                 else:
                     items.append(Terminal(word, tag))
             rules.append(Rule(lhs, tuple(items), weight, slots))
@@ -285,8 +286,8 @@ class Grammar:
                 parts[-1] += ")"
 
         visit(derivation)
-        sentence = GrammarSentence(tuple(tokens), tuple(tags), " ".join(parts), MappingProxyType(slots), logprob)
-        return sentence, repeated
+        tree = " ".join(parts)
+        return GrammarSentence(tuple(tokens), tuple(tags), tree, MappingProxyType(slots), logprob), repeated
 
     # ----------------------------------------------------------------- internals
 

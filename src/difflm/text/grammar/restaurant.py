@@ -32,15 +32,15 @@ LANDMARKS = (
 LEXICON = {
     word: tag
     for tag, words in {
-        "ADJ": "cheap pricey inexpensive affordable expensive moderate high low average friendly suitable"
-        " French Chinese Japanese Italian Indian English fast less more",
-        "ADP": "in In by By on On near Near to from with of for For at than under over out",
-        "ADV": "moderately reasonably highly poorly also close Close next Next far where",
+        "ADJ": "cheap pricey costly inexpensive affordable expensive moderate high low average top"
+        " friendly suitable ideal great French Chinese Japanese Italian Indian English fast less more",
+        "ADP": "in In by By on On near Near beside Beside to from with of for For at than under over out",
+        "ADV": "moderately reasonably fairly highly poorly badly well also close Close next Next far where",
         "AUX": "is are does can be",
         "CCONJ": "and",
         "DET": "a an A An the The",
         "NOUN": "pub coffee shop restaurant place venue spot eatery establishment food cuisine dishes meals"
-        " families children kids family kid child customer rating price prices range city centre center"
+        " fare families children kids family kid child customer rating price prices range city centre center"
         " riverside river area town star Families Children Kids Customers Diners",
         "NUM": "1 3 5 20 25 30",
         "PART": "not",
@@ -48,16 +48,17 @@ LEXICON = {
         "PUNCT": ". , -",
         "SCONJ": "If",
         "SYM": "£",
-        "VERB": "serves offers provides sells welcomes allow located situated found Located Situated called"
-        " named rated priced has serving offering eat enjoy get want like looking try visit rate",
+        "VERB": "serves offers provides sells features welcomes allow located situated found Located"
+        " Situated called named rated priced has serving offering eat enjoy get want like looking try"
+        " visit rate",
     }.items()
     for word in words.split()
 }
 
 RULES = """
 # ── A text: one sentence, or two where the second goes on about "It" ─────────────────────
-6   ROOT -> S
-4   ROOT -> S S-more
+5   ROOT -> S
+5   ROOT -> S S-more
 
 # ── The first sentence names the venue exactly once ─────────────────────────────────────
 14  S -> NP-venue _vp .                               # The Eagle is a cheap pub .
@@ -165,7 +166,9 @@ RULES = """
 1   VP-atom -> is VP-rated
 
 1   ADJP-price_word -> _price
-1   ADJP-suitable -> suitable PP-for_family
+2   ADJP-suitable -> suitable PP-for_family
+1   ADJP-suitable -> ideal PP-for_family
+1   ADJP-suitable -> great PP-for_family
 1   PP-for_family -> for NP-family
 1   VP-welcome -> welcome/VERB NP-family
 1   VP-welcome -> allow NP-family
@@ -181,6 +184,7 @@ RULES = """
 2   _serves -> offers
 1   _serves -> provides
 1   _serves -> sells
+1   _serves -> features
 
 # ── Describing the venue: a / an agreement splits nominals by their first sound ─────────
 3   NP-kind -> _a_nom
@@ -246,16 +250,21 @@ RULES = """
 1   _price -> _price_v
 3   _price_c -> cheap                                 {priceRange=cheap}
 1   _price_c -> pricey                                {priceRange=high}
+1   _price_c -> costly                                {priceRange=high}
 1   _price_v -> inexpensive                           {priceRange=cheap}
 1   _price_v -> affordable                            {priceRange=cheap}
 2   _price_v -> expensive                             {priceRange=high}
 2   ADJP-price -> moderately priced                   {priceRange=moderate}
 1   ADJP-price -> reasonably priced                   {priceRange=moderate}
+1   ADJP-price -> fairly priced                       {priceRange=moderate}
 2   ADJP-price -> high priced                         {priceRange=high}
 1   ADJP-price -> low priced                          {priceRange=cheap}
 2   ADJP-rated_c -> highly rated                      {customer rating=high}
 1   ADJP-rated_c -> low rated                         {customer rating=low}
 1   ADJP-rated_c -> poorly rated                      {customer rating=low}
+1   ADJP-rated_c -> badly rated                       {customer rating=low}
+1   ADJP-rated_c -> well rated                        {customer rating=high}
+1   ADJP-rated_c -> top rated                         {customer rating=high}
 1   ADJP-rated_v -> average rated                     {customer rating=average}
 1   ADJP-stars -> 5 star                              {customer rating=5 out of 5}
 1   ADJP-stars -> 3 star                              {customer rating=3 out of 5}
@@ -304,6 +313,7 @@ RULES = """
 1   _food_noun -> cuisine
 1   _food_noun -> dishes
 1   _food_noun -> meals
+1   _food_noun -> fare
 
 # ── Price ───────────────────────────────────────────────────────────────────────────────
 2   NP-price -> NP-price_head PP-price_of             # a price range of £ 20 - 25
@@ -368,6 +378,7 @@ RULES = """
 1   PP-near -> close to NP-landmark
 1   PP-near -> next to NP-landmark
 1   PP-near -> not far from NP-landmark
+1   PP-near -> beside NP-landmark
 4   NP-landmark -> _landmark
 1   NP-landmark -> NP-landmark_base PP-area           # Burger King in the city centre
 1   NP-landmark_base -> _landmark
@@ -380,6 +391,7 @@ RULES = """
 3   PP-front -> Near NP-landmark
 1   PP-front -> Close to NP-landmark
 1   PP-front -> Next to NP-landmark
+1   PP-front -> Beside NP-landmark
 """
 
 
@@ -395,5 +407,6 @@ def _name_rules(lhs: str, slot: str, names: tuple[str, ...]) -> str:
 
 def restaurant_grammar() -> Grammar:
     """Builds the restaurant grammar; sampled sentences have 5 to 40 tokens."""
-    text = "\n".join([RULES, _name_rules("_name", "name", NAMES), _name_rules("_landmark", "near", LANDMARKS)])
+    names = _name_rules("_name", "name", NAMES), _name_rules("_landmark", "near", LANDMARKS)
+    text = "\n".join([RULES, *names])
     return Grammar.from_text(text, LEXICON, start="ROOT", length_range=(5, 40))

@@ -96,5 +96,5 @@ def _read(tokens: list[str], i: int, text: str) -> tuple[Tree, int]:
     if i == len(tokens) or not children:
         raise ValueError(f"unbalanced or empty node {label!r} in {text!r}")
     if len(children) > 1 and any(isinstance(c, str) for c in children):
-        raise ValueError(f"node {label!r} mixes words and subtrees in {text!r}: a word needs its own (TAG word)")
+        raise ValueError(f"node {label!r} mixes words and subtrees in {text!r}: each word needs a (TAG word)")
     return Tree(label, tuple(children)), i + 1
