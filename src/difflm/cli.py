@@ -10,6 +10,7 @@ import sys
 
 #: Settings of `difflm demo`: the default recipe, sized to train in a few CPU minutes.
 DEMO_SETTINGS = ["train.steps=1500", "train.eval_every=500", "train.checkpoint_every=500"]
+DEMO_SAMPLES = 64
 
 
 class UserError(Exception):
@@ -122,11 +123,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
     config = load_config(args.config, DEMO_SETTINGS + list(args.overrides))
     print(f"difflm demo: training on the bundled '{config.data.corpus}' corpus for {config.train.steps} steps -> {args.out}")
     last = train(config, args.out)
-    print(f"held-out loss {last['valid']['loss']:.3f}" if "valid" in last else "")
+    if "valid" in last:
+        print(f"held-out loss {last['valid']['loss']:.3f}")
     pipe = difflm.load(args.out)
-    print("\nunconditional samples (DDIM, 50 steps):")
-    for text in pipe.sample(10, sampler="ddim", steps=50, seed=0):
-        print(f"  {text}")
+    texts = pipe.sample(DEMO_SAMPLES, sampler="ddim", steps=50, seed=0)
+    judged = config.data.corpus == "grammar"
+    if judged:
+        from difflm.text.grammar import default_grammar
+
+        verdicts = [r.grammatical for r in default_grammar().parse([t.split() for t in texts])]
+    else:
+        verdicts = [None] * len(texts)
+    print("\nunconditional samples (DDIM, 50 steps)" + (", ✓ = grammatical under the bundled grammar:" if judged else ":"))
+    for text, ok in list(zip(texts, verdicts))[:10]:
+        print(f"  {'' if ok is None else ('✓ ' if ok else '✗ ')}{text}")
+    if judged:
+        print(f"\ngrammatical: {sum(verdicts) / len(verdicts):.0%} of {len(texts)} samples")
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}

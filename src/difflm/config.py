@@ -58,9 +58,11 @@ class ModelConfig:
     layers: int = 4
     heads: int = 4
     dropout: float = 0.1
-    predict: str = "x0"
+    # Default recipe: the cross-entropy parameterization with normalised embeddings,
+    # the best of the recipes measured at equal CPU time (docs/benchmarks.md).
+    predict: str = "logits"
     self_condition: bool = False
-    normalize_embeddings: bool = False
+    normalize_embeddings: bool = True
 
 
 @dataclass(frozen=True)
