@@ -61,3 +61,32 @@ def test_corrupt_checkpoint_exit_2(tmp_path, tiny_run, capsys):
     (run / "ema.safetensors").write_bytes(b"\x00garbage")
     code, _, err = run_cli(capsys, "sample", str(run))
     assert code == 2 and "ema.safetensors" in err
+
+
+def test_eval_with_teacher_grammar_and_reference(tmp_path, toy_corpus, capsys):
+    from difflm.text.grammar import default_grammar
+
+    teacher = tmp_path / "teacher"
+    code, _, _ = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(CONFIGS / "tiny.yaml"),
+                         "--set", "model.kind=autoregressive", "train.steps=30", "data.max_len=16", "--out", str(teacher), "--no-progress")
+    assert code == 0
+    samples = tmp_path / "samples.txt"
+    samples.write_text("Zizzi serves French food in the riverside .\nfood food food\n")
+    code, out, _ = run_cli(capsys, "eval", str(samples), "--teacher", str(teacher), "--reference")
+    report = json.loads(out)
+    assert code == 0 and report["samples"]["n"] == 2 and report["samples"]["lm_score"] > 1
+    assert report["reference"]["lm_score"] < report["samples"]["lm_score"]  # human text is more fluent
+    assert "grammatical" not in report["samples"]  # a lines: corpus has no grammar
+
+    sentences = [" ".join(s.tokens) for s in default_grammar().sample(20, seed=3)]
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in sentences + [" ".join(reversed(sentences[0].split()))]))
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path / "g.jsonl"), "--grammar")
+    assert code == 0 and json.loads(out)["samples"]["grammatical"] == pytest.approx(20 / 21)
+
+
+def test_eval_user_errors(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "none.txt"))
+    assert code == 2 and "not found" in err
+    (tmp_path / "s.txt").write_text("a b\n")
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "s.txt"), "--reference")
+    assert code == 2 and "--teacher" in err

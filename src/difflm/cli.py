@@ -55,6 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("control", help="sample under constraints (length, infilling, keywords) with gradient guidance")
+    p.add_argument("run", help="run directory")
+    given = p.add_argument_group("constraints (several compose: their weighted log-probabilities add up)")
+    given.add_argument("--length", metavar="N", help="exactly N words")
+    given.add_argument("--infill", metavar="TEMPLATE", help='words and ___ blanks, e.g. "The ___ serves ___ food ."')
+    given.add_argument("--keywords", metavar="W1,W2", help="comma-separated words that must each appear")
+    # Classifier constraints (--pos, --tree, --span, --attribute) join this group: an option
+    # named like a key of difflm.control.FACTORIES is picked up by cmd_control.
+    given.add_argument("--weight", dest="constraint_weights", nargs="+", action="extend", default=[], metavar="NAME=W",
+                       help="weight of a constraint in the sum (default 1), e.g. --weight keywords=2")
+    _add_sampling_args(p)
+    p.set_defaults(sampler="ddpm")  # the ancestral step Diffusion-LM guides (its DDIM with η = 1)
+    guide = p.add_argument_group("guidance (unset: the defaults of difflm.control.GradientGuidance)")
+    guide.add_argument("--guidance-steps", type=int, metavar="K", help="gradient steps after each sampler step")
+    guide.add_argument("--step-size", type=float, metavar="η", help="size of each gradient step")
+    guide.add_argument("--optimizer", help="sign (Diffusion-LM's effective update), adagrad or sgd")
+    guide.add_argument("--fluency-weight", type=float, metavar="λ", help="pull of x toward the sampler's own step")
+    guide.add_argument("--active", type=float, nargs=2, metavar=("T_MIN", "T_MAX"),
+                       help="guide only while t_min ≤ t ≤ t_max (t = 1 is pure noise)")
+    p.add_argument("--format", choices=["text", "jsonl"], default="text",
+                   help="jsonl adds whether each constraint is satisfied")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--device", default="auto")
+
     p = sub.add_parser("eval", help="score generated sentences: lm-score, grammaticality, diversity, novelty")
     p.add_argument("file", help="sentences, one per line, or jsonl with a \"text\" field")
     p.add_argument("--teacher", help="autoregressive run: lm-score, and its corpus split for novelty and the reference")
@@ -91,6 +115,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
     for text in pipe.sample(args.n, **_sampling_options(args)):
         print(json.dumps({"text": text}) if args.format == "jsonl" else text)
+
+
+def cmd_control(args: argparse.Namespace) -> None:
+    import difflm
+    from difflm import control
+
+    pipe = difflm.load(args.run, weights=args.weights, device=args.device)
+    specs = {name: getattr(args, name) for name in control.FACTORIES}
+    constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights)
+    given = {"guidance_steps": args.guidance_steps, "step_size": args.step_size, "optimizer": args.optimizer,
+             "fluency_weight": args.fluency_weight, "active": args.active}
+    settings = {key: value for key, value in given.items() if value is not None}
+    options = _sampling_options(args)
+    sampler_options = {key: options.pop(key) for key in ("clamp_from", "eta") if key in options}
+    output = control.generate(pipe, constraints, args.n, sampler_options=sampler_options, **options, **settings)
+    texts = pipe.decode(output.tokens)
+    checks = [c for c in constraints if isinstance(c, control.Checkable)]
+    verdicts = [{c.name: c.satisfied(text.split()) for c in checks} for text in texts]
+    for text, satisfied in zip(texts, verdicts):
+        print(json.dumps({"text": text, "satisfied": satisfied}) if args.format == "jsonl" else text)
+    shares = "".join(f"{c.name} {sum(v[c.name] for v in verdicts)}/{len(texts)}, " for c in checks)
+    print(f"difflm control: {shares}{output.nfe} denoiser evaluations per sample", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -141,7 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"\ngrammatical: {sum(verdicts) / len(verdicts):.0%} of {len(texts)} samples")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "control": cmd_control, "eval": cmd_eval, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
