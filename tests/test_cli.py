@@ -27,7 +27,7 @@ def test_demo_runs_on_the_bundled_corpus(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--config", str(CONFIGS / "tiny.yaml"),
                            "--set", "train.steps=10", "data.max_len=24", "train.threads=1")
     assert code == 0
-    assert "unconditional samples" in out
+    assert "unconditional samples" in out and "grammatical:" in out and "controlled samples" in out
 
 
 @pytest.mark.parametrize(

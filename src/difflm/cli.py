@@ -11,6 +11,7 @@ import sys
 #: Settings of `difflm demo`: the default recipe, sized to train in a few CPU minutes.
 DEMO_SETTINGS = ["train.steps=1500", "train.eval_every=500", "train.checkpoint_every=500"]
 DEMO_SAMPLES = 64
+DEMO_CONTROL = (12, "cheap")  # words, keyword
 
 
 class UserError(Exception):
@@ -185,6 +186,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"  {'' if ok is None else ('✓ ' if ok else '✗ ')}{text}")
     if judged:
         print(f"\ngrammatical: {sum(verdicts) / len(verdicts):.0%} of {len(texts)} samples")
+    _demo_control(pipe)
+
+
+def _demo_control(pipe) -> None:  # noqa: ANN001 - a diffusion Pipeline
+    """Show gradient guidance: a length and a keyword constraint composed."""
+    from difflm import control
+
+    length, keyword = DEMO_CONTROL
+    if keyword not in pipe.vocab:
+        return  # a corpus without the demo's keyword: nothing sensible to show
+    constraints = [control.Length(length, max_len=pipe.config.data.max_len), control.Keywords([keyword], pipe.vocab)]
+    output = control.generate(pipe, constraints, 5, steps=50, seed=0)
+    print(f"\ncontrolled samples (length = {length} words and the keyword '{keyword}'; DDPM 50 steps + guidance):")
+    for text in pipe.decode(output.tokens):
+        ok = all(c.satisfied(text.split()) for c in constraints)
+        print(f"  {'✓' if ok else '✗'} {text}")
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "control": cmd_control, "eval": cmd_eval, "demo": cmd_demo}

