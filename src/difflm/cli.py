@@ -56,14 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("control", help="sample under constraints (length, infilling, keywords) with gradient guidance")
+    p = sub.add_parser("control", help="sample under constraints (length, infilling, keywords, POS, syntax, "
+                       "attributes) with gradient guidance")
     p.add_argument("run", help="run directory")
     given = p.add_argument_group("constraints (several compose: their weighted log-probabilities add up)")
     given.add_argument("--length", metavar="N", help="exactly N words")
     given.add_argument("--infill", metavar="TEMPLATE", help='words and ___ blanks, e.g. "The ___ serves ___ food ."')
     given.add_argument("--keywords", metavar="W1,W2", help="comma-separated words that must each appear")
-    # Classifier constraints (--pos, --tree, --span, --attribute) join this group: an option
-    # named like a key of difflm.control.FACTORIES is picked up by cmd_control.
+    # The classifier constraints need RUN/classifiers/<task>/ (difflm train-classifier). Every
+    # option named like a key of difflm.control.FACTORIES is picked up by cmd_control.
+    given.add_argument("--pos", metavar="TAGS", help='one UPOS tag per word, e.g. "PROPN AUX DET ADJ NOUN PUNCT"')
+    given.add_argument("--tree", metavar="TREE", help='a bracketed constituency tree, e.g. "(ROOT (S (NP ...) (VP ...)))"')
+    given.add_argument("--span", metavar="I,J,LABEL", help="words I..J−1 (0-based) form a LABEL phrase, e.g. 0,2,NP")
+    given.add_argument("--attribute", metavar="SLOT=VALUE", help="the sentence expresses a slot value, e.g. food=Italian")
     given.add_argument("--weight", dest="constraint_weights", nargs="+", action="extend", default=[], metavar="NAME=W",
                        help="weight of a constraint in the sum (default 1), e.g. --weight keywords=2")
     _add_sampling_args(p)
@@ -76,9 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     guide.add_argument("--active", type=float, nargs=2, metavar=("T_MIN", "T_MAX"),
                        help="guide only while t_min ≤ t ≤ t_max (t = 1 is pure noise)")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
-                   help="jsonl adds whether each constraint is satisfied")
+                   help="jsonl adds whether each constraint is satisfied (and the classifier constraints' scores)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("train-classifier", help="train a classifier on a run's noisy latents (for --pos, --tree, "
+                       "--span, --attribute of difflm control)")
+    p.add_argument("run", help="a trained diffusion run directory; the classifier goes to RUN/classifiers/TASK/")
+    p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, metavar="N", help="use at most N training sentences")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="score generated sentences: lm-score, grammaticality, diversity, novelty")
     p.add_argument("file", help="sentences, one per line, or jsonl with a \"text\" field")
@@ -124,7 +140,8 @@ def cmd_control(args: argparse.Namespace) -> None:
 
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
     specs = {name: getattr(args, name) for name in control.FACTORIES}
-    constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights)
+    constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights,
+                                                run=args.run)
     given = {"guidance_steps": args.guidance_steps, "step_size": args.step_size, "optimizer": args.optimizer,
              "fluency_weight": args.fluency_weight, "active": args.active}
     settings = {key: value for key, value in given.items() if value is not None}
@@ -134,10 +151,23 @@ def cmd_control(args: argparse.Namespace) -> None:
     texts = pipe.decode(output.tokens)
     checks = [c for c in constraints if isinstance(c, control.Checkable)]
     verdicts = [{c.name: c.satisfied(text.split()) for c in checks} for text in texts]
+    scored = [c for c in checks if isinstance(c, control.ClassifierConstraint)]
     for text, satisfied in zip(texts, verdicts):
-        print(json.dumps({"text": text, "satisfied": satisfied}) if args.format == "jsonl" else text)
+        row = {"text": text, "satisfied": satisfied}
+        if scored:  # the paper's graded metrics (tag accuracy, bracket F1) beside the exact match
+            row["score"] = {c.name: round(c.score(text.split()), 4) for c in scored}
+        print(json.dumps(row) if args.format == "jsonl" else text)
     shares = "".join(f"{c.name} {sum(v[c.name] for v in verdicts)}/{len(texts)}, " for c in checks)
     print(f"difflm control: {shares}{output.nfe} denoiser evaluations per sample", file=sys.stderr)
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from difflm.control.train_classifier import train_classifier
+
+    directory = train_classifier(args.run, args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                 seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress)
+    metrics = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("metrics", {})
+    print(json.dumps({"classifier": str(directory), **{k: round(v, 4) for k, v in metrics.items()}}))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -204,7 +234,8 @@ def _demo_control(pipe) -> None:  # noqa: ANN001 - a diffusion Pipeline
         print(f"  {'✓' if ok else '✗'} {text}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "control": cmd_control, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "control": cmd_control, "train-classifier": cmd_train_classifier,
+            "eval": cmd_eval, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from difflm.control.classifier_constraints import POS, Attribute, ClassifierConstraint, Span, Tree
 from difflm.control.constraints import (
     FACTORIES,
     Checkable,
     Infill,
     Keywords,
     Length,
+    SpecContext,
     parse_constraint_args,
 )
 from difflm.control.guidance import OPTIMIZERS, Constraint, FixesPositions, GradientGuidance
@@ -32,13 +34,19 @@ if TYPE_CHECKING:
 __all__ = [
     "FACTORIES",
     "OPTIMIZERS",
+    "POS",
+    "Attribute",
     "Checkable",
+    "ClassifierConstraint",
     "Constraint",
     "FixesPositions",
     "GradientGuidance",
     "Infill",
     "Keywords",
     "Length",
+    "Span",
+    "SpecContext",
+    "Tree",
     "generate",
     "parse_constraint_args",
     "sample",

@@ -9,15 +9,25 @@ the guidance code
 Positions follow the run's rows: position 0 is START, word k sits at position k+1. Spans are
 word spans (i, j) as in `Tree.spans()`: the words i..j−1, 0-based, end exclusive. The
 classifier reads x_t itself (it was trained on noisy latents), so `denoiser` is not used.
+
+Success is judged on the generated words as in Diffusion-LM's evaluation (see
+`difflm.eval.control_metrics`): `score(words)` is the paper's metric and `satisfied(words)`
+an exact match. A run on the bundled grammar is judged by its exact parser ("grammar");
+real text ("text") by spaCy's tags (POS) or a substring check (Attribute). Trees and spans
+of real text would need a constituency parser, which is not available offline.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from difflm import checkpoint
+from difflm.config import Config
 from difflm.control.classifiers import (
     AttributeClassifier,
     LatentClassifier,
@@ -25,9 +35,29 @@ from difflm.control.classifiers import (
     TreeClassifier,
     load_classifier,
 )
+from difflm.control.train_classifier import TrainOptions, spacy_pos_tags
+from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, slot_match, span_match, substring_match
+from difflm.text.grammar import ParseResult, default_grammar
 from difflm.text.grammar.tree import Tree as ParseTree
 
+if TYPE_CHECKING:
+    from difflm.control.constraints import SpecContext
+
 RunOrClassifier = str | Path | LatentClassifier
+JUDGES = ("grammar", "text")
+
+
+def judge_of(run_dir: str | Path) -> str:
+    """How a run's outputs are judged: "grammar" for a run on the bundled grammar corpus, else "text"."""
+    config = Config.from_dict(checkpoint.read_json(Path(run_dir) / "config.json"))
+    return "grammar" if config.data.corpus == "grammar" else "text"
+
+
+@functools.lru_cache(maxsize=4096)
+def _grammar_parse(words: tuple[str, ...]) -> ParseResult:
+    """The exact parser's verdict on one sentence; cached because `score`, `satisfied` and
+    every constraint of a sample ask about the same sentence."""
+    return default_grammar().parse([list(words)])[0]
 
 
 class ClassifierConstraint:
@@ -37,18 +67,28 @@ class ClassifierConstraint:
         run: a run directory (its RUN/classifiers/<task>/ is loaded) or an already loaded
             classifier, so that several constraints can share one.
         weight: w_c ≥ 0, the constraint's weight in the guidance objective.
+        judge: how `score` and `satisfied` read the output, "grammar" or "text" (see the
+            module docstring); None takes the run's (`judge_of`) and, with a loaded
+            classifier, leaves the checks unavailable.
+
+    Raises:
+        ValueError: a classifier of another task, a bad weight or an unknown judge.
     """
 
     task: str = ""
+    name: str = ""
 
-    def __init__(self, run: RunOrClassifier, *, weight: float = 1.0) -> None:
+    def __init__(self, run: RunOrClassifier, *, weight: float = 1.0, judge: str | None = None) -> None:
         classifier = run if isinstance(run, LatentClassifier) else load_classifier(run, self.task)
         if classifier.config.task != self.task:
             raise ValueError(f"{type(self).__name__} needs a {self.task} classifier, got a {classifier.config.task} one")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
             raise ValueError(f"constraint weight must be a number ≥ 0, got {weight!r}")
+        if judge is not None and judge not in JUDGES:
+            raise ValueError(f"unknown judge {judge!r}; valid: {', '.join(JUDGES)}")
         self.classifier = classifier.eval().requires_grad_(False)  # gradients flow to x only
         self.weight = float(weight)
+        self.judge = judge if judge is not None or isinstance(run, LatentClassifier) else judge_of(run)
         self.max_len = classifier.config.max_len
         self._targets: dict[tuple[int, torch.device], torch.Tensor] = {}
 
@@ -56,7 +96,32 @@ class ClassifierConstraint:
         """log p(c | x_t) for x [B, L, d] at time t of x: [B], in x's dtype."""
         classifier = self._on(x.device)
         dtype = next(classifier.parameters()).dtype
-        return self._score(classifier, x.to(dtype), t).to(x.dtype)
+        return self._log_prob(classifier, x.to(dtype), t).to(x.dtype)
+
+    def score(self, words: Sequence[str]) -> float:
+        """The paper's success metric of the decoded sentence (START/END/PAD removed), in [0, 1]."""
+        raise NotImplementedError
+
+    def satisfied(self, words: Sequence[str]) -> bool:
+        """Exact success: for Span and Attribute a score of 1 (POS and Tree compare whole sequences)."""
+        return self.score(words) == 1.0
+
+    def _judged(self) -> str:
+        if self.judge is None:
+            raise ValueError(
+                f"{type(self).__name__} was built from a loaded classifier: pass judge='grammar' or 'text' to check outputs"
+            )
+        return self.judge
+
+    def _parse_tree(self, words: Sequence[str]) -> ParseTree | None:
+        """The exact parser's tree of the words, None if ungrammatical (tree and span checks)."""
+        if self._judged() != "grammar":
+            raise ValueError(
+                f"checking a {self.name} constraint on real text needs a constituency parser (benepar), "
+                "which is not available offline; tree and span checks work on the bundled grammar corpus"
+            )
+        result = _grammar_parse(tuple(words))
+        return ParseTree.from_string(result.tree) if result.grammatical else None
 
     def _on(self, device: torch.device) -> LatentClassifier:
         """The classifier on x's device (moved once)."""
@@ -74,7 +139,7 @@ class ClassifierConstraint:
     def _build(self, length: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _score(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def _log_prob(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         target = self._target(x.shape[1], x.device)
         return classifier.log_prob(x, t, target.expand(x.shape[0], *target.shape[1:]))
 
@@ -92,13 +157,34 @@ class POS(ClassifierConstraint):
     """
 
     task = "pos"
+    name = "pos"
 
-    def __init__(self, tags: Sequence[str] | str, *, run: RunOrClassifier, weight: float = 1.0) -> None:
-        super().__init__(run, weight=weight)
+    def __init__(self, tags: Sequence[str] | str, *, run: RunOrClassifier, weight: float = 1.0,
+                 judge: str | None = None) -> None:
+        super().__init__(run, weight=weight, judge=judge)
         self.tags = tuple(tags.split() if isinstance(tags, str) else tags)
         if not self.tags:
             raise ValueError("a POS constraint needs at least one tag")
         self._build(self.max_len)  # validate now, not at the first sampler step
+
+    @classmethod
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> POS:
+        """From the CLI: `--pos "PROPN AUX DET ADJ NOUN PUNCT"`."""
+        return cls(spec, run=context.classifier(cls.task), weight=weight, judge=context.judge())
+
+    def output_tags(self, words: Sequence[str]) -> tuple[str, ...] | None:
+        """The output's tags: the parser's Viterbi tags (None if ungrammatical), or spaCy's on real text."""
+        if self._judged() == "grammar":
+            return _grammar_parse(tuple(words)).pos
+        return spacy_pos_tags([words], TrainOptions.spacy_model)[0]
+
+    def score(self, words: Sequence[str]) -> float:
+        """Word-level tag accuracy against the target (`pos_accuracy`)."""
+        return pos_accuracy(self.output_tags(words), self.tags)
+
+    def satisfied(self, words: Sequence[str]) -> bool:
+        """Every tag right and exactly as many words as tags."""
+        return self.output_tags(words) == self.tags
 
     def _build(self, length: int) -> torch.Tensor:
         classifier: PosClassifier = self.classifier  # type: ignore[assignment]
@@ -120,11 +206,25 @@ class Tree(ClassifierConstraint):
     """
 
     task = "tree"
+    name = "tree"
 
-    def __init__(self, bracketed: str, *, run: RunOrClassifier, weight: float = 1.0) -> None:
-        super().__init__(run, weight=weight)
+    def __init__(self, bracketed: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None) -> None:
+        super().__init__(run, weight=weight, judge=judge)
         self.tree = ParseTree.from_string(bracketed)
         self._build(self.max_len)
+
+    @classmethod
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Tree:
+        """From the CLI: `--tree "(ROOT (S (NP (PROPN Zizzi)) (VP (AUX is) (ADJP (ADJ cheap))) (PUNCT .)))"`."""
+        return cls(spec, run=context.classifier(cls.task), weight=weight, judge=context.judge())
+
+    def score(self, words: Sequence[str]) -> float:
+        """Labelled bracket F1 of the output's parse against the target (`bracket_f1`)."""
+        return bracket_f1(self._parse_tree(words), self.tree)
+
+    def satisfied(self, words: Sequence[str]) -> bool:
+        """The output's parse has the target's words count and labelled brackets."""
+        return same_tree(self._parse_tree(words), self.tree)
 
     def _build(self, length: int) -> torch.Tensor:
         classifier: TreeClassifier = self.classifier  # type: ignore[assignment]
@@ -146,14 +246,29 @@ class Span(ClassifierConstraint):
     """
 
     task = "tree"
+    name = "span"
 
-    def __init__(self, i: int, j: int, label: str, *, run: RunOrClassifier, weight: float = 1.0) -> None:
-        super().__init__(run, weight=weight)
+    def __init__(self, i: int, j: int, label: str, *, run: RunOrClassifier, weight: float = 1.0,
+                 judge: str | None = None) -> None:
+        super().__init__(run, weight=weight, judge=judge)
         classifier: TreeClassifier = self.classifier  # type: ignore[assignment]
         self.i, self.j, self.label = i, j, label
         self._check_range(self.max_len)
         if label not in classifier.span_labels():
             raise ValueError(f"unknown constituent label {label!r}; valid labels: {', '.join(classifier.span_labels())}")
+
+    @classmethod
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Span:
+        """From the CLI: `--span "0,2,NP"` (words 0 and 1 form an NP); shares the run's one tree classifier."""
+        parts = [part.strip() for part in spec.split(",")]
+        if len(parts) != 3 or not parts[2] or not all(part.lstrip("-").isdigit() for part in parts[:2]):
+            raise ValueError(f"span must be I,J,LABEL (words I..J−1 form a LABEL phrase), got {spec!r}")
+        i, j, label = int(parts[0]), int(parts[1]), parts[2]
+        return cls(i, j, label, run=context.classifier(cls.task), weight=weight, judge=context.judge())
+
+    def score(self, words: Sequence[str]) -> float:
+        """1 if the output's parse has the constituent (`span_match`)."""
+        return span_match(self._parse_tree(words), self.i, self.j, self.label)
 
     def _check_range(self, length: int) -> None:
         i, j = self.i, self.j
@@ -162,7 +277,7 @@ class Span(ClassifierConstraint):
                 f"span ({i}, {j}) is out of range: need 0 ≤ i < j ≤ {length - 2} (words i..j−1 of at most {length - 2})"
             )
 
-    def _score(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def _log_prob(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         self._check_range(x.shape[1])
         return classifier.span_log_prob(x, t, self.i, self.j, self.label)  # type: ignore[attr-defined]
 
@@ -181,15 +296,31 @@ class Attribute(ClassifierConstraint):
     """
 
     task = "attribute"
+    name = "attribute"
 
-    def __init__(self, slot: str, value: str, *, run: RunOrClassifier, weight: float = 1.0) -> None:
-        super().__init__(run, weight=weight)
+    def __init__(self, slot: str, value: str, *, run: RunOrClassifier, weight: float = 1.0,
+                 judge: str | None = None) -> None:
+        super().__init__(run, weight=weight, judge=judge)
         values = self.classifier.values()  # type: ignore[attr-defined]
         if slot not in values:
             raise ValueError(f"unknown slot {slot!r}; valid slots: {', '.join(values)}")
         if value not in values[slot]:
             raise ValueError(f"unknown value {value!r} for slot {slot!r}; valid values: {', '.join(values[slot])}")
         self.slot, self.value = slot, value
+
+    @classmethod
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Attribute:
+        """From the CLI: `--attribute "food=Italian"`."""
+        slot, sep, value = (part.strip() for part in spec.partition("="))
+        if not sep or not slot or not value:
+            raise ValueError(f"attribute must be SLOT=VALUE, e.g. food=Italian, got {spec!r}")
+        return cls(slot, value, run=context.classifier(cls.task), weight=weight, judge=context.judge())
+
+    def score(self, words: Sequence[str]) -> float:
+        """1 if the value is expressed: the parser's slot on the grammar, a substring on real text."""
+        if self._judged() == "grammar":
+            return slot_match(_grammar_parse(tuple(words)).slots, self.slot, self.value)
+        return substring_match(words, self.value)
 
     def _build(self, length: int) -> torch.Tensor:
         classifier: AttributeClassifier = self.classifier  # type: ignore[assignment]

@@ -435,5 +435,5 @@ def load_classifier(run_dir: str | Path, task: str) -> LatentClassifier:
     """Load the run's `task` classifier (eval mode); ValueError if it was never trained or is corrupt."""
     directory = classifier_dir(run_dir, task)
     if not (directory / "config.json").is_file():
-        raise ValueError(f"no {task} classifier in {run_dir}: train one with train_classifier({str(run_dir)!r}, {task!r})")
+        raise ValueError(f"no {task} classifier in {run_dir}: train one with `difflm train-classifier {run_dir} --task {task}`")
     return LatentClassifier.load(directory)

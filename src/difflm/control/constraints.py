@@ -1,4 +1,5 @@
-"""Constraints that need no classifier: length, infilling, keywords.
+"""Constraints that need no classifier (length, infilling, keywords), and `FACTORIES`, the
+command line's registry of every constraint kind (these and the classifier ones).
 
 Notation (Li et al. 2022 §5, §7; positions follow `Vocab.encode_batch`):
 
@@ -22,10 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
+from difflm.control.classifier_constraints import POS, Attribute, Span, Tree, judge_of
+from difflm.control.classifiers import LatentClassifier, load_classifier
 from difflm.control.guidance import Constraint
 from difflm.diffusion.process import q_sample
 from difflm.text.vocab import Vocab
@@ -89,13 +94,13 @@ class Length:
         self.weight = _check_weight(weight)
 
     @classmethod
-    def from_spec(cls, spec: str, *, vocab: Vocab, max_len: int, weight: float) -> Length:
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Length:
         """From the CLI: `--length N`."""
         try:
             n = int(spec)
         except ValueError:
             raise ValueError(f"length must be an integer, got {spec!r}") from None
-        return cls(n, max_len=max_len, weight=weight)
+        return cls(n, max_len=context.max_len, weight=weight)
 
     def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
         """log p(length = n | x) as a product over positions (see the module docstring)."""
@@ -156,9 +161,9 @@ class Infill:
         self.known = torch.tensor([True, *(w != blank for w in slots)] + [True] * (max_len - len(slots) - 1))
 
     @classmethod
-    def from_spec(cls, spec: str, *, vocab: Vocab, max_len: int, weight: float) -> Infill:
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Infill:
         """From the CLI: `--infill "The ___ serves ___ food ."`."""
-        return cls(spec, vocab, max_len=max_len, weight=weight)
+        return cls(spec, context.vocab, max_len=context.max_len, weight=weight)
 
     def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
         """Σ over known positions of log p_i(w_i): [B]."""
@@ -216,14 +221,14 @@ class Keywords:
         self.weight = _check_weight(weight)
 
     @classmethod
-    def from_spec(cls, spec: str, *, vocab: Vocab, max_len: int, weight: float) -> Keywords:
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Keywords:
         """From the CLI: `--keywords "Zizzi,riverside"`."""
         words = [w.strip() for w in spec.split(",")]
         if any(not w for w in words):
             raise ValueError(f"keywords must be comma-separated words, got {spec!r}")
-        if len(words) > max_len - 2:
-            raise ValueError(f"{len(words)} keywords cannot fit in {max_len - 2} word positions")
-        return cls(words, vocab, weight=weight)
+        if len(words) > context.max_len - 2:
+            raise ValueError(f"{len(words)} keywords cannot fit in {context.max_len - 2} word positions")
+        return cls(words, context.vocab, weight=weight)
 
     def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
         """Σ_k log p(k appears at least once | x): [B]."""
@@ -240,13 +245,52 @@ class Keywords:
         return all(k in words for k in self.words)
 
 
-# factory(spec, *, vocab, max_len, weight) -> Constraint
-Factory = Callable[..., Constraint]
-#: Constraint kinds the CLI knows, by option name: each builds a constraint from its string.
+@dataclass
+class SpecContext:
+    """What a constraint built from a command-line string may need besides the string.
+
+    Attributes:
+        vocab: the run's vocabulary.
+        max_len: L of the run.
+        run: the run directory, where classifier constraints find RUN/classifiers/<task>/;
+            None when only classifier-free constraints are built.
+    """
+
+    vocab: Vocab
+    max_len: int
+    run: Path | None = None
+    _classifiers: dict[str, LatentClassifier] = field(default_factory=dict, repr=False)
+
+    def classifier(self, task: str) -> LatentClassifier:
+        """The run's `task` classifier, loaded once: --tree and --span share the tree classifier.
+
+        Raises:
+            ValueError: no run directory, or the run has no such classifier (naming the command that trains it).
+        """
+        if self.run is None:
+            raise ValueError(f"a {task} constraint needs a run directory with a trained {task} classifier")
+        if task not in self._classifiers:
+            self._classifiers[task] = load_classifier(self.run, task)
+        return self._classifiers[task]
+
+    def judge(self) -> str:
+        """How classifier constraints check outputs: "grammar" or "text" (`judge_of` the run)."""
+        if self.run is None:
+            raise ValueError("judging a classifier constraint needs the run directory")
+        return judge_of(self.run)
+
+
+#: factory(spec, context, weight) -> Constraint: builds a constraint from its option's string.
+Factory = Callable[[str, SpecContext, float], Constraint]
+#: Constraint kinds the CLI knows, by option name.
 FACTORIES: dict[str, Factory] = {
     "length": Length.from_spec,
     "infill": Infill.from_spec,
     "keywords": Keywords.from_spec,
+    "pos": POS.from_spec,
+    "tree": Tree.from_spec,
+    "span": Span.from_spec,
+    "attribute": Attribute.from_spec,
 }
 
 
@@ -265,7 +309,12 @@ def parse_weights(items: Iterable[str]) -> dict[str, float]:
 
 
 def parse_constraint_args(
-    specs: Mapping[str, str | None], vocab: Vocab, max_len: int, weights: Iterable[str] = ()
+    specs: Mapping[str, str | None],
+    vocab: Vocab,
+    max_len: int,
+    weights: Iterable[str] = (),
+    *,
+    run: str | Path | None = None,
 ) -> list[Constraint]:
     """Build the constraints named on the command line.
 
@@ -275,13 +324,15 @@ def parse_constraint_args(
         vocab: the run's vocabulary.
         max_len: L of the run.
         weights: `NAME=WEIGHT` strings; constraints without one weigh 1.
+        run: the run directory; needed by the classifier constraints (pos, tree, span,
+            attribute), which load its classifiers once each.
 
     Returns:
         One constraint per given option, in `specs` order.
 
     Raises:
-        ValueError: no constraint, an unknown kind, a malformed value, or a weight for
-            a constraint that was not given.
+        ValueError: no constraint, an unknown kind, a malformed value, a weight for
+            a constraint that was not given, or a classifier the run does not have.
     """
     given = {name: spec for name, spec in specs.items() if spec is not None}
     unknown = sorted(set(given) - set(FACTORIES))
@@ -293,7 +344,5 @@ def parse_constraint_args(
     stray = sorted(set(weight_of) - set(given))
     if stray:
         raise ValueError(f"weight given for {', '.join(stray)} but no such constraint is set")
-    return [
-        FACTORIES[name](spec, vocab=vocab, max_len=max_len, weight=weight_of.get(name, 1.0))
-        for name, spec in given.items()
-    ]
+    context = SpecContext(vocab, max_len, None if run is None else Path(run))
+    return [FACTORIES[name](spec, context, weight_of.get(name, 1.0)) for name, spec in given.items()]

