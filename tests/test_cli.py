@@ -72,6 +72,8 @@ def test_eval_with_teacher_grammar_and_reference(tmp_path, toy_corpus, capsys):
     assert code == 0
     samples = tmp_path / "samples.txt"
     samples.write_text("Zizzi serves French food in the riverside .\nfood food food\n")
+    code, out, _ = run_cli(capsys, "sample", str(teacher), "--n", "3", "--seed", "2")  # the AR baseline samples too
+    assert code == 0 and len(out.splitlines()) == 3
     code, out, _ = run_cli(capsys, "eval", str(samples), "--teacher", str(teacher), "--reference")
     report = json.loads(out)
     assert code == 0 and report["samples"]["n"] == 2 and report["samples"]["lm_score"] > 1

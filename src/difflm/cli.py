@@ -130,7 +130,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     import difflm
 
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
-    for text in pipe.sample(args.n, **_sampling_options(args)):
+    # An autoregressive run (teacher / AR baseline) samples left to right: no diffusion options.
+    options = {"seed": args.seed} if pipe.is_autoregressive else _sampling_options(args)
+    for text in pipe.sample(args.n, **options):
         print(json.dumps({"text": text}) if args.format == "jsonl" else text)
 
 
