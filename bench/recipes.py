@@ -137,7 +137,7 @@ def main() -> None:
         }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    lines = [f"| recipe | steps/s | steps | judge ppl DDIM-50 | judge ppl DDPM-200 | distinct-2 | novelty |", "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | steps/s | steps | judge ppl DDIM-50 | judge ppl DDPM-200 | distinct-2 | novelty |", "|---|---|---|---|---|---|---|"]
     for name, r in result["recipes"].items():
         lines.append(f"| {name} | {r['steps_per_s']} | {r['steps']} | {r['ddim50']['judge_ppl']} | {r['ddpm200']['judge_ppl']} | {r['ddim50']['distinct_2']} | {r['ddim50']['novelty']} |")
     lines.append(f"| human held-out text | | | {result['reference_judge_ppl']} | | | |")

@@ -19,7 +19,6 @@ of real text would need a constituency parser, which is not available offline.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ from difflm.control.classifiers import (
     TreeClassifier,
     load_classifier,
 )
+from difflm.control.guidance import check_weight
 from difflm.control.train_classifier import TrainOptions, spacy_pos_tags
 from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, slot_match, span_match, substring_match
 from difflm.text.grammar import ParseResult, default_grammar
@@ -82,12 +82,10 @@ class ClassifierConstraint:
         classifier = run if isinstance(run, LatentClassifier) else load_classifier(run, self.task)
         if classifier.config.task != self.task:
             raise ValueError(f"{type(self).__name__} needs a {self.task} classifier, got a {classifier.config.task} one")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
-            raise ValueError(f"constraint weight must be a number ≥ 0, got {weight!r}")
         if judge is not None and judge not in JUDGES:
             raise ValueError(f"unknown judge {judge!r}; valid: {', '.join(JUDGES)}")
         self.classifier = classifier.eval().requires_grad_(False)  # gradients flow to x only
-        self.weight = float(weight)
+        self.weight = check_weight(weight)
         self.judge = judge if judge is not None or isinstance(run, LatentClassifier) else judge_of(run)
         self.max_len = classifier.config.max_len
         self._targets: dict[tuple[int, torch.device], torch.Tensor] = {}

@@ -31,7 +31,7 @@ import torch
 
 from difflm.control.classifier_constraints import POS, Attribute, Span, Tree, judge_of
 from difflm.control.classifiers import LatentClassifier, load_classifier
-from difflm.control.guidance import Constraint
+from difflm.control.guidance import Constraint, check_weight
 from difflm.diffusion.process import q_sample
 from difflm.text.vocab import Vocab
 
@@ -61,12 +61,6 @@ def log_prob_excluding(log_probs: torch.Tensor, excluded: torch.Tensor) -> torch
     return log_probs[..., None, :].masked_fill(excluded, -math.inf).logsumexp(-1)
 
 
-def _check_weight(weight: float) -> float:
-    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"constraint weight must be a number ≥ 0, got {weight!r}")
-    return float(weight)
-
-
 def _check_length(x: torch.Tensor, max_len: int, what: str) -> None:
     if x.shape[1] != max_len:
         raise ValueError(f"{what} was built for {max_len} positions but the sample has {x.shape[1]}")
@@ -91,7 +85,7 @@ class Length:
             raise ValueError(f"length {n!r} is impossible: need 1 ≤ n ≤ L − 2 = {max_len - 2} (L = {max_len})")
         self.n = n
         self.max_len = max_len
-        self.weight = _check_weight(weight)
+        self.weight = check_weight(weight)
 
     @classmethod
     def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Length:
@@ -154,7 +148,7 @@ class Infill:
         self.slots = slots
         self.blank = blank
         self.max_len = max_len
-        self.weight = _check_weight(weight)
+        self.weight = check_weight(weight)
         # ids [L] of the fully known row (START, words, END, PAD...); blanks hold PAD but are masked out.
         ids = [Vocab.START_ID, *(vocab.id_of(w) if w != blank else Vocab.PAD_ID for w in slots), Vocab.END_ID]
         self.ids = torch.tensor(ids + [Vocab.PAD_ID] * (max_len - len(ids)))
@@ -218,7 +212,7 @@ class Keywords:
             if word not in vocab or word in Vocab.SPECIALS:
                 raise ValueError(f"keyword {word!r} is not in the vocabulary")
         self.ids = torch.tensor([vocab.id_of(w) for w in self.words])
-        self.weight = _check_weight(weight)
+        self.weight = check_weight(weight)
 
     @classmethod
     def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Keywords:

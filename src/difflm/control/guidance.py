@@ -49,6 +49,13 @@ if TYPE_CHECKING:
 OPTIMIZERS = ("adagrad", "sign", "sgd")
 
 
+def check_weight(weight: float) -> float:
+    """A constraint's weight w_c as a float; ValueError unless it is a finite number ≥ 0."""
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"constraint weight must be a number ≥ 0, got {weight!r}")
+    return float(weight)
+
+
 class Constraint(Protocol):
     """What a guided sampler asks of a constraint.
 

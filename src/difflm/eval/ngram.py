@@ -12,7 +12,7 @@ model cannot score well on it by exploiting its own teacher. Notation (Chen & Go
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
