@@ -22,7 +22,7 @@ import torch
 
 import difflm
 from difflm.eval.report import evaluate
-from difflm.train import prepare_data
+from difflm.train import split_sentences
 from recipes import measure_rate, run_parallel  # bench/ is on sys.path when run as a script
 
 DIFFUSION_SETTINGS = [("ddim", 10), ("ddim", 50), ("ddim", 200), ("ddpm", 200)]
@@ -86,9 +86,8 @@ def main() -> None:
 
     grammar = args.corpus == "grammar"
     teacher = difflm.load(out / "teacher")
-    data = prepare_data(teacher.config, vocab=teacher.vocab)
-    training = [teacher.vocab.decode(row.tolist()) for row in data.train]
-    human = [" ".join(teacher.vocab.decode(row.tolist())) for row in data.valid][: args.n]
+    training, heldout = split_sentences(teacher.config, teacher.vocab)
+    human = [" ".join(tokens) for tokens in heldout][: args.n]
 
     def row(model: str, sampler: str, steps: int, texts: list[str], speed: float | None) -> dict:
         report = evaluate(texts, teacher=teacher, training=training, grammar=grammar)

@@ -29,7 +29,7 @@ import difflm
 from difflm.config import load_config
 from difflm.eval.diversity import distinct_n, length_stats, novelty
 from difflm.eval.ngram import KneserNeyTrigram
-from difflm.train import Trainer, prepare_data
+from difflm.train import Trainer, split_sentences
 
 RECIPES = {
     "paper": [],
@@ -118,11 +118,8 @@ def main() -> None:
             print(f"{name}: {rates[name]:.2f} steps/s on one thread -> {steps} steps", flush=True)
         run_parallel(out, args.config, plans, args.parallel)
 
-    config = load_config(args.config, base)
-    data = prepare_data(config)
-    train_sentences = [tuple(data.vocab.decode(row.tolist())) for row in data.train]
+    train_sentences, human = split_sentences(load_config(args.config, base))
     judge_lm = KneserNeyTrigram(train_sentences)
-    human = [data.vocab.decode(row.tolist()) for row in data.valid]
     result = {"corpus": args.corpus, "minutes": args.minutes, "reference_judge_ppl": round(judge_lm.perplexity(human), 2), "recipes": {}}
     for name in names:
         state = json.loads((out / name / "train_state.json").read_text())

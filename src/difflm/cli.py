@@ -175,16 +175,15 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import difflm
     from difflm.eval.report import evaluate, read_texts
-    from difflm.train import prepare_data
+    from difflm.train import split_sentences
 
     texts = read_texts(args.file)
     teacher, training, reference = None, None, None
     grammar = args.grammar
     if args.teacher:
         teacher = difflm.load(args.teacher)
-        data = prepare_data(teacher.config, vocab=teacher.vocab)
-        training = [teacher.vocab.decode(row.tolist()) for row in data.train]
-        reference = [" ".join(teacher.vocab.decode(row.tolist())) for row in data.valid]
+        training, heldout = split_sentences(teacher.config, teacher.vocab)
+        reference = [" ".join(tokens) for tokens in heldout]
         grammar = grammar or teacher.config.data.corpus == "grammar"
     elif args.reference:
         raise UserError("--reference needs --teacher (the held-out sentences come from the teacher's corpus split)")

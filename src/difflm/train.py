@@ -67,6 +67,16 @@ def prepare_data(config: Config, corpus: Corpus | None = None, vocab: Vocab | No
     return Dataset(vocab, train_ids, valid_ids, report)
 
 
+def split_sentences(config: Config, vocab: Vocab | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """The run's training and held-out sentences as the model sees them (vocab words, cut to L).
+
+    This is the split `prepare_data` makes, decoded back to tokens: what novelty and the
+    human reference rows of an evaluation are measured against.
+    """
+    data = prepare_data(config, vocab=vocab)
+    return [data.vocab.decode(row.tolist()) for row in data.train], [data.vocab.decode(row.tolist()) for row in data.valid]
+
+
 def build_model(config: Config, vocab_size: int) -> Denoiser | CausalLM:
     """The network a config describes: the diffusion denoiser or the causal LM."""
     if config.model.kind == "autoregressive":
