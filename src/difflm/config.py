@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+#: Values of `model.generator`; the non-diffusion ones each have a sampler of the same name.
+GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -50,6 +53,11 @@ class ModelConfig:
             cross-entropy parameterization of CDCD/Plaid: x̂0 = softmax(logits)·EMB).
         self_condition: feed the previous x̂0 back as an input (Analog Bits).
         normalize_embeddings: keep EMB rows at norm √d.
+        generator: what the network is trained to be: `diffusion` (the denoiser of
+            `diffusion/losses.py`), or a one/few-step model: `shortcut` (Frans et al.
+            2024), `meanflow` (Geng et al. 2025) or `consistency` (Song et al. 2023;
+            distilled when `train.teacher` is set). Each has its config section and
+            its sampler of the same name.
     """
 
     kind: str = "diffusion"
@@ -63,6 +71,7 @@ class ModelConfig:
     predict: str = "logits"
     self_condition: bool = False
     normalize_embeddings: bool = True
+    generator: str = "diffusion"
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ class TrainConfig:
         bf16: bf16 autocast for the forward pass.
         time_limit: stop (and checkpoint) after this many minutes; 0 = no limit.
         threads: torch intra-op threads (0 = torch's default).
+        teacher: a trained diffusion run directory to distil (`model.generator=consistency`
+            only): the student starts from its EMA weights and vocabulary; "" = none.
     """
 
     steps: int = 3000
@@ -119,6 +130,56 @@ class TrainConfig:
     bf16: bool = False
     time_limit: float = 0.0
     threads: int = 0
+    teacher: str = ""
+
+
+@dataclass(frozen=True)
+class ShortcutConfig:
+    """The shortcut model (`model.generator=shortcut`; `diffusion/shortcut.py`).
+
+    Attributes:
+        levels: log2 M: jumps d ∈ {1, 1/2, ..., 2^-levels} of the path are trained, so
+            the sampler takes K ∈ {1, 2, 4, ..., 2^levels} steps (official: 7, M = 128).
+        bootstrap_share: share of each batch trained on self-consistency targets; the
+            rest is flow matching (official code: 1/8; the paper quotes 1/4).
+    """
+
+    levels: int = 7
+    bootstrap_share: float = 0.25
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    """MeanFlow (`model.generator=meanflow`; `diffusion/meanflow.py`).
+
+    Attributes:
+        jump_share: share of each batch with r < t (the rest has r = t: flow matching).
+        time_mean: P_mean of the logit-normal draws of t and r.
+        time_std: P_std of those draws.
+        power: p of the adaptive weight 1/(‖Δ‖² + c)^p (0 = plain squared error).
+        weight_eps: c of the adaptive weight.
+    """
+
+    jump_share: float = 0.5
+    time_mean: float = -0.4
+    time_std: float = 1.0
+    power: float = 1.0
+    weight_eps: float = 0.01
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Consistency models (`model.generator=consistency`; `diffusion/consistency.py`).
+
+    Attributes:
+        num_scales: N, the noise levels of the discretised ODE (a Karras grid, ρ = 7,
+            spanning the schedule's trained range).
+        denoise_weight: weight of the cross-entropy of the network's own word logits at
+            the noisier point (a denoising regulariser, as CTM adds one; 0 = pure CM).
+    """
+
+    num_scales: int = 18
+    denoise_weight: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -127,6 +188,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    shortcut: ShortcutConfig = field(default_factory=ShortcutConfig)
+    meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,9 +244,33 @@ class Config:
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
         ]
-        for ok, message in checks:
+        for ok, message in checks + self._generator_checks():
             if not ok:
                 raise ValueError(message)
+
+    def _generator_checks(self) -> list[tuple[bool, str]]:
+        """The one/few-step generators: what they need of the model and their own settings."""
+        g, m, sc, mf, cm = self.model.generator, self.model, self.shortcut, self.meanflow, self.consistency
+        if g not in GENERATORS:
+            return [(False, f"model.generator must be one of {', '.join(GENERATORS)}, got '{g}'")]
+        checks = [
+            (not self.train.teacher or g == "consistency",
+             f"train.teacher is only used by model.generator=consistency (got model.generator={g})"),
+            (0 <= sc.levels <= 16, f"shortcut.levels must be in [0, 16], got {sc.levels}"),
+            (0.0 <= sc.bootstrap_share <= 1.0, "shortcut.bootstrap_share must be in [0, 1]"),
+            (0.0 <= mf.jump_share <= 1.0, "meanflow.jump_share must be in [0, 1]"),
+            (mf.time_std > 0 and mf.weight_eps > 0 and mf.power >= 0,
+             "meanflow.time_std and meanflow.weight_eps must be > 0, meanflow.power ≥ 0"),
+            (cm.num_scales >= 2, f"consistency.num_scales must be ≥ 2, got {cm.num_scales}"),
+            (cm.denoise_weight >= 0, f"consistency.denoise_weight must be ≥ 0, got {cm.denoise_weight}"),
+        ]
+        if g != "diffusion":  # the x0-adapter reads x̂0 from word logits; no second pass
+            checks += [
+                (m.kind == "diffusion", f"model.generator={g} needs model.kind=diffusion"),
+                (m.predict == "logits", f"model.generator={g} needs model.predict=logits, got '{m.predict}'"),
+                (not m.self_condition, f"model.generator={g} does not support model.self_condition"),
+            ]
+        return checks
 
     def save(self, path: str | Path) -> None:
         from difflm.checkpoint import atomic_write_text

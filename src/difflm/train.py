@@ -22,8 +22,11 @@ from tqdm import tqdm
 
 from difflm import checkpoint
 from difflm.config import Config
-from difflm.diffusion.losses import e2e_loss
+from difflm.diffusion.consistency import consistency_loss
+from difflm.diffusion.losses import LossOutput, e2e_loss
+from difflm.diffusion.meanflow import meanflow_loss
 from difflm.diffusion.schedules import make_schedule
+from difflm.diffusion.shortcut import shortcut_loss
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.text.corpora import Corpus, read_corpus, split
@@ -85,21 +88,79 @@ def build_model(config: Config, vocab_size: int) -> Denoiser | CausalLM:
     return Denoiser(config.model, vocab_size, config.data.max_len, schedule)
 
 
+def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
+    """The frozen diffusion model of `train.teacher` (EMA weights) and its vocabulary.
+
+    Raises:
+        ValueError: the run is missing, or it is not a diffusion model with the student's
+            model (but for its generator), diffusion and length settings.
+    """
+    run = Path(config.train.teacher)
+    if not (run / "config.json").is_file():
+        raise ValueError(f"train.teacher: no difflm run at {run}")
+    saved = Config.from_dict(checkpoint.read_json(run / "config.json"))
+    if saved.model.kind != "diffusion" or saved.model.generator != "diffusion":
+        raise ValueError(f"train.teacher: {run} is not a diffusion model (model.kind={saved.model.kind}, "
+                         f"model.generator={saved.model.generator})")
+    mine, theirs = config.to_dict(), saved.to_dict()
+    mine["model"]["generator"] = "diffusion"
+    differ = [f"{section}.{key} (teacher {theirs[section][key]!r}, here {mine[section][key]!r})"
+              for section in ("model", "diffusion") for key in theirs[section] if mine[section][key] != theirs[section][key]]
+    differ += [] if mine["data"]["max_len"] == theirs["data"]["max_len"] else ["data.max_len"]
+    if differ:
+        raise ValueError(f"train.teacher: the student starts from the teacher's weights, but {', '.join(differ)} "
+                         f"differ; start from its config with --config {run / 'config.json'}")
+    vocab = Vocab.load(run / "vocab.json")
+    teacher = build_model(saved, len(vocab))
+    checkpoint.load_weights(teacher, run / "ema.safetensors")
+    return teacher.eval().requires_grad_(False), vocab
+
+
+def _diffusion_loss(model: Denoiser, ids: torch.Tensor, config: Config, *, generator: torch.Generator | None = None,
+                    target: Denoiser | None = None, teacher: Denoiser | None = None) -> LossOutput:
+    return e2e_loss(model, ids, config.diffusion, generator=generator)
+
+
+#: The training loss of each `model.generator`, with what it reads: the EMA weights (`target`;
+#: the shortcut model's bootstrap targets) and the frozen teacher (consistency distillation).
+#: Each is loss(model, ids, config, *, generator, target, teacher) -> LossOutput.
+LOSSES = {"diffusion": _diffusion_loss, "shortcut": shortcut_loss, "meanflow": meanflow_loss,
+          "consistency": consistency_loss}
+
+
+@dataclass(frozen=True)
+class FrozenNetworks:
+    """Networks a loss reads but never trains. A plain container, not a Module, so that DDP
+    neither syncs nor checkpoints them with the objective."""
+
+    target: Denoiser | None = None
+    teacher: Denoiser | None = None
+
+
 class Objective(torch.nn.Module):
     """A model's training loss as a module, so that DDP can wrap the whole computation.
 
     forward(ids [B, L], generator) -> (loss, {term: float}).
+
+    Args:
+        model: the network being trained.
+        config: the run config; `model.generator` picks the loss in `LOSSES`.
+        target: EMA weights for targets that use them (default: the model itself).
+        teacher: the frozen teacher of consistency distillation.
     """
 
-    def __init__(self, model: Denoiser | CausalLM, config: Config) -> None:
+    def __init__(self, model: Denoiser | CausalLM, config: Config, *, target: Denoiser | None = None,
+                 teacher: Denoiser | None = None) -> None:
         super().__init__()
         self.model, self.config = model, config
+        self.frozen = FrozenNetworks(target, teacher)
 
     def forward(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         if isinstance(self.model, CausalLM):
             loss = self.model.loss(ids)
             return loss, {"loss": loss.item()}
-        out = e2e_loss(self.model, ids, self.config.diffusion, generator=generator)
+        out = LOSSES[self.config.model.generator](self.model, ids, self.config, generator=generator,
+                                                  target=self.frozen.target, teacher=self.frozen.teacher)
         return out.loss, out.terms
 
 
@@ -129,11 +190,12 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 @torch.no_grad()
-def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512) -> dict[str, float]:
+def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512,
+                 *, teacher: Denoiser | None = None) -> dict[str, float]:
     """Mean loss terms on held-out rows, with fixed noise so points on the curve compare."""
     was_training = model.training
     model.eval()
-    objective = Objective(model, config)
+    objective = Objective(model, config, teacher=teacher)
     generator = torch.Generator().manual_seed(12345)
     rows = ids[:max_rows]
     mean = RunningMean()
@@ -187,17 +249,21 @@ class Trainer:
         self.config = config
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        vocab = Vocab.load(self.run_dir / "vocab.json") if resuming else None
+        self.teacher, teacher_vocab = load_teacher(config) if config.train.teacher else (None, None)
+        vocab = Vocab.load(self.run_dir / "vocab.json") if resuming else teacher_vocab
         self.data = prepare_data(config, corpus, vocab)
         torch.manual_seed(config.train.seed)
         self.model = build_model(config, len(self.data.vocab)).to(self.device)
+        if self.teacher is not None:  # distillation starts from the teacher (resuming overwrites it)
+            self.teacher.to(self.device)
+            self.model.load_state_dict(self.teacher.state_dict())
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
         if resuming:
             self._load_state()
-        self.objective: torch.nn.Module = Objective(self.model, config)
+        self.objective: torch.nn.Module = Objective(self.model, config, target=self.ema, teacher=self.teacher)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
@@ -308,7 +374,8 @@ class Trainer:
                 if on_log:
                     on_log(row)
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
-                row = {"step": self.step, "split": "valid", **heldout_loss(self.ema, self.data.valid, self.config, self.device),
+                row = {"step": self.step, "split": "valid",
+                       **heldout_loss(self.ema, self.data.valid, self.config, self.device, teacher=self.teacher),
                        "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds}
                 self.log(row)
                 last["valid"] = row

@@ -32,6 +32,32 @@ class LossOutput:
     loss: torch.Tensor
     terms: dict[str, float]
 
+    @classmethod
+    def of(cls, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> "LossOutput":
+        return cls(loss=loss, terms={"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+
+
+class Draws:
+    """A loss's randomness: drawn on the generator's device (reproducible), then moved to the model's."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
+        self.device = device
+        self.kwargs = {"generator": generator, "device": generator.device if generator is not None else device}
+
+    def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, **self.kwargs).to(self.device)
+
+    def rand(self, n: int) -> torch.Tensor:
+        return torch.rand(n, **self.kwargs).to(self.device)
+
+    def randint(self, low: int, high: int, n: int) -> torch.Tensor:
+        return torch.randint(low, high, (n,), **self.kwargs).to(self.device)
+
+
+def word_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Mean −log p(w) of word logits [B, L, V] at the words ids [B, L]."""
+    return F.cross_entropy(logits.transpose(1, 2), ids)
+
 
 def e2e_loss(
     denoiser: Denoiser,
@@ -51,22 +77,17 @@ def e2e_loss(
     schedule = denoiser.schedule
     B, device = ids.shape[0], ids.device
     alphas_cumprod = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
-
-    # Draw on the generator's device (reproducible), then move to the model's.
-    draw = {"generator": generator, "device": generator.device if generator is not None else device}
-
-    def randn(shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, **draw).to(device)
+    draws = Draws(generator, device)
 
     # 1. Lift words into the continuous space: x0 ~ N(EMB(w), σ0² I).
     emb = denoiser.embedding(ids)  # [B, L, d]
     sigma0 = (1 - alphas_cumprod[0]).sqrt()
-    x0 = emb + sigma0 * randn(tuple(emb.shape))
+    x0 = emb + sigma0 * draws.randn(tuple(emb.shape))
 
     # 2. Noise it at a uniformly drawn step.
-    i = torch.randint(0, schedule.num_steps, (B,), **draw).to(device)
+    i = draws.randint(0, schedule.num_steps, B)
     abar = alphas_cumprod[i][:, None, None]
-    x_t = process.q_sample(x0, abar, randn(tuple(emb.shape)))
+    x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
     t = (i + 1).float() / schedule.num_steps
 
     # 3. Self-conditioning (Analog Bits): for a random half, a first no-grad pass
@@ -74,7 +95,7 @@ def e2e_loss(
     self_cond = None
     if denoiser.self_conditioning:
         self_cond = torch.zeros_like(x_t)
-        use = torch.rand(B, **draw).to(device) < config.self_cond_prob
+        use = draws.rand(B) < config.self_cond_prob
         if use.any():
             with torch.no_grad():
                 self_cond[use] = denoiser(x_t[use], t[use]).x0.detach()
@@ -85,7 +106,7 @@ def e2e_loss(
     # 4. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.
     kind = denoiser.config.predict
     if kind == "logits":
-        terms["ce"] = F.cross_entropy(pred.logits.transpose(1, 2), ids)
+        terms["ce"] = word_nll(pred.logits, ids)
         denoise = terms["ce"]
     else:
         # The first step regresses onto EMB(w) itself, tying f(x_1) to the embeddings.
@@ -103,7 +124,7 @@ def e2e_loss(
     # 5. Prior: q(x_T | x0) should be N(0, I); penalise the mean it keeps.
     terms["prior"] = (alphas_cumprod[-1] * x0**2).mean()
     # 6. Rounding: −log p(w | x0) with the tied head.
-    terms["rounding"] = F.cross_entropy(denoiser.embedding.logits(x0).transpose(1, 2), ids)
+    terms["rounding"] = word_nll(denoiser.embedding.logits(x0), ids)
 
     loss = denoise + terms["prior"] + config.rounding_weight * terms["rounding"]
-    return LossOutput(loss=loss, terms={"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+    return LossOutput.of(loss, terms)

@@ -7,7 +7,9 @@ Shapes: B batch, L positions, d embedding size, H hidden size, V vocabulary.
         logits:        out_proj: H → V, x̂0 = softmax(logits) · EMB   (CDCD score interpolation)
 
 The input and output projections are Diffusion-LM's Linear–Tanh–Linear pairs. Time enters
-as a sinusoidal embedding of 1000·t through an MLP, added to every position.
+as a sinusoidal embedding of 1000·t through an MLP, added to every position. The one/few-step
+generators that jump along their path (shortcut, MeanFlow) also get the jump size, embedded
+the same way by a second MLP and added to the time embedding.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from difflm.config import ModelConfig
 from difflm.diffusion import process
 from difflm.diffusion.schedules import NoiseSchedule
 from difflm.model.embedding import WordEmbedding
+
+#: Generators whose network is told the size of the jump it serves (`model.generator`).
+JUMP_GENERATORS = ("shortcut", "meanflow")
 
 
 @dataclass
@@ -45,7 +50,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torc
 
 
 class Denoiser(nn.Module):
-    """f(x_t, t, *, cond=None, self_cond=None) -> Prediction.
+    """f(x_t, t, *, cond=None, self_cond=None, jump=None) -> Prediction.
 
     Args:
         config: the model section of the run config.
@@ -66,6 +71,12 @@ class Denoiser(nn.Module):
         self.in_proj = nn.Sequential(nn.Linear(in_dim, h), nn.Tanh(), nn.Linear(h, h))
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
+        # Only the jumping generators have it: diffusion models keep their parameters and checkpoints.
+        self.jump_mlp = (
+            nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
+            if config.generator in JUMP_GENERATORS
+            else None
+        )
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
         layer = nn.TransformerEncoderLayer(
@@ -84,10 +95,18 @@ class Denoiser(nn.Module):
         *,
         cond: torch.Tensor | None = None,
         self_cond: torch.Tensor | None = None,
+        jump: torch.Tensor | None = None,
     ) -> Prediction:
-        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1]."""
+        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1].
+
+        `jump` [B] in [0, 1] is the length, in path time, of the jump the prediction
+        serves (the shortcut's d, MeanFlow's t − r); None means 0, the instantaneous
+        x̂0 of flow matching, which is what DDPM and DDIM ask of any model.
+        """
         if cond is not None:
             raise ValueError("this model was trained without a conditioning signal (cond)")
+        if jump is not None and self.jump_mlp is None:
+            raise ValueError("this model was trained without a jump size (model.generator=shortcut or meanflow has one)")
         B, L, _ = x_t.shape
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
@@ -98,6 +117,9 @@ class Denoiser(nn.Module):
             inputs = x_t
         h = self.in_proj(inputs) + self.pos[:L]
         h = h + self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
+        if self.jump_mlp is not None:
+            jump = torch.zeros_like(t) if jump is None else jump
+            h = h + self.jump_mlp(timestep_embedding(jump, h.shape[-1]).to(h.dtype))[:, None, :]
         h = self.encoder(self.dropout(self.in_norm(h)))
         out = self.out_proj(self.out_norm(h)).float()
         if self.config.predict == "logits":

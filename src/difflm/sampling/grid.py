@@ -55,6 +55,19 @@ def check_options(options: dict, valid: Iterable[str]) -> None:
         raise ValueError(f"unknown sampler option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}")
 
 
+def clamps_at(clamp_from: int | None, t: float, num_steps: int) -> bool:
+    """Whether a sampler off the index grid clamps x̂0 at time t: when t ≤ t(clamp_from) = (clamp_from + 1)/T.
+
+    Raises:
+        ValueError: clamp_from is neither None nor an integer.
+    """
+    if clamp_from is None:
+        return False
+    if isinstance(clamp_from, bool) or not isinstance(clamp_from, int):
+        raise ValueError(f"clamp_from must be an integer index or None, got {clamp_from!r}")
+    return t <= (clamp_from + 1) / num_steps
+
+
 def walk(
     update: UpdateRule,
     denoiser: Denoiser,

@@ -1,0 +1,227 @@
+"""The one/few-step objectives against closed forms: exact fields make their losses vanish.
+
+Oracles stand in for the network. On a single sentence the data are one point μ = EMB(w),
+every trajectory is a straight line and the exact x̂0 of any jump is μ. On Gaussian data
+x0 ~ N(μ, s0² I) the flow map is affine in closed form:
+x_τ' = (1 − τ')μ + (σ(τ')/σ(τ))·(x_τ − (1 − τ)μ), σ(τ)² = (1 − τ)²s0² + τ².
+"""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from difflm.config import Config, ModelConfig
+from difflm.diffusion import consistency as cm
+from difflm.diffusion.flowmap import FlowPath, average_velocity, jump
+from difflm.diffusion.meanflow import average_velocity_and_derivative, meanflow_loss, meanflow_target
+from difflm.diffusion.paths import denoise_edm, denoise_rf, sigma_of_t, tau_of_t
+from difflm.diffusion.schedules import make_schedule
+from difflm.diffusion.shortcut import bootstrap_target, shortcut_loss
+from difflm.model.denoiser import Denoiser
+from difflm.model.embedding import WordEmbedding
+
+T, V, L, D = 50, 7, 4, 6
+WORDS = torch.tensor([1, 4, 2, 0])
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+class Oracle:
+    """A fake denoiser: x̂0 = fn(x, s, jump) in the RF path's own coordinates, from the VP inputs it is given."""
+
+    def __init__(self, fn):
+        torch.manual_seed(0)
+        self.schedule = make_schedule("sqrt", T)
+        self.embedding = WordEmbedding(V, D, normalize=True)
+        self.mu = self.embedding(WORDS).detach()
+        self.path = FlowPath.of(self.schedule)
+        self.fn = fn
+
+    def __call__(self, x_vp, t, *, jump=None, cond=None, self_cond=None):
+        tau = tau_of_t(self.schedule, t.double()).view(-1, 1, 1)
+        x = x_vp.double() * ((1 - tau) ** 2 + tau**2).sqrt()
+        jump = torch.zeros_like(t) if jump is None else jump
+        x0 = self.fn(self, x, tau / self.path.tau_max, jump.double().view(-1, 1, 1)).to(x_vp.dtype)
+        return SimpleNamespace(x0=x0, logits=self.embedding.logits(x0))
+
+
+def gaussian_flow_map(s0):
+    """x̂0 of the exact jump s → s − jump for data N(μ, s0² I); jump 0 is the posterior mean."""
+
+    def fn(oracle, x, s, d):
+        mu, tau_max = oracle.mu.double(), oracle.path.tau_max
+        tau, tau_r = tau_max * s, tau_max * (s - d)
+        std = lambda tau: ((1 - tau) ** 2 * s0**2 + tau**2).sqrt()  # noqa: E731
+        x_r = (1 - tau_r) * mu + std(tau_r) / std(tau) * (x - (1 - tau) * mu)
+        posterior_mean = mu + (1 - tau) * s0**2 / std(tau) ** 2 * (x - (1 - tau) * mu)
+        return torch.where(d > 0, (s * x_r - (s - d) * x) / torch.where(d > 0, d, 1), posterior_mean)
+
+    return fn
+
+
+def the_point(oracle, x, s, d):
+    return oracle.mu.double().expand_as(x)
+
+
+def gaussian_point(oracle, s0, s, seed):
+    """x_s for data N(μ, s0² I), [B, L, d]."""
+    g = gen(seed)
+    x0 = oracle.mu + s0 * torch.randn((len(s), L, D), generator=g)
+    return oracle.path.point(x0, torch.randn(x0.shape, generator=g), s)
+
+
+# --- paths -----------------------------------------------------------------------------
+
+
+def test_rf_and_edm_points_reach_the_network_as_the_vp_point_of_equal_snr():
+    schedule = make_schedule("sqrt", T)
+    seen = []
+
+    class Recorder:
+        def __init__(self):
+            self.schedule = schedule
+
+        def __call__(self, x, t, **kwargs):
+            seen.append((x, t))
+
+    fake = Recorder()
+    t = torch.tensor([0.02, 0.3, 1.0], dtype=torch.float64)
+    abar = schedule.alpha_bar(t).view(-1, 1, 1)
+    x0, eps = torch.randn(3, L, D, dtype=torch.float64), torch.randn(3, L, D, dtype=torch.float64)
+    x_vp = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    tau, sigma = tau_of_t(schedule, t), sigma_of_t(schedule, t)
+    denoise_rf(fake, (1 - tau.view(-1, 1, 1)) * x0 + tau.view(-1, 1, 1) * eps, tau)
+    denoise_edm(fake, x0 + sigma.view(-1, 1, 1) * eps, sigma)
+    for x, t_seen in seen:
+        torch.testing.assert_close(x, x_vp)
+        torch.testing.assert_close(t_seen, t)
+
+
+# --- shortcut --------------------------------------------------------------------------
+
+
+def test_shortcut_target_of_the_exact_flow_map_is_its_own_jump():
+    s0 = 0.5
+    oracle = Oracle(gaussian_flow_map(s0))
+    d = torch.tensor([1.0, 0.5, 0.25, 0.125])
+    s = torch.tensor([1.0, 0.5, 1.0, 0.375])
+    x = gaussian_point(oracle, s0, s, seed=1)
+    exact = oracle(*oracle.path.to_vp(x, s), jump=d).x0
+    torch.testing.assert_close(bootstrap_target(oracle, oracle.path, x, s, d, d / 2), exact, rtol=0, atol=1e-5)
+    # The flow's own x̂0 (a diffusion model's) is not self-consistent across jump sizes.
+    flow = Oracle(lambda o, x, s, d: gaussian_flow_map(s0)(o, x, s, torch.zeros_like(d)))
+    gap = (bootstrap_target(flow, flow.path, x, s, d, d / 2) - flow(*flow.path.to_vp(x, s), jump=d).x0).abs().max()
+    assert gap > 1e-2
+
+
+def test_shortcut_loss_vanishes_for_the_exact_field_of_one_sentence():
+    config = Config().with_overrides(["shortcut.levels=4", "shortcut.bootstrap_share=1.0"])
+    ids = WORDS.repeat(16, 1)
+    exact = Oracle(the_point)
+    out = shortcut_loss(exact, ids, config, generator=gen(), target=exact)
+    assert out.terms["shortcut"] < 1e-10
+    wrong = Oracle(lambda o, x, s, d: o.mu.double() + 0.3 * d)  # depends on the jump: not self-consistent
+    assert shortcut_loss(wrong, ids, config, generator=gen(), target=wrong).terms["shortcut"] > 1e-3
+
+
+# --- MeanFlow --------------------------------------------------------------------------
+
+
+def test_meanflow_target_of_the_exact_average_velocity_is_itself():
+    # With the marginal velocity, u = v − (s − r)·du/ds holds exactly for the exact u.
+    s0 = 0.5
+    oracle = Oracle(gaussian_flow_map(s0))
+    s, r = torch.tensor([1.0, 0.7, 0.4]), torch.tensor([0.0, 0.2, 0.35])
+    x = gaussian_point(oracle, s0, s, seed=2)
+    v = average_velocity(x, oracle(*oracle.path.to_vp(x, s)).x0, s)  # r = s: the marginal velocity
+    u, dudt = average_velocity_and_derivative(oracle, oracle.path, x, r, s, v)
+    torch.testing.assert_close(jump(x, oracle(*oracle.path.to_vp(x, s), jump=s - r).x0, s, r), x - (s - r).view(-1, 1, 1) * u)
+    torch.testing.assert_close(meanflow_target(dudt, v, r, s), u, rtol=0, atol=2e-4)
+    assert (dudt.abs().max() > 1e-2)  # the identity is not trivially u = v
+
+
+def test_meanflow_loss_vanishes_for_the_exact_field_of_one_sentence():
+    config = Config().with_overrides(["meanflow.jump_share=1.0"])
+    ids = WORDS.repeat(16, 1)
+    assert meanflow_loss(Oracle(the_point), ids, config, generator=gen()).terms["meanflow"] < 1e-8
+    off = Oracle(lambda o, x, s, d: o.mu.double() + 0.3)  # straight lines to the wrong point
+    assert meanflow_loss(off, ids, config, generator=gen()).terms["meanflow"] > 1e-3
+
+
+def tiny_denoiser(generator="meanflow", seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(embed_dim=D, hidden=32, layers=2, heads=4, dropout=0.0, generator=generator)
+    return Denoiser(config, V, L, make_schedule("sqrt", T))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])  # eval would take the fused fast path without the guard
+def test_jvp_matches_finite_differences_on_a_real_denoiser(mode):
+    model = tiny_denoiser().train(mode == "train")
+    path = FlowPath.of(model.schedule)
+    g = gen(3)
+    x, v = torch.randn(3, L, D, generator=g), torch.randn(3, L, D, generator=g)
+    s, r = torch.tensor([0.9, 0.5, 0.3]), torch.tensor([0.1, 0.25, 0.0])
+    u, dudt = average_velocity_and_derivative(model, path, x, r, s, v)
+
+    def u_at(h):
+        x_h, s_h = x + h * v, s + h
+        return average_velocity(x_h, path.predict(model, x_h, s_h, s_h - r).x0, s_h)
+
+    def central(h):
+        return (u_at(h) - u_at(-h)) / (2 * h)
+
+    with torch.no_grad():
+        # The time embedding (sinusoids of 1000·t) makes u steep in s: central differences
+        # with Richardson extrapolation, at a step where fp32 round-off is still small.
+        h = 2e-4
+        finite = (4 * central(h / 2) - central(h)) / 3
+        torch.testing.assert_close(u, u_at(0.0))
+    assert dudt.abs().max() > 10  # a real, non-trivial derivative
+    torch.testing.assert_close(dudt, finite, rtol=0, atol=1e-3 * float(dudt.abs().max()))
+    assert u.requires_grad  # the prediction keeps its graph for the loss
+
+
+# --- consistency -----------------------------------------------------------------------
+
+
+def test_consistency_function_is_the_identity_at_sigma_min():
+    model = tiny_denoiser("consistency").eval()
+    sigma_min, sigma_max = cm.sigma_range(model.schedule)
+    assert sigma_min == pytest.approx(float(sigma_of_t(model.schedule, 1 / T)))
+    x = torch.randn(2, L, D, generator=gen(4))
+    with torch.no_grad():
+        f, _ = cm.consistency_function(model, x, torch.full((2,), sigma_min))
+        torch.testing.assert_close(f, x)
+        f_max, pred = cm.consistency_function(model, x, torch.full((2,), sigma_max))
+    assert (f_max - pred.x0).abs().max() < 1e-3 * x.abs().max()  # at σ_max, f is the network's x̂0
+    sigmas = cm.karras_sigmas(model.schedule, 5)
+    assert sigmas[0] == pytest.approx(sigma_min) and sigmas[-1] == pytest.approx(sigma_max)
+    assert bool((sigmas[1:] > sigmas[:-1]).all())
+
+
+class ExactConsistency(Oracle):
+    """D such that f(x, σ) = μ + (σ_min/σ)(x − μ): the consistency function of one data point μ."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def __call__(self, x_vp, t, **kwargs):
+        sigma = sigma_of_t(self.schedule, t.double()).view(-1, 1, 1)
+        x = x_vp.double() * (1 + sigma**2).sqrt()
+        sigma_min = cm.sigma_range(self.schedule)[0]
+        f = self.mu + sigma_min / sigma * (x - self.mu)
+        c_skip = cm.skip_weight(sigma, sigma_min)
+        x0 = torch.where(c_skip < 1, (f - c_skip * x) / (1 - c_skip), x).float()  # at σ_min any D will do
+        return SimpleNamespace(x0=x0, logits=self.embedding.logits(x0))
+
+
+@pytest.mark.parametrize("distil", [False, True])
+def test_consistency_loss_vanishes_for_the_exact_function_of_one_sentence(distil):
+    config = Config().with_overrides(["consistency.num_scales=6"])
+    ids = WORDS.repeat(16, 1)
+    teacher = Oracle(the_point) if distil else None  # the diffusion model of one point: x̂0 = μ
+    out = cm.consistency_loss(ExactConsistency(), ids, config, generator=gen(), teacher=teacher)
+    assert out.terms["consistency"] < 1e-5
+    assert cm.consistency_loss(Oracle(the_point), ids, config, generator=gen(), teacher=teacher).terms["consistency"] > 1e-2
