@@ -6,18 +6,18 @@ x = x0 + σ·ε, which `paths.denoise_edm` feeds to the network as the VP point 
     σ_min, σ_max      σ of the schedule's least (t = 1/T) and most (t = 1) noisy trained level
     σ_0 < … < σ_{N−1} the Karras grid, σ_i = (σ_min^{1/ρ} + i/(N−1)·(σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ, ρ = 7
     D(x, σ)           the network's x̂0
-    σ_d               the data's standard deviation: 1, the RMS entry of an embedding of norm √d
-    c_skip(σ)         σ_d²/((σ − σ_min)² + σ_d²)
-    c_out(σ)          1 − c_skip(σ)
+    c_skip, c_out     σ_min/σ and 1 − σ_min/σ
     f(x, σ)           c_skip·x + c_out·D(x, σ)                   f(x, σ_min) = x (boundary condition)
     θ⁻                the target parameters: sg(θ) (iCT), run with the same dropout masks
 
-ρ and σ_d are constants rather than settings because the sampler must use the f of training
-and sees only the network and its schedule.
-
-The official c_out = σ_d·(σ − σ_min)/√(σ² + σ_d²) scales a free network output; our network's
-x̂0 is a convex combination of embeddings, and c_out = 1 − c_skip keeps f a point between x
-and x̂0 that can represent the identity on clean data at every σ. Both vanish at σ_min.
+Why not the official c_skip = σ_d²/((σ − σ_min)² + σ_d²), c_out = σ_d(σ − σ_min)/√(σ² + σ_d²):
+they suit a free network output F, which near σ_min must predict (minus) the noise. Our
+network's x̂0 = softmax(logits)·EMB lies in the hull of the embeddings. For one data point
+μ the consistency function is f(x, σ) = μ + (σ_min/σ)·(x − μ), which the official c_skip ≈ 1
+near σ_min could only reach with D far outside that hull; with c_skip = σ_min/σ it is exactly
+D = μ. This f is the deterministic DDIM jump from σ to σ_min with x̂0 = D (the
+parameterization of Consistency Trajectory Models, Kim et al. 2023), so a distilled student
+starts as one-step DDIM of its teacher.
 
 Training pairs, n ~ U{0..N−2}, z ~ N(0, I), x0 = EMB(w):
 
@@ -48,8 +48,8 @@ from difflm.diffusion.paths import denoise_edm, per_example, sigma_of_t
 from difflm.diffusion.schedules import NoiseSchedule
 from difflm.model.denoiser import Denoiser, Prediction
 
+#: ρ of the Karras grids of training and sampling.
 RHO = 7.0
-SIGMA_DATA = 1.0
 
 
 def sigma_range(schedule: NoiseSchedule) -> tuple[float, float]:
@@ -66,14 +66,9 @@ def karras_sigmas(schedule: NoiseSchedule, num_scales: int) -> torch.Tensor:
     return (low ** (1 / RHO) + ramp * (high ** (1 / RHO) - low ** (1 / RHO))) ** RHO
 
 
-def skip_weight(sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
-    """c_skip(σ) = σ_d²/((σ − σ_min)² + σ_d²)."""
-    return SIGMA_DATA**2 / ((sigma - sigma_min) ** 2 + SIGMA_DATA**2)
-
-
 def combine(x: torch.Tensor, x0_hat: torch.Tensor, sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
-    """f = c_skip·x + (1 − c_skip)·x̂0, for σ [B]."""
-    c_skip = per_example(skip_weight(sigma, sigma_min), x)
+    """f = c_skip·x + c_out·x̂0 with c_skip = σ_min/σ, c_out = 1 − c_skip, for σ [B]."""
+    c_skip = per_example(sigma_min / sigma, x)
     return c_skip * x + (1 - c_skip) * x0_hat
 
 

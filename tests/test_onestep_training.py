@@ -1,0 +1,105 @@
+"""Training the one/few-step generators: the trainer, resume, distillation, the CLI, old runs."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import difflm
+from difflm import checkpoint
+from difflm.cli import main
+from difflm.config import Config
+from difflm.train import Trainer
+from tests.conftest import tiny_config
+
+
+def _rows(run: Path, split: str = "train") -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
+
+
+@pytest.mark.parametrize("generator, term", [("shortcut", "shortcut"), ("meanflow", "meanflow"), ("consistency", "consistency")])
+def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_corpus, generator, term):
+    config = tiny_config(f"lines:{toy_corpus}", f"model.generator={generator}", "train.steps=32", "train.lr=3e-3",
+                         "train.log_every=8", "train.eval_every=16", "train.checkpoint_every=16")
+    Trainer(config, tmp_path / "full", progress=False).run()
+    interrupted = Trainer(config, tmp_path / "cut", progress=False)
+    real_step = interrupted.train_step
+
+    def crash_at_21():
+        if interrupted.step == 21:
+            raise KeyboardInterrupt
+        return real_step()
+
+    interrupted.train_step = crash_at_21
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    Trainer(config, tmp_path / "cut", progress=False).run()  # resumes from step 16
+    full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
+    assert [r["step"] for r in full] == [r["step"] for r in cut] == [8, 16, 24, 32]
+    for a, b in zip(full, cut):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    assert term in full[-1] and full[-1]["loss"] < 0.8 * full[0]["loss"]
+
+
+def test_consistency_distillation_starts_from_the_teacher(tmp_path, tiny_run):
+    teacher_config = Config.from_dict(checkpoint.read_json(tiny_run / "config.json"))
+    config = teacher_config.with_overrides(["model.generator=consistency", f"train.teacher={tiny_run}", "train.steps=12",
+                                            "train.log_every=4", "train.eval_every=12", "train.checkpoint_every=12"])
+    trainer = Trainer(config, tmp_path / "cd", progress=False)
+    teacher = difflm.load(tiny_run).model
+    for (name, p), q in zip(trainer.model.named_parameters(), teacher.parameters()):
+        assert torch.equal(p, q), name
+    assert (tmp_path / "cd" / "vocab.json").read_text() == (tiny_run / "vocab.json").read_text()
+    trainer.run()
+    rows = _rows(tmp_path / "cd")
+    assert all(r["consistency"] > 0 for r in rows) and _rows(tmp_path / "cd", "valid")[-1]["consistency"] > 0
+    texts = difflm.load(tmp_path / "cd").sample(4, sampler="consistency", steps=2)
+    assert len(texts) == 4
+
+    with pytest.raises(ValueError, match=r"model.hidden \(teacher 64, here 32\)"):
+        Trainer(config.with_overrides(["model.hidden=32"]), tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="no difflm run"):
+        Trainer(config.with_overrides([f"train.teacher={tmp_path / 'none'}"]), tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="not a diffusion model"):
+        Trainer(config.with_overrides([f"train.teacher={tmp_path / 'cd'}"]), tmp_path / "bad", progress=False)
+
+
+def test_runs_saved_before_the_generators_load_unchanged(tiny_run):
+    raw = checkpoint.read_json(tiny_run / "config.json")
+    for section in ("shortcut", "meanflow", "consistency"):
+        raw.pop(section)
+    del raw["model"]["generator"], raw["train"]["teacher"]
+    assert Config.from_dict(raw) == Config.from_dict(checkpoint.read_json(tiny_run / "config.json"))
+    keys = set(checkpoint.load_tensors(tiny_run / "ema.safetensors"))
+    assert keys == set(difflm.load(tiny_run).model.state_dict()) and not any("jump" in k for k in keys)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("model.generator=gan", "model.generator must be one of"),
+    ("train.teacher=somewhere", "train.teacher is only used by model.generator=consistency"),
+])
+def test_bad_generator_settings_are_refused(toy_corpus, bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(f"lines:{toy_corpus}", bad)
+    with pytest.raises(ValueError, match="model.predict=logits"):
+        tiny_config(f"lines:{toy_corpus}", "model.generator=shortcut", "model.predict=x0")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("generator", ["shortcut", "meanflow", "consistency"])
+def test_cli_trains_each_generator_and_samples_in_one_step(tmp_path, toy_corpus, capsys, generator):
+    run = tmp_path / generator
+    code, out, err = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(Path(__file__).parent.parent / "configs" / "tiny.yaml"),
+                             "--set", f"model.generator={generator}", "train.steps=6", "data.max_len=16", "train.threads=1",
+                             "--out", str(run), "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", generator, "--steps", "1", "--format", "jsonl")
+    assert code == 0 and len(out.splitlines()) == 3 and all("text" in json.loads(line) for line in out.splitlines())
+    if generator == "shortcut":
+        code, _, err = run_cli(capsys, "sample", str(run), "--sampler", "shortcut", "--steps", "3")
+        assert code == 2 and "power of two" in err and len(err.strip().splitlines()) == 1
