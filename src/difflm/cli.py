@@ -31,7 +31,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=10, help="number of sentences")
-    p.add_argument("--sampler", default="ddim", help="ddpm or ddim")
+    p.add_argument("--sampler", default="ddim", help="ddpm, ddim, or the one/few-step shortcut, meanflow, consistency")
     p.add_argument("--steps", type=int, default=50, help="sampling steps K (a subsequence of the T training steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")

@@ -119,8 +119,9 @@ def shortcut_loss(
     # 4. Self-consistency: one jump of size d should land where two of size d/2 do.
     if boot.any():
         half_input = torch.where(k < levels, d_boot / 2, torch.zeros_like(d_boot))[boot]
+        theta_minus = target if target is not None else denoiser
         with torch.no_grad():
-            x0_star = bootstrap_target(target or denoiser, path, x_s[boot], s[boot], d[boot], half_input)
+            x0_star = bootstrap_target(theta_minus, path, x_s[boot], s[boot], d[boot], half_input)
         terms["shortcut"] = ((pred.x0[boot] - x0_star) ** 2).mean()
         total = total + terms["shortcut"] * boot.sum() / B
 
