@@ -10,15 +10,15 @@ from difflm import checkpoint
 from difflm.cli import main
 from difflm.config import Config
 from difflm.train import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import CONFIGS, tiny_config
 
 
 def _rows(run: Path, split: str = "train") -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
 
 
-@pytest.mark.parametrize("generator, term", [("shortcut", "shortcut"), ("meanflow", "meanflow"), ("consistency", "consistency")])
-def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_corpus, generator, term):
+@pytest.mark.parametrize("generator", ["shortcut", "meanflow", "consistency"])
+def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_corpus, generator):
     config = tiny_config(f"lines:{toy_corpus}", f"model.generator={generator}", "train.steps=32", "train.lr=3e-3",
                          "train.log_every=8", "train.eval_every=16", "train.checkpoint_every=16")
     Trainer(config, tmp_path / "full", progress=False).run()
@@ -38,7 +38,8 @@ def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_cor
     assert [r["step"] for r in full] == [r["step"] for r in cut] == [8, 16, 24, 32]
     for a, b in zip(full, cut):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
-    assert term in full[-1] and full[-1]["loss"] < 0.8 * full[0]["loss"]
+    assert generator in full[-1]  # its own term is logged (and the loss falls)
+    assert full[-1]["loss"] < 0.8 * full[0]["loss"]
 
 
 def test_consistency_distillation_starts_from_the_teacher(tmp_path, tiny_run):
@@ -94,12 +95,15 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("generator", ["shortcut", "meanflow", "consistency"])
 def test_cli_trains_each_generator_and_samples_in_one_step(tmp_path, toy_corpus, capsys, generator):
     run = tmp_path / generator
-    code, out, err = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(Path(__file__).parent.parent / "configs" / "tiny.yaml"),
-                             "--set", f"model.generator={generator}", "train.steps=6", "data.max_len=16", "train.threads=1",
-                             "--out", str(run), "--no-progress")
+    code, out, err = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(CONFIGS / "tiny.yaml"),
+                             "--set", f"model.generator={generator}", "train.steps=6", "data.max_len=16",
+                             "train.threads=1", "--out", str(run), "--no-progress")
     assert code == 0, err
-    code, out, err = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", generator, "--steps", "1", "--format", "jsonl")
+    code, out, err = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", generator, "--steps", "1",
+                             "--format", "jsonl")
     assert code == 0 and len(out.splitlines()) == 3 and all("text" in json.loads(line) for line in out.splitlines())
+    code, _, err = run_cli(capsys, "control", str(run), "--sampler", generator, "--steps", "4", "--length", "8", "--n", "2")
+    assert code == 0 and "denoiser evaluations" in err  # gradient guidance runs between the jumps
     if generator == "shortcut":
         code, _, err = run_cli(capsys, "sample", str(run), "--sampler", "shortcut", "--steps", "3")
         assert code == 2 and "power of two" in err and len(err.strip().splitlines()) == 1
