@@ -48,7 +48,7 @@ from difflm.diffusion.paths import denoise_edm, per_example, sigma_of_t
 from difflm.diffusion.schedules import NoiseSchedule
 from difflm.model.denoiser import Denoiser, Prediction
 
-#: ρ of the Karras grids of training and sampling.
+#: ρ of the Karras grid of training.
 RHO = 7.0
 
 
