@@ -11,9 +11,11 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.control.constraints import parse_constraint_args
+from difflm.control.train_classifier import TrainOptions, train_classifier
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Prediction
 from difflm.model.embedding import WordEmbedding
+from difflm.sampling.grid import respaced_indices
 from difflm.text.vocab import Vocab
 
 torch.set_num_threads(1)
@@ -247,6 +249,24 @@ def test_length_and_keywords_compose(pipe, unguided):
     shares["none"] = _share(unguided, joint)
     print("length=9 and Zizzi:", shares)
     assert shares["both"] >= 0.9 and shares["both"] >= max(shares["length"], shares["keywords"]) + 0.2, shares
+
+
+def test_attribute_classifier_guidance_expresses_the_value(slot_run):
+    # A quick attribute classifier on the toy corpus's slots (the less noisy half of the diffusion).
+    train_classifier(slot_run, "attribute", steps=100, batch_size=32, lr=6e-3, progress=False,
+                     architecture={"hidden": 32, "layers": 1},
+                     options=TrainOptions(eval_every=100, eval_rows=64, prior_rows=256, max_time=0.5))
+    slot_pipe = difflm.load(slot_run)
+    italian = control.Attribute("food", "Italian", run=slot_run)  # judged on text: the value is a substring
+    unguided = [text.split() for text in slot_pipe.sample(N, sampler="ddpm", steps=STEPS, seed=SEED)]
+    out = control.generate(slot_pipe, [italian], N, steps=STEPS, seed=SEED)
+    guided = _share([text.split() for text in slot_pipe.decode(out.tokens)], italian.satisfied)
+    unguided = _share(unguided, italian.satisfied)
+    print(f"food=Italian by the attribute classifier: guided {guided:.2f}, unguided {unguided:.2f}")
+    assert guided >= unguided + 0.3, (guided, unguided)
+    T = slot_pipe.config.diffusion.steps
+    active = sum((s + 1) / T >= 0.05 for s in respaced_indices(T, STEPS)[1:])  # the default active=(0.05, 1)
+    assert italian.calls == 3 * active and out.nfe == STEPS  # K = 3 classifier calls per active step, no denoiser calls
 
 
 def test_generate_counts_guidance_evaluations(pipe):

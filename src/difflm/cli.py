@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("control", help="sample under constraints (length, infilling, keywords, POS, syntax, "
-                       "attributes) with gradient guidance")
+                       "attributes) with gradient guidance, or classifier-free guidance on a conditioned run")
     p.add_argument("run", help="run directory")
     given = p.add_argument_group("constraints (several compose: their weighted log-probabilities add up)")
     given.add_argument("--length", metavar="N", help="exactly N words")
@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--tree", metavar="TREE", help='a bracketed constituency tree, e.g. "(ROOT (S (NP ...) (VP ...)))"')
     given.add_argument("--span", metavar="I,J,LABEL", help="words I..J−1 (0-based) form a LABEL phrase, e.g. 0,2,NP")
     given.add_argument("--attribute", metavar="SLOT=VALUE", help="the sentence expresses a slot value, e.g. food=Italian")
+    given.add_argument("--cfg-scale", type=float, metavar="W",
+                       help="enforce --attribute by classifier-free guidance with scale W ≥ 0 (1 = plain conditional "
+                       "sampling) on a run trained with --set model.condition=slots; add --weight attribute=X to "
+                       "also guide with the run's attribute classifier")
     given.add_argument("--weight", dest="constraint_weights", nargs="+", action="extend", default=[], metavar="NAME=W",
                        help="weight of a constraint in the sum (default 1), e.g. --weight keywords=2")
     _add_sampling_args(p)
@@ -139,19 +143,37 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_control(args: argparse.Namespace) -> None:
     import difflm
     from difflm import control
+    from difflm.control.classifier_constraints import judge_of
+    from difflm.control.classifiers import has_classifier
+    from difflm.text.slots import parse_pair
 
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
     specs = {name: getattr(args, name) for name in control.FACTORIES}
-    constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights,
-                                                run=args.run)
+    condition, checks = None, []
+    if args.cfg_scale is not None:  # --attribute is the condition; the classifier joins only if weighted
+        if args.attribute is None:
+            raise UserError("--cfg-scale needs --attribute SLOT=VALUE: the slot value to guide towards")
+        condition = [args.attribute]
+        if not any(item.partition("=")[0].strip() == "attribute" for item in args.constraint_weights):
+            specs["attribute"] = None
+            checks.append(control.Expresses(*parse_pair(args.attribute), judge_of(args.run)))
+    elif args.attribute is not None and pipe.conditions is not None and not has_classifier(args.run, "attribute"):
+        raise UserError(f"no attribute classifier in {args.run}; this run was trained with conditioning: "
+                        f"use --cfg-scale W for classifier-free guidance")
+    constraints = []
+    if any(spec is not None for spec in specs.values()) or condition is None:
+        constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights,
+                                                    run=args.run)
     given = {"guidance_steps": args.guidance_steps, "step_size": args.step_size, "optimizer": args.optimizer,
              "fluency_weight": args.fluency_weight, "active": args.active}
     settings = {key: value for key, value in given.items() if value is not None}
     options = _sampling_options(args)
     sampler_options = {key: options.pop(key) for key in ("clamp_from", "eta") if key in options}
+    if condition is not None:
+        settings.update(condition=condition, cfg_scale=args.cfg_scale)
     output = control.generate(pipe, constraints, args.n, sampler_options=sampler_options, **options, **settings)
     texts = pipe.decode(output.tokens)
-    checks = [c for c in constraints if isinstance(c, control.Checkable)]
+    checks += [c for c in constraints if isinstance(c, control.Checkable)]
     verdicts = [{c.name: c.satisfied(text.split()) for c in checks} for text in texts]
     scored = [c for c in checks if isinstance(c, control.ClassifierConstraint)]
     for text, satisfied in zip(texts, verdicts):
@@ -160,7 +182,8 @@ def cmd_control(args: argparse.Namespace) -> None:
             row["score"] = {c.name: round(c.score(text.split()), 4) for c in scored}
         print(json.dumps(row) if args.format == "jsonl" else text)
     shares = "".join(f"{c.name} {sum(v[c.name] for v in verdicts)}/{len(texts)}, " for c in checks)
-    print(f"difflm control: {shares}{output.nfe} denoiser evaluations per sample", file=sys.stderr)
+    how = "" if condition is None else f" (attribute by classifier-free guidance, w = {args.cfg_scale:g})"
+    print(f"difflm control: {shares}{output.nfe} denoiser evaluations per sample{how}", file=sys.stderr)
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:

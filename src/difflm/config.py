@@ -15,6 +15,10 @@ from typing import Any
 import yaml
 
 
+#: What a denoiser can be conditioned on (model.condition).
+CONDITIONS = ("none", "slots")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Corpus and padding.
@@ -50,6 +54,9 @@ class ModelConfig:
             cross-entropy parameterization of CDCD/Plaid: x̂0 = softmax(logits)·EMB).
         self_condition: feed the previous x̂0 back as an input (Analog Bits).
         normalize_embeddings: keep EMB rows at norm √d.
+        condition: `none`, or `slots`: condition the denoiser on each sentence's
+            slot values (grammar or E2E MR) for classifier-free guidance; the label set
+            is saved as conditions.json in the run directory.
     """
 
     kind: str = "diffusion"
@@ -63,6 +70,7 @@ class ModelConfig:
     predict: str = "logits"
     self_condition: bool = False
     normalize_embeddings: bool = True
+    condition: str = "none"
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,15 @@ class DiffusionConfig:
         steps: T, the number of training diffusion steps.
         rounding_weight: weight of −log p(w | x0).
         self_cond_prob: probability of training with a self-conditioning input.
+        cond_drop: probability p that a row's condition is replaced by the null
+            condition ∅ (classifier-free guidance); used when model.condition is set.
     """
 
     schedule: str = "sqrt"
     steps: int = 2000
     rounding_weight: float = 1.0
     self_cond_prob: float = 0.5
+    cond_drop: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,10 @@ class Config:
             (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),
             (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
             (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),
+            (self.model.condition in CONDITIONS, f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'"),
+            (self.model.condition == "none" or self.model.kind == "diffusion",
+             f"model.condition={self.model.condition} needs model.kind=diffusion (the autoregressive LM is unconditional)"),
+            (0.0 <= self.diffusion.cond_drop <= 1.0, f"diffusion.cond_drop must be in [0, 1], got {self.diffusion.cond_drop}"),
             (self.train.steps >= 1 and self.train.batch_size >= 1, "train.steps and train.batch_size must be ≥ 1"),
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),

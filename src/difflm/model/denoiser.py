@@ -8,6 +8,11 @@ Shapes: B batch, L positions, d embedding size, H hidden size, V vocabulary.
 
 The input and output projections are Diffusion-LM's Linear–Tanh–Linear pairs. Time enters
 as a sinusoidal embedding of 1000·t through an MLP, added to every position.
+
+With `condition=slots` a condition c, a multi-hot [B, P] over the run's slot=value pairs,
+enters the same way: W_c·c (no bias) is added to the time embedding. The null condition ∅
+is c = 0, whose embedding is 0, so cond=None and the rows dropped in training (classifier-
+free guidance) see the network exactly as an unconditional model would.
 """
 from __future__ import annotations
 
@@ -52,10 +57,18 @@ class Denoiser(nn.Module):
         vocab_size: V.
         max_len: L, the number of learned position embeddings.
         schedule: the noise schedule, needed to read ε- or v-outputs as x̂0.
+        num_conditions: P, the size of the condition's multi-hot (config.condition=slots only).
+
+    Raises:
+        ValueError: a conditioned config without conditions, or conditions without one.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, max_len: int, schedule: NoiseSchedule) -> None:
+    def __init__(
+        self, config: ModelConfig, vocab_size: int, max_len: int, schedule: NoiseSchedule, num_conditions: int = 0
+    ) -> None:
         super().__init__()
+        if (config.condition != "none") != (num_conditions > 0):
+            raise ValueError(f"model.condition={config.condition} does not fit {num_conditions} condition labels")
         self.config = config
         self.schedule = schedule
         self.max_len = max_len
@@ -66,6 +79,9 @@ class Denoiser(nn.Module):
         self.in_proj = nn.Sequential(nn.Linear(in_dim, h), nn.Tanh(), nn.Linear(h, h))
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
+        self.num_conditions = num_conditions
+        # Only conditioned models have it, so unconditioned checkpoints load unchanged.
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
         layer = nn.TransformerEncoderLayer(
@@ -85,10 +101,12 @@ class Denoiser(nn.Module):
         cond: torch.Tensor | None = None,
         self_cond: torch.Tensor | None = None,
     ) -> Prediction:
-        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1]."""
-        if cond is not None:
-            raise ValueError("this model was trained without a conditioning signal (cond)")
+        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1], given the condition cond [B, P] (None: ∅)."""
         B, L, _ = x_t.shape
+        if cond is not None and self.cond_proj is None:
+            raise ValueError("this model was trained without a conditioning signal (cond)")
+        if cond is not None and tuple(cond.shape) != (B, self.num_conditions):
+            raise ValueError(f"cond must have shape [{B}, {self.num_conditions}] (a multi-hot per row), got {list(cond.shape)}")
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
         if self.self_conditioning:
@@ -97,12 +115,17 @@ class Denoiser(nn.Module):
         else:
             inputs = x_t
         h = self.in_proj(inputs) + self.pos[:L]
-        h = h + self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
-        h = self.encoder(self.dropout(self.in_norm(h)))
+        time = self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))  # [B, H]
+        if cond is not None:
+            time = time + self.cond_proj(cond.to(h.dtype))
+        h = self.encoder(self.dropout(self.in_norm(h + time[:, None, :])))
         out = self.out_proj(self.out_norm(h)).float()
         if self.config.predict == "logits":
-            x0 = out.softmax(-1) @ self.embedding.table()
-            return Prediction(x0=x0, logits=out)
+            return self.from_logits(out)
         abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
         x0 = process.to_x0(self.config.predict, out, x_t, abar)
         return Prediction(x0=x0, logits=self.embedding.logits(x0))
+
+    def from_logits(self, logits: torch.Tensor) -> Prediction:
+        """The prediction of word logits [B, L, V]: x̂0 = softmax(logits)·EMB (predict=logits)."""
+        return Prediction(x0=logits.softmax(-1) @ self.embedding.table(), logits=logits)
