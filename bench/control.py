@@ -291,6 +291,8 @@ def table(result: dict[str, Any]) -> str:
     skipped = [f"- {row['label']}: {row['skipped']}" for row in result["rows"] if "skipped" in row]
     if result.get("unguided_lm_score") is not None:
         lines += ["", f"lm-score of the unguided samples: {result['unguided_lm_score']}."]
+    if result["judge"] == "text" and any(row["task"] == "infill" and "skipped" not in row for row in result["rows"]):
+        lines += ["", "Infilling on real text counts the given words kept and every blank filled (no grammaticality judge)."]
     return "\n".join(lines + ([""] + ["Skipped:"] + skipped if skipped else [])) + "\n"
 
 
@@ -335,7 +337,7 @@ def main() -> None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, corpus=args.corpus))
     judge = "grammar" if config.data.corpus == "grammar" else "text"
     settings = {key: yaml.safe_load(value) for key, value in parse_pairs(args.guidance, "guidance setting").items()}
-    ctx = Context(pipe, run, config, judge, random.Random(args.seed), args.pool,
+    ctx = Context(pipe, run, config, judge, random.Random(), args.pool,
                   {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()}, args.train_classifiers)
 
     unguided_texts = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed)
@@ -343,6 +345,8 @@ def main() -> None:
     rows = []
     for key in args.tasks:
         label, build = TASKS[key]
+        # One random stream per task, the same for both semantic rows: CFG and the classifier get the same targets.
+        ctx.rng = random.Random(f"{args.seed}:{key.removesuffix('_cfg')}")
         try:
             targets = build(ctx, args.targets)
             if not targets:

@@ -167,7 +167,7 @@ def test_cfg_raises_the_share_of_samples_expressing_the_slot(pipe):
 
 def test_cfg_composes_with_gradient_guidance(pipe):
     length = control.Length(9, max_len=pipe.config.data.max_len)
-    out = control.generate(pipe, [length], 8, condition={"food": "Italian"}, cfg_scale=2, steps=10, seed=SEED,
+    out = control.generate(pipe, [length], 8, condition="food=Italian", cfg_scale=2, steps=10, seed=SEED,
                            guidance_steps=1, active=(0.0, 1.0))
     assert out.nfe == 2 * (10 + 9)  # the constraint reads the guided prediction: 2 evaluations per call
 

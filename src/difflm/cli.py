@@ -182,7 +182,8 @@ def cmd_control(args: argparse.Namespace) -> None:
             row["score"] = {c.name: round(c.score(text.split()), 4) for c in scored}
         print(json.dumps(row) if args.format == "jsonl" else text)
     shares = "".join(f"{c.name} {sum(v[c.name] for v in verdicts)}/{len(texts)}, " for c in checks)
-    how = "" if condition is None else f" (attribute by classifier-free guidance, w = {args.cfg_scale:g})"
+    both = " and the attribute classifier" if condition is not None and specs["attribute"] else ""
+    how = "" if condition is None else f" (attribute by classifier-free guidance, w = {args.cfg_scale:g}{both})"
     print(f"difflm control: {shares}{output.nfe} denoiser evaluations per sample{how}", file=sys.stderr)
 
 

@@ -66,7 +66,7 @@ def generate(
     constraints: Sequence[Constraint],
     n: int,
     *,
-    condition: Mapping[str, str] | Iterable[str] | None = None,
+    condition: Mapping[str, str] | Iterable[str] | str | None = None,
     cfg_scale: float = 1.0,
     sampler: str = "ddpm",
     steps: int = 50,
@@ -86,8 +86,8 @@ def generate(
         pipe: a loaded diffusion run.
         constraints: combined as Σ_c w_c·log p(c | x); may be empty when a condition is given.
         n: number of sequences.
-        condition: slot values for classifier-free guidance, {"food": "Italian"} or
-            ["food=Italian"]; needs a run trained with model.condition=slots.
+        condition: slot values for classifier-free guidance, {"food": "Italian"},
+            ["food=Italian"] or "food=Italian"; needs a run trained with model.condition=slots.
         cfg_scale: w ≥ 0 (0 unconditional, 1 plain conditional sampling, > 1 stronger).
         sampler: a registered sampler; the default "ddpm" is the ancestral step that
             Diffusion-LM guides (its DDIM with η = 1).

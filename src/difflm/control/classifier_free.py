@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from difflm.pipeline import Pipeline
 
 
-def condition_of(pipe: Pipeline, condition: Mapping[str, str] | Iterable[str]) -> torch.Tensor:
-    """The multi-hot c [P] of slot values, e.g. {"food": "Italian"} or ["food=Italian"], on the run's device.
+def condition_of(pipe: Pipeline, condition: Mapping[str, str] | Iterable[str] | str) -> torch.Tensor:
+    """The multi-hot c [P] of slot values, e.g. {"food": "Italian"}, ["food=Italian"] or "food=Italian", on the run's device.
 
     Raises:
         ValueError: the run was trained without conditioning, no slot value is given, or a
@@ -50,6 +50,8 @@ def condition_of(pipe: Pipeline, condition: Mapping[str, str] | Iterable[str]) -
     if pipe.conditions is None:
         raise ValueError("this run was trained without conditioning: classifier-free guidance needs a run "
                          "trained with --set model.condition=slots")
+    if isinstance(condition, str):
+        condition = [condition]
     slots = dict(condition) if isinstance(condition, Mapping) else dict(parse_pair(item) for item in condition)
     if not slots:
         raise ValueError("classifier-free guidance needs at least one slot=value condition")
