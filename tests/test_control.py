@@ -207,7 +207,11 @@ def unguided(pipe) -> list[list[str]]:
 
 
 def _words(pipe, constraints) -> list[list[str]]:
-    return [text.split() for text in control.sample(pipe, constraints, N, steps=STEPS, seed=SEED)]
+    return _words_with(pipe, constraints, steps=STEPS)
+
+
+def _words_with(pipe, constraints, **options) -> list[list[str]]:
+    return [text.split() for text in control.sample(pipe, constraints, N, seed=SEED, **options)]
 
 
 def _share(rows: list[list[str]], ok) -> float:
@@ -269,6 +273,16 @@ def test_attribute_classifier_guidance_expresses_the_value(slot_run):
     assert italian.calls == 3 * active and out.nfe == STEPS  # K = 3 classifier calls per active step, no denoiser calls
 
 
+def test_length_guidance_with_few_dpm_solver_steps(pipe):
+    # The deterministic solver at 20 evaluations: guidance reads the step's posterior spread.
+    length = control.Length(10, max_len=pipe.config.data.max_len)
+    plain = [t.split() for t in pipe.sample(N, sampler="dpm++2m", steps=20, seed=SEED)]
+    guided = _words_with(pipe, [length], sampler="dpm++2m", steps=20)
+    guided, unguided = _share(guided, length.satisfied), _share(plain, length.satisfied)
+    print(f"length=10 with dpm++2m, 20 steps: guided {guided:.2f}, unguided {unguided:.2f}")
+    assert guided >= 0.9 and guided >= unguided + 0.4, (guided, unguided)
+
+
 def test_generate_counts_guidance_evaluations(pipe):
     out = control.generate(pipe, [control.Length(9, max_len=pipe.config.data.max_len)], 2, steps=10, seed=SEED,
                            guidance_steps=2, active=(0.0, 1.0))
@@ -285,6 +299,15 @@ def test_cli_control_runs(tiny_run, capsys):
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 3 and set(rows[0]["satisfied"]) == {"length", "keywords"}
     assert "denoiser evaluations" in err
+
+
+def test_cli_control_with_dpm_solver(tiny_run, capsys):
+    code = main(["control", str(tiny_run), "--length", "9", "--n", "3", "--sampler", "dpm++2m", "--steps", "6",
+                 "--grid", "logsnr", "--guidance-steps", "1", "--active", "0", "1", "--format", "jsonl"])
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 3
+    assert f"{6 + 5} denoiser evaluations" in err  # 6 solver steps + 1 guidance step after each but the last
 
 
 @pytest.mark.parametrize(
