@@ -29,7 +29,7 @@ measurable on a trained model, so only the step onto x0 is first order.)
 Grid. "time" (the default) visits the respaced training indices, like DDIM; "logsnr" is
 uniform in λ. On the `sqrt` schedule the λ-uniform grid spends points near pure noise
 and near the clean end; it was further from the fine ODE solution than "time" at K ≤ 8
-on the Gaussian toy and at K ≤ 12 on a trained grammar model, and closer from K = 16.
+on a Gaussian toy and at K ≤ 12 on a trained grammar model, and closer at K = 16–25.
 
 Guidance. The solver is deterministic, so x_s has no Gaussian of its own. Guidance is
 given x_s as the mean and, as its spread, the standard deviation √β̃ of the posterior

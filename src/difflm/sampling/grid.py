@@ -1,6 +1,6 @@
 """The sampling time grid and the loop that walks it (shared by DDPM, DDIM and DPM-Solver++).
 
-Notation (DDIM, Song et al. 2021, §4.2; DPM-Solver, Lu et al. 2022, §3.3):
+Notation (DDIM, Song et al. 2021, §4.2; the step schedules of DPM-Solver, Lu et al. 2022):
 
     T               training steps; index i ∈ 0..T-1 has signal level ᾱ_i, time (i+1)/T
     τ_1 > ... > τ_K the K training indices visited (`respaced_indices`)
