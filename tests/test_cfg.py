@@ -141,7 +141,7 @@ def pipe(slot_run):
     return difflm.load(slot_run)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++2m"])
 def test_scale_zero_and_one_are_unconditional_and_conditional_sampling_exactly(pipe, sampler):
     c = pipe.conditions.encode([{"food": "Italian"}])
     plain = pipe.generate(6, sampler=sampler, steps=10, seed=3)
