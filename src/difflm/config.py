@@ -27,7 +27,8 @@ class DataConfig:
         corpus: corpus spec: `grammar` (bundled), `lines:PATH` or `e2e:PATH[,PATH]`.
         max_len: L, positions per sentence including START and END.
         min_count: words seen fewer times map to UNK.
-        overlong: `truncate` (and count) or `refuse` sentences longer than L.
+        overlong: `truncate` (and count), `skip` (drop and count) or `refuse` sentences
+            longer than L.
         holdout: held-out share (float < 1) or count (int) for the held-out loss.
     """
 
@@ -54,6 +55,8 @@ class ModelConfig:
             cross-entropy parameterization of CDCD/Plaid: x̂0 = softmax(logits)·EMB).
         self_condition: feed the previous x̂0 back as an input (Analog Bits).
         normalize_embeddings: keep EMB rows at norm √d.
+        posterior_input: also feed the network E_q(w|x_t)[W_in(w)], learned H-dim word vectors
+            averaged under the context-free word posterior q(w | x_t).
         condition: `none`, or `slots`: condition the denoiser on each sentence's
             slot values (grammar or E2E MR) for classifier-free guidance; the label set
             is saved as conditions.json in the run directory.
@@ -70,6 +73,7 @@ class ModelConfig:
     predict: str = "logits"
     self_condition: bool = False
     normalize_embeddings: bool = True
+    posterior_input: bool = False
     condition: str = "none"
 
 
@@ -180,7 +184,7 @@ class Config:
         """Refuse values that would fail later with a less clear message."""
         checks = [
             (self.data.max_len >= 3, f"data.max_len must be ≥ 3, got {self.data.max_len}"),
-            (self.data.overlong in ("truncate", "refuse"), f"data.overlong must be truncate or refuse, got '{self.data.overlong}'"),
+            (self.data.overlong in ("truncate", "skip", "refuse"), f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'"),
             (self.model.kind in ("diffusion", "autoregressive"), f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'"),
             (self.model.predict in ("x0", "eps", "v", "logits"), f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'"),
             (self.model.hidden % self.model.heads == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),

@@ -69,11 +69,24 @@ def prepare_data(
     corpus = corpus or read_corpus(config.data.corpus)
     holdout = config.data.holdout
     train_ex, valid_ex = split(corpus.examples, int(holdout) if holdout >= 1 else holdout, config.train.seed)
+    dropped = 0
+    if config.data.overlong == "skip":
+        # Dropped after the split, so the held-out sentences are the same at every max_len.
+        room = config.data.max_len - 2  # START and END take two positions
+        kept_train = [ex for ex in train_ex if len(ex.tokens) <= room]
+        kept_valid = [ex for ex in valid_ex if len(ex.tokens) <= room]
+        dropped = len(train_ex) + len(valid_ex) - len(kept_train) - len(kept_valid)
+        if not kept_train or not kept_valid:
+            raise ValueError(f"no sentence fits data.max_len={config.data.max_len} (START and END included)")
+        train_ex, valid_ex = kept_train, kept_valid
+    overlong = "refuse" if config.data.overlong == "skip" else config.data.overlong
     sentences = [ex.tokens for ex in train_ex]
     vocab = vocab or Vocab.build(sentences, min_count=config.data.min_count)
-    train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=config.data.overlong)
-    valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=config.data.overlong)
+    train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=overlong)
+    valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=overlong)
     report = {"train": len(train_ex), "valid": len(valid_ex), "vocab": len(vocab), "truncated": cut_train + cut_valid}
+    if dropped:
+        report["skipped_overlong"] = dropped
     report.update({f"skipped_{k}": v for k, v in corpus.skipped.items()})
     data = Dataset(vocab, train_ids, valid_ids, report)
     if config.model.condition == "slots":

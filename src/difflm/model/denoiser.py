@@ -77,6 +77,8 @@ class Denoiser(nn.Module):
         self.embedding = WordEmbedding(vocab_size, d, normalize=config.normalize_embeddings)
         in_dim = 2 * d if config.self_condition else d
         self.in_proj = nn.Sequential(nn.Linear(in_dim, h), nn.Tanh(), nn.Linear(h, h))
+        # Rich input embeddings read through the context-free word posterior (see `forward`).
+        self.word_in = nn.Parameter(torch.randn(vocab_size, h) * 0.02) if config.posterior_input else None
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
         self.num_conditions = num_conditions
@@ -92,6 +94,15 @@ class Denoiser(nn.Module):
         self.out_norm = nn.LayerNorm(h)
         out_dim = vocab_size if config.predict == "logits" else d
         self.out_proj = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, out_dim))
+
+    def word_posterior_logits(self, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+        """log q(w | x_t) + const for each position alone, words uniform a priori: [B, L, V].
+
+        q(x_t | w) = N(√ᾱ·EMB(w), (1 − ᾱ) I), so log q(w | x_t) = (√ᾱ·x_t·e_w − ᾱ‖e_w‖²/2) / (1 − ᾱ) + const.
+        """
+        table = self.embedding.table()
+        scores = abar.sqrt() * (x_t @ table.t()) - abar * (table * table).sum(-1) / 2
+        return scores / (1 - abar)
 
     def forward(
         self,
@@ -115,6 +126,12 @@ class Denoiser(nn.Module):
         else:
             inputs = x_t
         h = self.in_proj(inputs) + self.pos[:L]
+        if self.word_in is not None:
+            # What x_t alone says about each word, as in Bayesian flow networks' inputs: the
+            # network starts from an H-dimensional word vector (exact at low noise, a
+            # mixture at high noise) instead of decoding a noisy d-vector itself.
+            abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
+            h = h + self.word_posterior_logits(x_t, abar).softmax(-1) @ self.word_in
         time = self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))  # [B, H]
         if cond is not None:
             time = time + self.cond_proj(cond.to(h.dtype))
