@@ -54,7 +54,7 @@ def test_word_posterior_is_bayes_rule_under_the_forward_process(normalize):
     ours = model.word_posterior_logits(x, abar.reshape(1, 1, 1))
     assert torch.allclose(ours.log_softmax(-1), log_density.log_softmax(-1), atol=1e-4)
     # Only models that ask for the posterior input carry its word vectors W_in.
-    assert make("logits").word_in is None and model.word_in.shape == (V, 32)
+    assert make("logits", posterior_input=False).word_in is None and model.word_in.shape == (V, 32)
 
 
 def test_overlong_input_and_cond_are_refused():
