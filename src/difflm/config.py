@@ -209,6 +209,26 @@ class Config:
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
+    @classmethod
+    def load_run(cls, run_dir: str | Path) -> "Config":
+        """The config saved in a run directory (RUN/config.json).
+
+        A run saves every key, so a key it lacks is newer than the run: it takes the value
+        that reproduces the old behaviour (`RUN_DEFAULTS`), not today's default.
+        """
+        from difflm.checkpoint import read_json
+
+        raw = read_json(Path(run_dir) / "config.json")
+        if isinstance(raw, dict):
+            for (section, key), value in RUN_DEFAULTS.items():
+                if isinstance(raw.get(section), dict):
+                    raw[section].setdefault(key, value)
+        return cls.from_dict(raw)
+
+
+#: Values of keys added after runs were saved without them: the behaviour those runs had.
+RUN_DEFAULTS: dict[tuple[str, str], Any] = {("model", "posterior_input"): False}
+
 
 def _build_section(section_cls: type, section: str, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(section_cls)}

@@ -43,7 +43,7 @@ class Pipeline:
             raise ValueError(f"run directory not found: {run_dir}")
         if weights not in ("ema", "model"):
             raise ValueError(f"weights must be 'ema' or 'model', got '{weights}'")
-        config = Config.from_dict(checkpoint.read_json(run_dir / "config.json"))
+        config = Config.load_run(run_dir)
         vocab = Vocab.load(run_dir / "vocab.json")
         conditions = load_conditions(config, run_dir)
         model = build_model(config, len(vocab), len(conditions) if conditions else 0)

@@ -254,7 +254,7 @@ class Trainer:
 
     # -- resume -------------------------------------------------------------------------
     def _check_resume_config(self, requested: Config) -> Config:
-        saved = Config.from_dict(checkpoint.read_json(self.run_dir / "config.json"))
+        saved = Config.load_run(self.run_dir)
         req, old = requested.to_dict(), saved.to_dict()
         changed = [
             f"{section}.{key}"

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from difflm import checkpoint
 from difflm.config import Config
 from difflm.control.classifiers import (
     AttributeClassifier,
@@ -50,7 +49,7 @@ JUDGES = ("grammar", "text")
 
 def judge_of(run_dir: str | Path) -> str:
     """How a run's outputs are judged: "grammar" for a run on the bundled grammar corpus, else "text"."""
-    config = Config.from_dict(checkpoint.read_json(Path(run_dir) / "config.json"))
+    config = Config.load_run(run_dir)
     return "grammar" if config.data.corpus == "grammar" else "text"
 
 
