@@ -27,6 +27,35 @@ from recipes import measure_rate, run_parallel  # bench/ is on sys.path when run
 
 DIFFUSION_SETTINGS = [("ddim", 10), ("ddim", 50), ("ddim", 200), ("ddpm", 200)]
 
+# The three runs of the comparison; the teacher is a second AR run with another seed, so
+# that the baseline is not scored by itself.
+RUNS = {
+    "diffusion": [],
+    "autoregressive": ["model.kind=autoregressive"],
+    "teacher": ["model.kind=autoregressive", "train.seed=1"],
+}
+
+
+def train_equal_time(
+    out: Path, config_path: str | None, base: list[str], minutes: float, names: tuple[str, ...] = tuple(RUNS)
+) -> dict[str, list[str]]:
+    """Train (or resume) the named `RUNS` under `out` for `minutes` CPU-minutes each, two at a time.
+
+    Step budget = steps/s probed on one quiet thread × the budget. The probes are kept in
+    out/plan.json, so a rerun trains the same budgets whatever else the machine does; the
+    teacher trains at the AR baseline's rate. Returns each run's overrides (train.steps last).
+    """
+    plan_path = out / "plan.json"
+    rates = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
+    kinds = {name: "autoregressive" if name == "teacher" else name for name in names}
+    for kind in dict.fromkeys(kinds.values()):
+        if kind not in rates:
+            rates[kind] = measure_rate(config_path, base + RUNS[kind])
+            plan_path.write_text(json.dumps(rates, indent=2))
+    plans = {name: base + RUNS[name] + [f"train.steps={max(1, int(rates[kinds[name]] * minutes * 60))}"] for name in names}
+    run_parallel(out, config_path, plans, parallel=2)
+    return plans
+
 
 def sample_timed(pipe: difflm.Pipeline, n: int, **options) -> tuple[list[str], float]:
     start = time.perf_counter()
@@ -34,26 +63,45 @@ def sample_timed(pipe: difflm.Pipeline, n: int, **options) -> tuple[list[str], f
     return texts, n / (time.perf_counter() - start)
 
 
+def draw_metric(ax, rows: list[dict], metric: str, x: str = "steps") -> None:  # noqa: ANN001 - a matplotlib Axes
+    """`metric` against `x` (log scale): a line per (model, sampler), a horizontal line per baseline row.
+
+    Rows of the AR baseline and of human text have no step count to vary: they are the baselines.
+    """
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        if row.get(metric) is None:
+            continue
+        if row["model"] in ("autoregressive", "human"):
+            ax.axhline(row[metric], linestyle="--", color="gray" if row["model"] == "human" else "black", label=row["model"])
+        else:
+            label = row["model"] if row["model"] == row["sampler"] else f"{row['model']}, {row['sampler']}"
+            series.setdefault(label, []).append((row[x], row[metric]))
+    for label, points in series.items():
+        ax.plot(*zip(*sorted(points)), marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
 def plot(result: dict, out: Path, metric: str) -> None:
     from difflm.eval.plots import _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for sampler in ("ddim", "ddpm"):
-        rows = [(r["steps"], r[metric]) for r in result["rows"] if r["model"] == "diffusion" and r["sampler"] == sampler]
-        if rows:
-            ax.plot(*zip(*rows), marker="o", label=f"diffusion, {sampler.upper()}")
-    for row in result["rows"]:
-        if row["model"] != "diffusion":
-            ax.axhline(row[metric], linestyle="--", color="gray" if row["model"] == "human" else "C3", label=row["model"])
-    ax.set_xscale("log")
+    draw_metric(ax, result["rows"], metric)
     ax.set_xlabel("sampling steps (denoiser evaluations)")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    """A markdown table of `cols`; a value a row lacks (or holds as None) is left blank."""
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -69,20 +117,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     base = [f"data.corpus={args.corpus}", "train.threads=1", *args.overrides]
-    runs = {
-        "diffusion": base,
-        "autoregressive": base + ["model.kind=autoregressive"],
-        "teacher": base + ["model.kind=autoregressive", "train.seed=1"],
-    }
-    plan_path = out / "plan.json"
-    rates = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
-    for name in ("diffusion", "autoregressive"):
-        if name not in rates:
-            rates[name] = measure_rate(args.config, runs[name])
-            plan_path.write_text(json.dumps(rates, indent=2))
-    rates["teacher"] = rates["autoregressive"]
-    plans = {name: runs[name] + [f"train.steps={max(1, int(rates[name] * args.minutes * 60))}"] for name in runs}
-    run_parallel(out, args.config, plans, parallel=2)
+    plans = train_equal_time(out, args.config, base, args.minutes)
 
     grammar = args.corpus == "grammar"
     teacher = difflm.load(out / "teacher")
@@ -109,10 +144,9 @@ def main() -> None:
     metric = "grammatical" if grammar else "lm_score"
     plot(result, out / "quality_vs_steps.png", metric)
     cols = ["model", "sampler", "steps", "sentences_per_s", "lm_score"] + (["grammatical", "grammar_nll_per_token"] if grammar else []) + ["distinct_2", "self_bleu", "novelty", "mean_length"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown_table(rows, cols)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
 
 
 if __name__ == "__main__":

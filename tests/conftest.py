@@ -12,13 +12,22 @@ from difflm.config import Config, load_config
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def write_toy_corpus(path: Path, n: int = 400, seed: int = 0) -> Path:
-    """A tiny restaurant corpus with a fixed sentence shape, one sentence per line."""
+def write_toy_corpus(path: Path, n: int = 400, seed: int = 0, *, mr: bool = False) -> Path:
+    """A tiny restaurant corpus with a fixed sentence shape, one sentence per line.
+
+    With `mr`, each line is preceded by its meaning representation in Diffusion-LM's E2E
+    format ("name : Zizzi | food : Italian | area : riverside||Zizzi serves ..."): the same
+    sentences, read with `e2e:PATH`, carry their slot values.
+    """
     rng = random.Random(seed)
     names = ["The Eagle", "Alimentum", "Blue Spice", "Zizzi"]
     foods = ["Italian", "French", "Chinese", "English"]
     areas = ["city centre", "riverside"]
-    lines = [f"{rng.choice(names)} serves {rng.choice(foods)} food in the {rng.choice(areas)} ." for _ in range(n)]
+    lines = []
+    for _ in range(n):
+        name, food, area = rng.choice(names), rng.choice(foods), rng.choice(areas)
+        line = f"{name} serves {food} food in the {area} ."
+        lines.append(f"name : {name} | food : {food} | area : {area}||{line}" if mr else line)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -40,4 +49,23 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, toy_corpus: Path) -> Path
     run = tmp_path_factory.mktemp("runs") / "tiny"
     torch.set_num_threads(1)
     train(tiny_config(f"lines:{toy_corpus}", "train.steps=300", "train.lr=3e-3"), run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def toy_e2e_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy corpus with its slot values, in Diffusion-LM's E2E format (`e2e:PATH`)."""
+    return write_toy_corpus(tmp_path_factory.mktemp("corpus") / "toy_mr.txt", mr=True)
+
+
+@pytest.fixture(scope="session")
+def slot_run(tmp_path_factory: pytest.TempPathFactory, toy_e2e_corpus: Path) -> Path:
+    """A tiny run on the toy corpus conditioned on its slot values (classifier-free guidance), as tiny_run."""
+    from difflm.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "slots"
+    torch.set_num_threads(1)
+    config = tiny_config(f"e2e:{toy_e2e_corpus}", "train.steps=300", "train.lr=3e-3", "model.condition=slots",
+                         "diffusion.cond_drop=0.1")
+    train(config, run, progress=False)
     return run

@@ -48,9 +48,24 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, m
 
 
 def test_bad_sampling_options_exit_2(tiny_run, capsys):
-    for argv in (["--sampler", "euler"], ["--steps", "0"], ["--eta", "2"], ["--n", "0"]):
+    for argv in (["--sampler", "euler"], ["--steps", "0"], ["--eta", "2"], ["--n", "0"], ["--grid", "karras"],
+                 ["--grid", "logsnr"], ["--sampler", "dpm++2m", "--eta", "0.5"]):
         code, _, err = run_cli(capsys, "sample", str(tiny_run), *argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_sample_with_every_registered_sampler(tiny_run, capsys):
+    from difflm.sampling import SAMPLERS
+
+    for name in SAMPLERS:
+        code, out, err = run_cli(capsys, "sample", str(tiny_run), "--n", "2", "--sampler", name, "--steps", "4")
+        if name in ("shortcut", "meanflow"):  # they need a model trained with a jump size
+            assert code == 2 and "jump size" in err, name
+        else:
+            assert code == 0 and len(out.splitlines()) == 2, name
+    code, out, _ = run_cli(capsys, "sample", str(tiny_run), "--n", "2", "--sampler", "dpm++2m", "--steps", "4",
+                           "--grid", "logsnr")
+    assert code == 0 and len(out.splitlines()) == 2
 
 
 def test_corrupt_checkpoint_exit_2(tmp_path, tiny_run, capsys):

@@ -37,3 +37,13 @@ def test_yaml_file_with_unknown_section(tmp_path):
         load_config(path)
     with pytest.raises(ValueError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_run_saved_before_a_key_existed_keeps_its_old_behaviour(tmp_path):
+    Config().save(tmp_path / "config.json")
+    assert Config.load_run(tmp_path).model.posterior_input is True  # saved keys are kept
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["model"]["posterior_input"]
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert Config.load_run(tmp_path).model.posterior_input is False
+    assert load_config(None).model.posterior_input is True  # new configs get today's default

@@ -11,9 +11,11 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.control.constraints import parse_constraint_args
+from difflm.control.train_classifier import TrainOptions, train_classifier
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Prediction
 from difflm.model.embedding import WordEmbedding
+from difflm.sampling.grid import respaced_indices
 from difflm.text.vocab import Vocab
 
 torch.set_num_threads(1)
@@ -205,7 +207,11 @@ def unguided(pipe) -> list[list[str]]:
 
 
 def _words(pipe, constraints) -> list[list[str]]:
-    return [text.split() for text in control.sample(pipe, constraints, N, steps=STEPS, seed=SEED)]
+    return _words_with(pipe, constraints, steps=STEPS)
+
+
+def _words_with(pipe, constraints, **options) -> list[list[str]]:
+    return [text.split() for text in control.sample(pipe, constraints, N, seed=SEED, **options)]
 
 
 def _share(rows: list[list[str]], ok) -> float:
@@ -249,6 +255,34 @@ def test_length_and_keywords_compose(pipe, unguided):
     assert shares["both"] >= 0.9 and shares["both"] >= max(shares["length"], shares["keywords"]) + 0.2, shares
 
 
+def test_attribute_classifier_guidance_expresses_the_value(slot_run):
+    # A quick attribute classifier on the toy corpus's slots (the less noisy half of the diffusion).
+    train_classifier(slot_run, "attribute", steps=100, batch_size=32, lr=6e-3, progress=False,
+                     architecture={"hidden": 32, "layers": 1},
+                     options=TrainOptions(eval_every=100, eval_rows=64, prior_rows=256, max_time=0.5))
+    slot_pipe = difflm.load(slot_run)
+    italian = control.Attribute("food", "Italian", run=slot_run)  # judged on text: the value is a substring
+    unguided = [text.split() for text in slot_pipe.sample(N, sampler="ddpm", steps=STEPS, seed=SEED)]
+    out = control.generate(slot_pipe, [italian], N, steps=STEPS, seed=SEED)
+    guided = _share([text.split() for text in slot_pipe.decode(out.tokens)], italian.satisfied)
+    unguided = _share(unguided, italian.satisfied)
+    print(f"food=Italian by the attribute classifier: guided {guided:.2f}, unguided {unguided:.2f}")
+    assert guided >= unguided + 0.3, (guided, unguided)
+    T = slot_pipe.config.diffusion.steps
+    active = sum((s + 1) / T >= 0.05 for s in respaced_indices(T, STEPS)[1:])  # the default active=(0.05, 1)
+    assert italian.calls == 3 * active and out.nfe == STEPS  # K = 3 classifier calls per active step, no denoiser calls
+
+
+def test_length_guidance_with_few_dpm_solver_steps(pipe):
+    # The deterministic solver at 20 evaluations: guidance reads the step's posterior spread.
+    length = control.Length(10, max_len=pipe.config.data.max_len)
+    plain = [t.split() for t in pipe.sample(N, sampler="dpm++2m", steps=20, seed=SEED)]
+    guided = _words_with(pipe, [length], sampler="dpm++2m", steps=20)
+    guided, unguided = _share(guided, length.satisfied), _share(plain, length.satisfied)
+    print(f"length=10 with dpm++2m, 20 steps: guided {guided:.2f}, unguided {unguided:.2f}")
+    assert guided >= 0.9 and guided >= unguided + 0.4, (guided, unguided)
+
+
 def test_generate_counts_guidance_evaluations(pipe):
     out = control.generate(pipe, [control.Length(9, max_len=pipe.config.data.max_len)], 2, steps=10, seed=SEED,
                            guidance_steps=2, active=(0.0, 1.0))
@@ -265,6 +299,15 @@ def test_cli_control_runs(tiny_run, capsys):
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 3 and set(rows[0]["satisfied"]) == {"length", "keywords"}
     assert "denoiser evaluations" in err
+
+
+def test_cli_control_with_dpm_solver(tiny_run, capsys):
+    code = main(["control", str(tiny_run), "--length", "9", "--n", "3", "--sampler", "dpm++2m", "--steps", "6",
+                 "--grid", "logsnr", "--guidance-steps", "1", "--active", "0", "1", "--format", "jsonl"])
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 3
+    assert f"{6 + 5} denoiser evaluations" in err  # 6 solver steps + 1 guidance step after each but the last
 
 
 @pytest.mark.parametrize(

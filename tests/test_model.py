@@ -43,6 +43,20 @@ def test_logits_model_interpolates_embeddings():
     assert torch.allclose(model.embedding.table().norm(dim=-1), torch.full((V,), D**0.5), atol=1e-5)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_word_posterior_is_bayes_rule_under_the_forward_process(normalize):
+    model = make("logits", normalize_embeddings=normalize, posterior_input=True)
+    table = model.embedding.table().detach()
+    abar = torch.tensor(0.4)
+    x = abar.sqrt() * table[torch.tensor([[3, 5, 0, 1, 2, 4, 6]])] + (1 - abar).sqrt() * torch.randn(1, L, D)
+    # Independent reference: q(w | x_t) ∝ N(x_t; √ᾱ·e_w, (1 − ᾱ) I) with a uniform prior over words.
+    log_density = -((x[:, :, None, :] - abar.sqrt() * table) ** 2).sum(-1) / (2 * (1 - abar))
+    ours = model.word_posterior_logits(x, abar.reshape(1, 1, 1))
+    assert torch.allclose(ours.log_softmax(-1), log_density.log_softmax(-1), atol=1e-4)
+    # Only models that ask for the posterior input carry its word vectors W_in.
+    assert make("logits", posterior_input=False).word_in is None and model.word_in.shape == (V, 32)
+
+
 def test_overlong_input_and_cond_are_refused():
     model = make()
     with pytest.raises(ValueError, match="exceeds"):

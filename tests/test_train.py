@@ -98,3 +98,15 @@ def test_two_process_torchrun_job_trains(tmp_path, toy_corpus):
     assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20]  # only rank 0 logs
     assert json.loads((run / "train_state.json").read_text())["step"] == 20
     assert difflm.load(run).sample(2, steps=5)
+
+
+def test_overlong_skip_drops_and_counts_only_what_does_not_fit(tmp_path):
+    from difflm.train import prepare_data
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(["a b c"] * 20 + ["a b c d e f g"] * 10) + "\n")
+    data = prepare_data(tiny_config(f"lines:{corpus}", "data.max_len=6", "data.overlong=skip", "data.holdout=5"))
+    assert data.report["skipped_overlong"] == 10 and data.report["truncated"] == 0
+    assert len(data.train) + len(data.valid) == 20
+    with pytest.raises(ValueError, match="no sentence fits data.max_len=4"):
+        prepare_data(tiny_config(f"lines:{corpus}", "data.max_len=4", "data.overlong=skip"))

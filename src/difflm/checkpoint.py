@@ -7,6 +7,7 @@ A run directory holds
     model.safetensors    raw weights          ema.safetensors   EMA weights (used to sample)
     optimizer.safetensors + train_state.json  everything needed to resume exactly
     metrics.jsonl        one JSON object per logged step
+    conditions.json      the slot=value labels of a run trained with model.condition=slots
 
 Every file is written to a temporary name and renamed, so an interrupted write leaves
 the previous version intact. Loading never unpickles: safetensors and JSON cannot run code.

@@ -17,6 +17,9 @@ import yaml
 #: Values of `model.generator`; the non-diffusion ones each have a sampler of the same name.
 GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency")
 
+#: What a denoiser can be conditioned on (model.condition).
+CONDITIONS = ("none", "slots")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -26,7 +29,8 @@ class DataConfig:
         corpus: corpus spec: `grammar` (bundled), `lines:PATH` or `e2e:PATH[,PATH]`.
         max_len: L, positions per sentence including START and END.
         min_count: words seen fewer times map to UNK.
-        overlong: `truncate` (and count) or `refuse` sentences longer than L.
+        overlong: `truncate` (and count), `skip` (drop and count) or `refuse` sentences
+            longer than L.
         holdout: held-out share (float < 1) or count (int) for the held-out loss.
     """
 
@@ -53,6 +57,11 @@ class ModelConfig:
             cross-entropy parameterization of CDCD/Plaid: x̂0 = softmax(logits)·EMB).
         self_condition: feed the previous x̂0 back as an input (Analog Bits).
         normalize_embeddings: keep EMB rows at norm √d.
+        posterior_input: also feed the network E_q(w|x_t)[W_in(w)], learned H-dim word vectors
+            averaged under the context-free word posterior q(w | x_t).
+        condition: `none`, or `slots`: condition the denoiser on each sentence's
+            slot values (grammar or E2E MR) for classifier-free guidance; the label set
+            is saved as conditions.json in the run directory.
         generator: what the network is trained to be: `diffusion` (the denoiser of
             `diffusion/losses.py`), or a one/few-step model: `shortcut` (Frans et al.
             2024), `meanflow` (Geng et al. 2025) or `consistency` (Song et al. 2023;
@@ -65,12 +74,15 @@ class ModelConfig:
     hidden: int = 128
     layers: int = 4
     heads: int = 4
-    dropout: float = 0.1
-    # Default recipe: the cross-entropy parameterization with normalised embeddings,
-    # the best of the recipes measured at equal CPU time (docs/benchmarks.md).
+    # Default recipe: the cross-entropy parameterization with normalised embeddings and
+    # the posterior input, no dropout (runs here are far too short to overfit): the best
+    # of the recipes measured at equal CPU time (docs/benchmarks.md).
+    dropout: float = 0.0
     predict: str = "logits"
     self_condition: bool = False
     normalize_embeddings: bool = True
+    posterior_input: bool = True
+    condition: str = "none"
     generator: str = "diffusion"
 
 
@@ -83,12 +95,15 @@ class DiffusionConfig:
         steps: T, the number of training diffusion steps.
         rounding_weight: weight of −log p(w | x0).
         self_cond_prob: probability of training with a self-conditioning input.
+        cond_drop: probability p that a row's condition is replaced by the null
+            condition ∅ (classifier-free guidance); used when model.condition is set.
     """
 
     schedule: str = "sqrt"
     steps: int = 2000
     rounding_weight: float = 1.0
     self_cond_prob: float = 0.5
+    cond_drop: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -117,7 +132,7 @@ class TrainConfig:
 
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup: int = 200
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -233,13 +248,17 @@ class Config:
         """Refuse values that would fail later with a less clear message."""
         checks = [
             (self.data.max_len >= 3, f"data.max_len must be ≥ 3, got {self.data.max_len}"),
-            (self.data.overlong in ("truncate", "refuse"), f"data.overlong must be truncate or refuse, got '{self.data.overlong}'"),
+            (self.data.overlong in ("truncate", "skip", "refuse"), f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'"),
             (self.model.kind in ("diffusion", "autoregressive"), f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'"),
             (self.model.predict in ("x0", "eps", "v", "logits"), f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'"),
             (self.model.hidden % self.model.heads == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),
             (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),
             (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
             (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),
+            (self.model.condition in CONDITIONS, f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'"),
+            (self.model.condition == "none" or self.model.kind == "diffusion",
+             f"model.condition={self.model.condition} needs model.kind=diffusion (the autoregressive LM is unconditional)"),
+            (0.0 <= self.diffusion.cond_drop <= 1.0, f"diffusion.cond_drop must be in [0, 1], got {self.diffusion.cond_drop}"),
             (self.train.steps >= 1 and self.train.batch_size >= 1, "train.steps and train.batch_size must be ≥ 1"),
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
@@ -256,7 +275,7 @@ class Config:
         checks = [
             (not self.train.teacher or g == "consistency",
              f"train.teacher is only used by model.generator=consistency (got model.generator={g})"),
-            (0 <= sc.levels <= 16, f"shortcut.levels must be in [0, 16], got {sc.levels}"),
+            (0 <= sc.levels <= 10, f"shortcut.levels must be in [0, 10], got {sc.levels}"),
             (0.0 <= sc.bootstrap_share <= 1.0, "shortcut.bootstrap_share must be in [0, 1]"),
             (0.0 <= mf.jump_share <= 1.0, "meanflow.jump_share must be in [0, 1]"),
             (mf.time_std > 0 and mf.weight_eps > 0 and mf.power >= 0,
@@ -269,6 +288,7 @@ class Config:
                 (m.kind == "diffusion", f"model.generator={g} needs model.kind=diffusion"),
                 (m.predict == "logits", f"model.generator={g} needs model.predict=logits, got '{m.predict}'"),
                 (not m.self_condition, f"model.generator={g} does not support model.self_condition"),
+                (m.condition == "none", f"model.generator={g} does not support model.condition (classifier-free guidance)"),
             ]
         return checks
 
@@ -276,6 +296,26 @@ class Config:
         from difflm.checkpoint import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load_run(cls, run_dir: str | Path) -> "Config":
+        """The config saved in a run directory (RUN/config.json).
+
+        A run saves every key, so a key it lacks is newer than the run: it takes the value
+        that reproduces the old behaviour (`RUN_DEFAULTS`), not today's default.
+        """
+        from difflm.checkpoint import read_json
+
+        raw = read_json(Path(run_dir) / "config.json")
+        if isinstance(raw, dict):
+            for (section, key), value in RUN_DEFAULTS.items():
+                if isinstance(raw.get(section), dict):
+                    raw[section].setdefault(key, value)
+        return cls.from_dict(raw)
+
+
+#: Values of keys added after runs were saved without them: the behaviour those runs had.
+RUN_DEFAULTS: dict[tuple[str, str], Any] = {("model", "posterior_input"): False}
 
 
 def _build_section(section_cls: type, section: str, values: dict[str, Any]) -> Any:

@@ -12,7 +12,8 @@ from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
 from difflm.sampling.base import SampleOutput
 from difflm.text.vocab import Vocab
-from difflm.train import build_model, resolve_device
+from difflm.text.slots import SlotLabels
+from difflm.train import build_model, load_conditions, resolve_device
 
 
 class Pipeline:
@@ -22,12 +23,17 @@ class Pipeline:
         config: the run's config.
         vocab: its vocabulary.
         model: the (EMA) denoiser or causal LM, in eval mode.
+        conditions: the slot=value labels of a run trained with model.condition=slots
+            (classifier-free guidance, `difflm.control`), else None.
     """
 
-    def __init__(self, config: Config, vocab: Vocab, model: Denoiser | CausalLM) -> None:
+    def __init__(
+        self, config: Config, vocab: Vocab, model: Denoiser | CausalLM, conditions: SlotLabels | None = None
+    ) -> None:
         self.config = config
         self.vocab = vocab
         self.model = model.eval()
+        self.conditions = conditions
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str = "auto") -> "Pipeline":
@@ -37,11 +43,12 @@ class Pipeline:
             raise ValueError(f"run directory not found: {run_dir}")
         if weights not in ("ema", "model"):
             raise ValueError(f"weights must be 'ema' or 'model', got '{weights}'")
-        config = Config.from_dict(checkpoint.read_json(run_dir / "config.json"))
+        config = Config.load_run(run_dir)
         vocab = Vocab.load(run_dir / "vocab.json")
-        model = build_model(config, len(vocab))
+        conditions = load_conditions(config, run_dir)
+        model = build_model(config, len(vocab), len(conditions) if conditions else 0)
         checkpoint.load_weights(model, run_dir / f"{weights}.safetensors")
-        return cls(config, vocab, model.to(resolve_device(device)))
+        return cls(config, vocab, model.to(resolve_device(device)), conditions)
 
     @property
     def device(self) -> torch.device:

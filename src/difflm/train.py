@@ -23,13 +23,14 @@ from tqdm import tqdm
 from difflm import checkpoint
 from difflm.config import Config
 from difflm.diffusion.consistency import consistency_loss
-from difflm.diffusion.losses import LossOutput, e2e_loss
+from difflm.diffusion.losses import e2e_loss
 from difflm.diffusion.meanflow import meanflow_loss
 from difflm.diffusion.schedules import make_schedule
 from difflm.diffusion.shortcut import shortcut_loss
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.text.corpora import Corpus, read_corpus, split
+from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
 #: Keys of `train` that may change when a run is resumed (extend it, or bound its time).
@@ -46,28 +47,63 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+#: The file of a conditioned run's slot=value labels (`SlotLabels`).
+CONDITIONS_FILE = "conditions.json"
+
+
 @dataclass
 class Dataset:
-    """Padded id tensors of the training and held-out splits."""
+    """Padded id tensors of the training and held-out splits, and their conditions if the model has them."""
 
     vocab: Vocab
     train: torch.Tensor  # [N, L]
     valid: torch.Tensor  # [M, L]
     report: dict[str, int]
+    conditions: SlotLabels | None = None
+    train_cond: torch.Tensor | None = None  # [N, P] multi-hot
+    valid_cond: torch.Tensor | None = None  # [M, P]
 
 
-def prepare_data(config: Config, corpus: Corpus | None = None, vocab: Vocab | None = None) -> Dataset:
-    """Read the corpus, split off the held-out sentences, build (or reuse) the vocabulary, pad."""
+def prepare_data(
+    config: Config, corpus: Corpus | None = None, vocab: Vocab | None = None, conditions: SlotLabels | None = None
+) -> Dataset:
+    """Read the corpus, split off the held-out sentences, build (or reuse) the vocabulary and the
+    condition labels (model.condition=slots: the training sentences' slot=value pairs), pad."""
     corpus = corpus or read_corpus(config.data.corpus)
     holdout = config.data.holdout
     train_ex, valid_ex = split(corpus.examples, int(holdout) if holdout >= 1 else holdout, config.train.seed)
+    dropped = 0
+    if config.data.overlong == "skip":
+        # Dropped after the split, so the held-out sentences are the same at every max_len.
+        room = config.data.max_len - 2  # START and END take two positions
+        kept_train = [ex for ex in train_ex if len(ex.tokens) <= room]
+        kept_valid = [ex for ex in valid_ex if len(ex.tokens) <= room]
+        dropped = len(train_ex) + len(valid_ex) - len(kept_train) - len(kept_valid)
+        if not kept_train or not kept_valid:
+            raise ValueError(f"no sentence fits data.max_len={config.data.max_len} (START and END included)")
+        train_ex, valid_ex = kept_train, kept_valid
+    overlong = "refuse" if config.data.overlong == "skip" else config.data.overlong
     sentences = [ex.tokens for ex in train_ex]
     vocab = vocab or Vocab.build(sentences, min_count=config.data.min_count)
-    train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=config.data.overlong)
-    valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=config.data.overlong)
+    train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=overlong)
+    valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=overlong)
     report = {"train": len(train_ex), "valid": len(valid_ex), "vocab": len(vocab), "truncated": cut_train + cut_valid}
+    if dropped:
+        report["skipped_overlong"] = dropped
     report.update({f"skipped_{k}": v for k, v in corpus.skipped.items()})
-    return Dataset(vocab, train_ids, valid_ids, report)
+    data = Dataset(vocab, train_ids, valid_ids, report)
+    if config.model.condition == "slots":
+        data.conditions = conditions or SlotLabels.build(ex.slots for ex in train_ex)
+        data.train_cond = data.conditions.encode([ex.slots for ex in train_ex])
+        # A held-out pair that training never saw cannot be encoded: it is left out.
+        data.valid_cond = data.conditions.encode([ex.slots for ex in valid_ex], strict=False)
+        report["conditions"] = len(data.conditions)
+    return data
+
+
+def load_conditions(config: Config, run_dir: str | Path) -> SlotLabels | None:
+    """A conditioned run's label set (RUN/conditions.json), None for an unconditioned run."""
+    return SlotLabels.load(Path(run_dir) / CONDITIONS_FILE) if config.model.condition != "none" else None
 
 
 def split_sentences(config: Config, vocab: Vocab | None = None) -> tuple[list[list[str]], list[list[str]]]:
@@ -80,12 +116,13 @@ def split_sentences(config: Config, vocab: Vocab | None = None) -> tuple[list[li
     return [data.vocab.decode(row.tolist()) for row in data.train], [data.vocab.decode(row.tolist()) for row in data.valid]
 
 
-def build_model(config: Config, vocab_size: int) -> Denoiser | CausalLM:
-    """The network a config describes: the diffusion denoiser or the causal LM."""
+def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Denoiser | CausalLM:
+    """The network a config describes: the diffusion denoiser (conditioned on P = num_conditions
+    slot=value pairs when model.condition is set) or the causal LM."""
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
-    return Denoiser(config.model, vocab_size, config.data.max_len, schedule)
+    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions)
 
 
 def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
@@ -98,7 +135,7 @@ def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
     run = Path(config.train.teacher)
     if not (run / "config.json").is_file():
         raise ValueError(f"train.teacher: no difflm run at {run}")
-    saved = Config.from_dict(checkpoint.read_json(run / "config.json"))
+    saved = Config.load_run(run)
     if saved.model.kind != "diffusion" or saved.model.generator != "diffusion":
         raise ValueError(f"train.teacher: {run} is not a diffusion model (model.kind={saved.model.kind}, "
                          f"model.generator={saved.model.generator})")
@@ -116,16 +153,10 @@ def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
     return teacher.eval().requires_grad_(False), vocab
 
 
-def _diffusion_loss(model: Denoiser, ids: torch.Tensor, config: Config, *, generator: torch.Generator | None = None,
-                    target: Denoiser | None = None, teacher: Denoiser | None = None) -> LossOutput:
-    return e2e_loss(model, ids, config.diffusion, generator=generator)
-
-
-#: The training loss of each `model.generator`, with what it reads: the EMA weights (`target`;
-#: the shortcut model's bootstrap targets) and the frozen teacher (consistency distillation).
-#: Each is loss(model, ids, config, *, generator, target, teacher) -> LossOutput.
-LOSSES = {"diffusion": _diffusion_loss, "shortcut": shortcut_loss, "meanflow": meanflow_loss,
-          "consistency": consistency_loss}
+#: The loss of each one/few-step `model.generator`, loss(model, ids, config, *, generator,
+#: target, teacher) -> LossOutput, with what it may read: the EMA weights (`target`; the
+#: shortcut model's bootstrap targets) and the frozen teacher (consistency distillation).
+GENERATOR_LOSSES = {"shortcut": shortcut_loss, "meanflow": meanflow_loss, "consistency": consistency_loss}
 
 
 @dataclass(frozen=True)
@@ -140,11 +171,12 @@ class FrozenNetworks:
 class Objective(torch.nn.Module):
     """A model's training loss as a module, so that DDP can wrap the whole computation.
 
-    forward(ids [B, L], generator) -> (loss, {term: float}).
+    forward(ids [B, L], generator, cond [B, P] or None) -> (loss, {term: float}).
 
     Args:
         model: the network being trained.
-        config: the run config; `model.generator` picks the loss in `LOSSES`.
+        config: the run config; `model.generator` picks the loss (`e2e_loss` or one of
+            `GENERATOR_LOSSES`).
         target: EMA weights for targets that use them (default: the model itself).
         teacher: the frozen teacher of consistency distillation.
     """
@@ -155,12 +187,18 @@ class Objective(torch.nn.Module):
         self.model, self.config = model, config
         self.frozen = FrozenNetworks(target, teacher)
 
-    def forward(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, ids: torch.Tensor, generator: torch.Generator, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         if isinstance(self.model, CausalLM):
             loss = self.model.loss(ids)
             return loss, {"loss": loss.item()}
-        out = LOSSES[self.config.model.generator](self.model, ids, self.config, generator=generator,
-                                                  target=self.frozen.target, teacher=self.frozen.teacher)
+        if self.config.model.generator == "diffusion":
+            out = e2e_loss(self.model, ids, self.config.diffusion, generator=generator, cond=cond)
+        else:  # unconditioned (Config.validate)
+            out = GENERATOR_LOSSES[self.config.model.generator](
+                self.model, ids, self.config, generator=generator, target=self.frozen.target, teacher=self.frozen.teacher
+            )
         return out.loss, out.terms
 
 
@@ -191,8 +229,8 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 @torch.no_grad()
 def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512,
-                 *, teacher: Denoiser | None = None) -> dict[str, float]:
-    """Mean loss terms on held-out rows, with fixed noise so points on the curve compare."""
+                 cond: torch.Tensor | None = None, *, teacher: Denoiser | None = None) -> dict[str, float]:
+    """Mean loss terms on held-out rows (conditions cond [M, P], if any), with fixed noise so points on the curve compare."""
     was_training = model.training
     model.eval()
     objective = Objective(model, config, teacher=teacher)
@@ -200,7 +238,8 @@ def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, 
     rows = ids[:max_rows]
     mean = RunningMean()
     for start in range(0, len(rows), config.train.batch_size):
-        mean.add(objective(rows[start : start + config.train.batch_size].to(device), generator)[1])
+        end = start + config.train.batch_size
+        mean.add(objective(rows[start:end].to(device), generator, None if cond is None else cond[start:end].to(device))[1])
     model.train(was_training)
     return mean.result()
 
@@ -251,9 +290,11 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         self.teacher, teacher_vocab = load_teacher(config) if config.train.teacher else (None, None)
         vocab = Vocab.load(self.run_dir / "vocab.json") if resuming else teacher_vocab
-        self.data = prepare_data(config, corpus, vocab)
+        conditions = load_conditions(config, self.run_dir) if resuming else None
+        self.data = prepare_data(config, corpus, vocab, conditions)
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config, len(self.data.vocab)).to(self.device)
+        num_conditions = len(self.data.conditions) if self.data.conditions else 0
+        self.model = build_model(config, len(self.data.vocab), num_conditions).to(self.device)
         if self.teacher is not None:  # distillation starts from the teacher (resuming overwrites it)
             self.teacher.to(self.device)
             self.model.load_state_dict(self.teacher.state_dict())
@@ -272,10 +313,12 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / "config.json")
             self.data.vocab.save(self.run_dir / "vocab.json")
+            if self.data.conditions is not None:
+                self.data.conditions.save(self.run_dir / CONDITIONS_FILE)
 
     # -- resume -------------------------------------------------------------------------
     def _check_resume_config(self, requested: Config) -> Config:
-        saved = Config.from_dict(checkpoint.read_json(self.run_dir / "config.json"))
+        saved = Config.load_run(self.run_dir)
         req, old = requested.to_dict(), saved.to_dict()
         changed = [
             f"{section}.{key}"
@@ -330,10 +373,11 @@ class Trainer:
         generator = torch.Generator().manual_seed(seed)  # t, ε, self-conditioning coins
         rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
         ids = self.data.train[rows].to(self.device)
+        cond = None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.config)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-            loss, terms = self.objective(ids, generator)
+            loss, terms = self.objective(ids, generator, cond)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
@@ -374,9 +418,9 @@ class Trainer:
                 if on_log:
                     on_log(row)
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
-                row = {"step": self.step, "split": "valid",
-                       **heldout_loss(self.ema, self.data.valid, self.config, self.device, teacher=self.teacher),
-                       "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds}
+                held = heldout_loss(self.ema, self.data.valid, self.config, self.device, cond=self.data.valid_cond,
+                                    teacher=self.teacher)
+                row = {"step": self.step, "split": "valid", **held, "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds}
                 self.log(row)
                 last["valid"] = row
                 if on_log:

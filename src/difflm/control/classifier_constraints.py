@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from difflm import checkpoint
 from difflm.config import Config
 from difflm.control.classifiers import (
     AttributeClassifier,
@@ -39,6 +38,7 @@ from difflm.control.train_classifier import TrainOptions, spacy_pos_tags
 from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, slot_match, span_match, substring_match
 from difflm.text.grammar import ParseResult, default_grammar
 from difflm.text.grammar.tree import Tree as ParseTree
+from difflm.text.slots import parse_pair
 
 if TYPE_CHECKING:
     from difflm.control.constraints import SpecContext
@@ -49,7 +49,7 @@ JUDGES = ("grammar", "text")
 
 def judge_of(run_dir: str | Path) -> str:
     """How a run's outputs are judged: "grammar" for a run on the bundled grammar corpus, else "text"."""
-    config = Config.from_dict(checkpoint.read_json(Path(run_dir) / "config.json"))
+    config = Config.load_run(run_dir)
     return "grammar" if config.data.corpus == "grammar" else "text"
 
 
@@ -58,6 +58,13 @@ def _grammar_parse(words: tuple[str, ...]) -> ParseResult:
     """The exact parser's verdict on one sentence; cached because `score`, `satisfied` and
     every constraint of a sample ask about the same sentence."""
     return default_grammar().parse([list(words)])[0]
+
+
+def expressed(words: Sequence[str], slot: str, value: str, judge: str) -> float:
+    """1.0 if the words express slot = value: the parser's slots ("grammar") or a substring ("text"), else 0.0."""
+    if judge == "grammar":
+        return slot_match(_grammar_parse(tuple(words)).slots, slot, value)
+    return substring_match(words, value)
 
 
 class ClassifierConstraint:
@@ -70,6 +77,10 @@ class ClassifierConstraint:
         judge: how `score` and `satisfied` read the output, "grammar" or "text" (see the
             module docstring); None takes the run's (`judge_of`) and, with a loaded
             classifier, leaves the checks unavailable.
+
+    Attributes:
+        calls: classifier evaluations so far (each a batched call: one per sample), the
+            compute a benchmark reports beside the denoiser's.
 
     Raises:
         ValueError: a classifier of another task, a bad weight or an unknown judge.
@@ -89,10 +100,12 @@ class ClassifierConstraint:
         self.judge = judge if judge is not None or isinstance(run, LatentClassifier) else judge_of(run)
         self.max_len = classifier.config.max_len
         self._targets: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self.calls = 0
 
     def log_prob(self, x: torch.Tensor, t: float | torch.Tensor, denoiser: object = None) -> torch.Tensor:
         """log p(c | x_t) for x [B, L, d] at time t of x: [B], in x's dtype."""
         classifier = self._on(x.device)
+        self.calls += 1
         dtype = next(classifier.parameters()).dtype
         return self._log_prob(classifier, x.to(dtype), t).to(x.dtype)
 
@@ -309,16 +322,12 @@ class Attribute(ClassifierConstraint):
     @classmethod
     def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Attribute:
         """From the CLI: `--attribute "food=Italian"`."""
-        slot, sep, value = (part.strip() for part in spec.partition("="))
-        if not sep or not slot or not value:
-            raise ValueError(f"attribute must be SLOT=VALUE, e.g. food=Italian, got {spec!r}")
+        slot, value = parse_pair(spec)
         return cls(slot, value, run=context.classifier(cls.task), weight=weight, judge=context.judge())
 
     def score(self, words: Sequence[str]) -> float:
-        """1 if the value is expressed: the parser's slot on the grammar, a substring on real text."""
-        if self._judged() == "grammar":
-            return slot_match(_grammar_parse(tuple(words)).slots, self.slot, self.value)
-        return substring_match(words, self.value)
+        """1 if the value is expressed (`expressed`)."""
+        return expressed(words, self.slot, self.value, self._judged())
 
     def _build(self, length: int) -> torch.Tensor:
         classifier: AttributeClassifier = self.classifier  # type: ignore[assignment]

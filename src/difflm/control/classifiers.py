@@ -37,6 +37,7 @@ from difflm import checkpoint
 from difflm.model.denoiser import timestep_embedding
 from difflm.text.grammar import UPOS_TAGS
 from difflm.text.grammar.tree import Tree
+from difflm.text.slots import SlotLabels, multi_hot
 
 TASKS = ("attribute", "pos", "tree")
 SPECIAL_TAG = "<special>"  # the POS class of START, END and PAD positions
@@ -206,29 +207,13 @@ class AttributeClassifier(LatentClassifier):
         # The slot of each pair, so a slot's values can be compared with one another.
         self.register_buffer("slot_of", torch.tensor([self.slot_names.index(s) for s in slots]), persistent=False)
 
-    @staticmethod
-    def pair_label(slot: str, value: str) -> str:
-        return f"{slot}={value}"
-
     def values(self) -> dict[str, list[str]]:
         """Slot -> its values, as known to this classifier."""
-        out: dict[str, list[str]] = {}
-        for label in self.labels:
-            slot, value = label.split("=", 1)
-            out.setdefault(slot, []).append(value)
-        return out
+        return SlotLabels(self.labels).values()
 
     def target(self, slot_maps: Sequence[Mapping[str, str]]) -> torch.Tensor:
         """Multi-hot [B, P] of the pairs each mapping holds; ValueError names an unknown pair."""
-        index = {label: k for k, label in enumerate(self.labels)}
-        out = torch.zeros(len(slot_maps), len(self.labels))
-        for row, slots in enumerate(slot_maps):
-            for slot, value in slots.items():
-                label = self.pair_label(slot, value)
-                if label not in index:
-                    raise ValueError(f"unknown slot=value pair {label!r} for this attribute classifier")
-                out[row, index[label]] = 1.0
-        return out
+        return multi_hot(slot_maps, self.labels, owner="this attribute classifier")
 
     def logits(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """One logit per pair, [B, P]."""
@@ -431,9 +416,14 @@ def classifier_dir(run_dir: str | Path, task: str) -> Path:
     return Path(run_dir) / "classifiers" / task
 
 
+def has_classifier(run_dir: str | Path, task: str) -> bool:
+    """Whether the run has a trained `task` classifier (its config.json marks it complete)."""
+    return (classifier_dir(run_dir, task) / "config.json").is_file()
+
+
 def load_classifier(run_dir: str | Path, task: str) -> LatentClassifier:
     """Load the run's `task` classifier (eval mode); ValueError if it was never trained or is corrupt."""
     directory = classifier_dir(run_dir, task)
-    if not (directory / "config.json").is_file():
+    if not has_classifier(run_dir, task):
         raise ValueError(f"no {task} classifier in {run_dir}: train one with `difflm train-classifier {run_dir} --task {task}`")
     return LatentClassifier.load(directory)

@@ -47,6 +47,7 @@ from difflm.diffusion.schedules import NoiseSchedule
 from difflm.pipeline import load
 from difflm.text.corpora import read_corpus, split
 from difflm.text.grammar import UPOS_TAGS, load_split
+from difflm.text.slots import pair_label
 from difflm.text.vocab import Vocab
 
 Label = Any  # a task's raw annotation of one sentence: POS tags, a Tree, or a slot mapping
@@ -177,7 +178,7 @@ def label_set(task: str, labels: Sequence[Label]) -> tuple[str, ...]:
             for chain in TreeClassifier.cell_labels(tree).values():
                 counts[chain] = counts.get(chain, 0) + 1
         return (NO_SPAN, *sorted(counts, key=lambda c: (-counts[c], c)))
-    return tuple(sorted({AttributeClassifier.pair_label(s, v) for slots in labels for s, v in slots.items()}))
+    return tuple(sorted({pair_label(s, v) for slots in labels for s, v in slots.items()}))
 
 
 def make_target(classifier: LatentClassifier, labels: Sequence[Label], length: int) -> torch.Tensor:

@@ -12,6 +12,10 @@ step, t = (i+1)/T its time; x_t = √ᾱ_i·x0 + √(1−ᾱ_i)·ε.
 With `predict` = eps or v the squared error is measured in that view (same x̂0, other
 weighting). With `predict` = logits (CDCD/Plaid) the network is trained by the
 cross-entropy −log p̂(w | x_t) of its own logits ("ce") instead of the squared error.
+
+A conditioned denoiser (classifier-free guidance, Ho & Salimans 2022) gets each row's
+condition c, replaced by the null condition ∅ (c = 0) with probability p = cond_drop, so
+one network learns both f(x_t, t, c) and f(x_t, t, ∅).
 """
 from __future__ import annotations
 
@@ -65,14 +69,16 @@ def e2e_loss(
     config: DiffusionConfig,
     *,
     generator: torch.Generator | None = None,
+    cond: torch.Tensor | None = None,
 ) -> LossOutput:
     """Diffusion-LM's end-to-end loss on a batch of padded sentences.
 
     Args:
         denoiser: the model (its schedule and embedding are used).
         ids: word ids [B, L].
-        config: objective settings (rounding weight, self-conditioning probability).
-        generator: source of t, ε and the self-conditioning coin flips.
+        config: objective settings (rounding weight, self-conditioning and condition-drop probabilities).
+        generator: source of t, ε and the self-conditioning and condition-drop coin flips.
+        cond: the rows' conditions [B, P] (a conditioned denoiser only); None trains unconditionally.
     """
     schedule = denoiser.schedule
     B, device = ids.shape[0], ids.device
@@ -90,7 +96,12 @@ def e2e_loss(
     x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
     t = (i + 1).float() / schedule.num_steps
 
-    # 3. Self-conditioning (Analog Bits): for a random half, a first no-grad pass
+    # 3. Condition dropout: a share p of the rows see ∅ (c = 0), teaching f(x_t, t, ∅).
+    if cond is not None:
+        keep = draws.rand(B) >= config.cond_drop
+        cond = cond * keep[:, None].to(cond.dtype)
+
+    # 4. Self-conditioning (Analog Bits): for a random half, a first no-grad pass
     #    supplies x̂0 as an extra input; the rest see zeros, as at the first sampling step.
     self_cond = None
     if denoiser.self_conditioning:
@@ -98,12 +109,12 @@ def e2e_loss(
         use = draws.rand(B) < config.self_cond_prob
         if use.any():
             with torch.no_grad():
-                self_cond[use] = denoiser(x_t[use], t[use]).x0.detach()
+                self_cond[use] = denoiser(x_t[use], t[use], cond=None if cond is None else cond[use]).x0.detach()
 
-    pred = denoiser(x_t, t, self_cond=self_cond)
+    pred = denoiser(x_t, t, cond=cond, self_cond=self_cond)
     terms: dict[str, torch.Tensor] = {}
 
-    # 4. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.
+    # 5. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.
     kind = denoiser.config.predict
     if kind == "logits":
         terms["ce"] = word_nll(pred.logits, ids)
@@ -121,9 +132,9 @@ def e2e_loss(
         if first.any():
             terms["t0"] = per_example[first].mean()
 
-    # 5. Prior: q(x_T | x0) should be N(0, I); penalise the mean it keeps.
+    # 6. Prior: q(x_T | x0) should be N(0, I); penalise the mean it keeps.
     terms["prior"] = (alphas_cumprod[-1] * x0**2).mean()
-    # 6. Rounding: −log p(w | x0) with the tied head.
+    # 7. Rounding: −log p(w | x0) with the tied head.
     terms["rounding"] = word_nll(denoiser.embedding.logits(x0), ids)
 
     loss = denoise + terms["prior"] + config.rounding_weight * terms["rounding"]

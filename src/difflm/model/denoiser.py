@@ -8,9 +8,15 @@ Shapes: B batch, L positions, d embedding size, H hidden size, V vocabulary.
 
 The input and output projections are Diffusion-LM's Linear–Tanh–Linear pairs. Time enters
 as a sinusoidal embedding of 1000·t (1·t for MeanFlow, see MEANFLOW_TIME_SCALE) through an
-MLP, added to every position. The one/few-step
-generators that jump along their path (shortcut, MeanFlow) also get the jump size, embedded
-the same way by a second MLP and added to the time embedding.
+MLP, added to every position.
+
+With `condition=slots` a condition c, a multi-hot [B, P] over the run's slot=value pairs,
+enters the same way: W_c·c (no bias) is added to the time embedding. The null condition ∅
+is c = 0, whose embedding is 0, so cond=None and the rows dropped in training (classifier-
+free guidance) see the network exactly as an unconditional model would.
+
+The one/few-step generators that jump along their path (shortcut, MeanFlow) also get the
+jump size, embedded like t by a second MLP and added to the time embedding.
 """
 from __future__ import annotations
 
@@ -64,10 +70,18 @@ class Denoiser(nn.Module):
         vocab_size: V.
         max_len: L, the number of learned position embeddings.
         schedule: the noise schedule, needed to read ε- or v-outputs as x̂0.
+        num_conditions: P, the size of the condition's multi-hot (config.condition=slots only).
+
+    Raises:
+        ValueError: a conditioned config without conditions, or conditions without one.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, max_len: int, schedule: NoiseSchedule) -> None:
+    def __init__(
+        self, config: ModelConfig, vocab_size: int, max_len: int, schedule: NoiseSchedule, num_conditions: int = 0
+    ) -> None:
         super().__init__()
+        if (config.condition != "none") != (num_conditions > 0):
+            raise ValueError(f"model.condition={config.condition} does not fit {num_conditions} condition labels")
         self.config = config
         self.schedule = schedule
         self.max_len = max_len
@@ -76,9 +90,14 @@ class Denoiser(nn.Module):
         self.embedding = WordEmbedding(vocab_size, d, normalize=config.normalize_embeddings)
         in_dim = 2 * d if config.self_condition else d
         self.in_proj = nn.Sequential(nn.Linear(in_dim, h), nn.Tanh(), nn.Linear(h, h))
+        # Rich input embeddings read through the context-free word posterior (see `forward`).
+        self.word_in = nn.Parameter(torch.randn(vocab_size, h) * 0.02) if config.posterior_input else None
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
         self.time_scale = MEANFLOW_TIME_SCALE if config.generator == "meanflow" else 1000.0
+        self.num_conditions = num_conditions
+        # Only conditioned models have it, so unconditioned checkpoints load unchanged.
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
         # Only the jumping generators have it: diffusion models keep their parameters and checkpoints.
         self.jump_mlp = (
             nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
@@ -96,6 +115,15 @@ class Denoiser(nn.Module):
         out_dim = vocab_size if config.predict == "logits" else d
         self.out_proj = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, out_dim))
 
+    def word_posterior_logits(self, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+        """log q(w | x_t) + const for each position alone, words uniform a priori: [B, L, V].
+
+        q(x_t | w) = N(√ᾱ·EMB(w), (1 − ᾱ) I), so log q(w | x_t) = (√ᾱ·x_t·e_w − ᾱ‖e_w‖²/2) / (1 − ᾱ) + const.
+        """
+        table = self.embedding.table()
+        scores = abar.sqrt() * (x_t @ table.t()) - abar * (table * table).sum(-1) / 2
+        return scores / (1 - abar)
+
     def forward(
         self,
         x_t: torch.Tensor,
@@ -105,17 +133,19 @@ class Denoiser(nn.Module):
         self_cond: torch.Tensor | None = None,
         jump: torch.Tensor | None = None,
     ) -> Prediction:
-        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1].
+        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1], given the condition cond [B, P] (None: ∅).
 
         `jump` [B] in [0, 1] is the length, in path time, of the jump the prediction
         serves (the shortcut's d, MeanFlow's t − r); None means 0, the instantaneous
         x̂0 of flow matching, which is what DDPM and DDIM ask of any model.
         """
-        if cond is not None:
-            raise ValueError("this model was trained without a conditioning signal (cond)")
         if jump is not None and self.jump_mlp is None:
             raise ValueError("this model was trained without a jump size (model.generator=shortcut or meanflow has one)")
         B, L, _ = x_t.shape
+        if cond is not None and self.cond_proj is None:
+            raise ValueError("this model was trained without a conditioning signal (cond)")
+        if cond is not None and tuple(cond.shape) != (B, self.num_conditions):
+            raise ValueError(f"cond must have shape [{B}, {self.num_conditions}] (a multi-hot per row), got {list(cond.shape)}")
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
         if self.self_conditioning:
@@ -124,15 +154,26 @@ class Denoiser(nn.Module):
         else:
             inputs = x_t
         h = self.in_proj(inputs) + self.pos[:L]
-        h = h + self.time_mlp(timestep_embedding(t, h.shape[-1], self.time_scale).to(h.dtype))[:, None, :]
+        if self.word_in is not None:
+            # What x_t alone says about each word, as in Bayesian flow networks' inputs: the
+            # network starts from an H-dimensional word vector (exact at low noise, a
+            # mixture at high noise) instead of decoding a noisy d-vector itself.
+            abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
+            h = h + self.word_posterior_logits(x_t, abar).softmax(-1) @ self.word_in
+        time = self.time_mlp(timestep_embedding(t, h.shape[-1], self.time_scale).to(h.dtype))  # [B, H]
+        if cond is not None:
+            time = time + self.cond_proj(cond.to(h.dtype))
         if self.jump_mlp is not None:
             jump = torch.zeros_like(t) if jump is None else jump
-            h = h + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))[:, None, :]
-        h = self.encoder(self.dropout(self.in_norm(h)))
+            time = time + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))
+        h = self.encoder(self.dropout(self.in_norm(h + time[:, None, :])))
         out = self.out_proj(self.out_norm(h)).float()
         if self.config.predict == "logits":
-            x0 = out.softmax(-1) @ self.embedding.table()
-            return Prediction(x0=x0, logits=out)
+            return self.from_logits(out)
         abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
         x0 = process.to_x0(self.config.predict, out, x_t, abar)
         return Prediction(x0=x0, logits=self.embedding.logits(x0))
+
+    def from_logits(self, logits: torch.Tensor) -> Prediction:
+        """The prediction of word logits [B, L, V]: x̂0 = softmax(logits)·EMB (predict=logits)."""
+        return Prediction(x0=logits.softmax(-1) @ self.embedding.table(), logits=logits)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from difflm.sampling import consistency, ddim, ddpm, meanflow, shortcut
+from difflm.sampling import consistency, ddim, ddpm, dpm_solver, meanflow, shortcut
 from difflm.sampling.base import SampleOutput
 
 Sampler = Callable[..., SampleOutput]
@@ -11,6 +11,7 @@ Sampler = Callable[..., SampleOutput]
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": ddpm.sample,
     "ddim": ddim.sample,
+    "dpm++2m": dpm_solver.sample,
     "shortcut": shortcut.sample,
     "meanflow": meanflow.sample,
     "consistency": consistency.sample,

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from difflm.diffusion.consistency import combine, sigma_range
 from difflm.diffusion.paths import denoise_edm, edm_to_vp, sigma_of_t
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
-from difflm.sampling.grid import COMMON_OPTIONS, check_options, clamps_at
+from difflm.sampling.grid import COMMON_OPTIONS, check_options, clamp_time
 
 if TYPE_CHECKING:
     from difflm.diffusion.schedules import NoiseSchedule
@@ -75,6 +75,7 @@ def sample(
     check_options(options, COMMON_OPTIONS)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    clamp_at = clamp_time(denoiser.schedule, clamp_from)
     sigma_min, sigma_max = sigma_range(denoiser.schedule)
     sigmas = sampling_sigmas(denoiser.schedule, steps)
     embedding = denoiser.embedding
@@ -100,7 +101,7 @@ def sample(
                     x = guidance(x / scale, t=float(t[0]), mean=mean / scale, std=std_vp) * scale
             # 2. the network's x̂0, optionally clamped, and 3. f = c_skip·x + (1 − c_skip)·x̂0
             pred = denoise_edm(denoiser, x, sig, cond=cond)
-            clamped = clamps_at(clamp_from, float(t[0]), denoiser.schedule.num_steps)
+            clamped = clamp_at is not None and float(t[0]) <= clamp_at
             x0_hat = embedding.clamp(pred.x0) if clamped else pred.x0
             x = combine(x, x0_hat, sig, sigma_min)
             # 4. report, 5. record

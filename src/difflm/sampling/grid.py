@@ -1,14 +1,19 @@
-"""The respaced time grid and the sampling loop that walks it (shared by DDPM and DDIM).
+"""The sampling time grid and the loop that walks it (shared by DDPM, DDIM and DPM-Solver++).
 
-Notation (DDIM, Song et al. 2021, §4.2):
+Notation (DDIM, Song et al. 2021, §4.2; the step schedules of DPM-Solver, Lu et al. 2022):
 
     T               training steps; index i ∈ 0..T-1 has signal level ᾱ_i, time (i+1)/T
     τ_1 > ... > τ_K the K training indices visited (`respaced_indices`)
-    t, s            a consecutive pair (τ_k, τ_{k+1}) of the walk; s = -1 is x0 (ᾱ_{-1} = 1)
+    t_1 > ... > t_K the K times the denoiser is evaluated at (`time_grid`): t_1 = 1 (index
+                    T-1), t_K = 1/T (index 0); never below, the model never saw less noise
+    λ               log-SNR, log(ᾱ/(1 − ᾱ))
+    t, s            a consecutive pair (t_k, t_{k+1}) of the walk; after t_K comes x0 (ᾱ = 1)
     x̂0              the denoiser's estimate of x0 at x_t
 
 A sampler only supplies its update rule: given x̂0, x_t, ᾱ_t and ᾱ_s, the mean and
-standard deviation of the Gaussian that x_s is drawn from.
+standard deviation of the Gaussian that x_s is drawn from. An ODE solver (`draw_noise`
+False) takes the mean as x_s; its standard deviation then only tells guidance how far
+x_s may be moved.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from tqdm.auto import tqdm
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
 
 if TYPE_CHECKING:
+    from difflm.diffusion.schedules import NoiseSchedule
     from difflm.model.denoiser import Denoiser
 
 # (x̂0, x_t, ᾱ_t, ᾱ_s) -> (mean, std) of p(x_s | x_t)
@@ -28,6 +34,14 @@ UpdateRule = Callable[[torch.Tensor, torch.Tensor, float, float], tuple[torch.Te
 
 # Options every grid sampler accepts; a sampler may add its own.
 COMMON_OPTIONS = ("cond", "clamp_from", "return_trajectory", "progress")
+
+# Spacings of `time_grid`: uniform in training index (= in t), or uniform in λ.
+GRIDS = ("time", "logsnr")
+
+
+def _check_steps(num_steps: int, k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_steps:
+        raise ValueError(f"steps must be an integer in [1, {num_steps}] (the training steps T), got {k!r}")
 
 
 def respaced_indices(num_steps: int, k: int) -> list[int]:
@@ -40,12 +54,50 @@ def respaced_indices(num_steps: int, k: int) -> list[int]:
     Raises:
         ValueError: K outside [1, T].
     """
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_steps:
-        raise ValueError(f"steps must be an integer in [1, {num_steps}] (the training steps T), got {k!r}")
+    _check_steps(num_steps, k)
     # floor(x + 0.5) instead of torch.round: round-half-to-even could map two points
     # spaced exactly 1 apart (2.5, 1.5) to the same integer.
     points = torch.linspace(num_steps - 1, 0, k, dtype=torch.float64)
     return (points + 0.5).floor().long().tolist()
+
+
+def time_grid(schedule: NoiseSchedule, k: int, spacing: str = "time") -> tuple[torch.Tensor, list[float]]:
+    """The K times t_1 > ... > t_K at which a sampler evaluates the denoiser, and their ᾱ.
+
+    Both spacings run from the noisiest trained level (t = 1, index T-1) to the least
+    noisy one (t = 1/T, index 0) and never beyond: below ᾱ_0 the model was never trained.
+
+    Args:
+        schedule: the model's noise schedule.
+        k: K, 1 ≤ K ≤ T.
+        spacing: "time", the respaced training indices (uniform in t; the model saw each
+            of these times in training), or "logsnr", uniform in λ and mapped back to a
+            continuous t ∈ [1/T, 1] by the schedule's inverse (DPM-Solver's default
+            spacing for low-dimensional data; denser where λ changes fast).
+
+    Returns:
+        (times [K] in the default float dtype, as given to the denoiser; ᾱ(t_k) as Python
+        floats, for float64 step coefficients).
+
+    Raises:
+        ValueError: K outside [1, T] or an unknown spacing.
+    """
+    T = schedule.num_steps
+    if spacing == "time":
+        indices = respaced_indices(T, k)
+        acp = schedule.alphas_cumprod.tolist()
+        return schedule.time_of(torch.tensor(indices)), [acp[i] for i in indices]
+    if spacing != "logsnr":
+        raise ValueError(f"unknown grid {spacing!r}; valid choices: {', '.join(GRIDS)}")
+    _check_steps(T, k)
+    t_max, t_min = 1.0, 1 / T
+    lam_min, lam_max = schedule.log_snr(torch.tensor([t_max, t_min], dtype=torch.float64)).tolist()
+    t = schedule.t_from_log_snr(torch.linspace(lam_min, lam_max, k, dtype=torch.float64)).clamp(t_min, t_max)
+    # The ends are the trained extremes exactly (the inverse is exact only up to rounding).
+    t[0] = t_max
+    if k > 1:
+        t[-1] = t_min
+    return t.to(torch.get_default_dtype()), schedule.alpha_bar(t).tolist()
 
 
 def check_options(options: dict, valid: Iterable[str]) -> None:
@@ -55,17 +107,17 @@ def check_options(options: dict, valid: Iterable[str]) -> None:
         raise ValueError(f"unknown sampler option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}")
 
 
-def clamps_at(clamp_from: int | None, t: float, num_steps: int) -> bool:
-    """Whether a sampler off the index grid clamps x̂0 at time t: when t ≤ t(clamp_from) = (clamp_from + 1)/T.
+def clamp_time(schedule: NoiseSchedule, clamp_from: int | None) -> float | None:
+    """The time (clamp_from + 1)/T at and below which x̂0 is clamped to an embedding (None: never).
 
     Raises:
         ValueError: clamp_from is neither None nor an integer.
     """
     if clamp_from is None:
-        return False
+        return None
     if isinstance(clamp_from, bool) or not isinstance(clamp_from, int):
         raise ValueError(f"clamp_from must be an integer index or None, got {clamp_from!r}")
-    return t <= (clamp_from + 1) / num_steps
+    return float(schedule.time_of(clamp_from))
 
 
 def walk(
@@ -74,6 +126,8 @@ def walk(
     shape: tuple[int, ...],
     *,
     steps: int,
+    grid: str = "time",
+    draw_noise: bool = True,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     guidance: Guidance | None = None,
@@ -82,30 +136,35 @@ def walk(
     return_trajectory: bool = False,
     progress: bool = False,
 ) -> SampleOutput:
-    """Run the reverse process on K = `steps` respaced training indices.
+    """Run the reverse process on the K = `steps` times of `time_grid`.
 
     Args:
-        update: the sampler's rule (x̂0, x_t, ᾱ_t, ᾱ_s) -> (mean, std).
+        update: the sampler's rule (x̂0, x_t, ᾱ_t, ᾱ_s) -> (mean, std), called once per
+            step in order (a multistep rule may keep state between calls).
         denoiser: x̂0 network with `.schedule`, `.embedding`, `.self_conditioning`.
         shape: (B, L, d).
         steps: K ≤ T.
+        grid: the spacing of the K times, "time" or "logsnr" (see `time_grid`).
+        draw_noise: x_s = mean + std·z (DDPM, DDIM); False for an ODE solver, whose
+            x_s is the mean and whose std only reaches guidance.
         generator: source of x_T and of the noise of every step but the last.
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last.
         cond: passed unchanged to the denoiser.
-        clamp_from: snap x̂0 to the nearest word embedding at indices i ≤ clamp_from
-            (Diffusion-LM's clamping trick); None never clamps.
+        clamp_from: snap x̂0 to the nearest word embedding at times t ≤ (clamp_from+1)/T,
+            i.e. training indices i ≤ clamp_from (Diffusion-LM's clamping trick); None
+            never clamps.
         return_trajectory: keep x_s after every step.
         progress: show a tqdm bar.
 
     Returns:
         SampleOutput with the last x̂0, its tokens and nfe = K.
     """
-    if clamp_from is not None and (isinstance(clamp_from, bool) or not isinstance(clamp_from, int)):
-        raise ValueError(f"clamp_from must be an integer index or None, got {clamp_from!r}")
     schedule, embedding = denoiser.schedule, denoiser.embedding
-    indices = respaced_indices(schedule.num_steps, steps)
-    acp = schedule.alphas_cumprod.tolist()  # Python floats: step coefficients in float64
+    clamp_at = clamp_time(schedule, clamp_from)
+    times, alpha_bars = time_grid(schedule, steps, grid)
+    # (t, ᾱ) of each evaluation, then x0 itself; Python floats: step coefficients in float64
+    levels = list(zip(times.tolist(), alpha_bars))
     device, dtype = embedding.weight.device, embedding.weight.dtype
     batch = shape[0]
 
@@ -114,26 +173,28 @@ def walk(
         # Self-conditioning sees the previous raw prediction (zeros before the first), as in training.
         prev_x0 = torch.zeros(shape, device=device, dtype=dtype)
         trajectory: list[torch.Tensor] = []
-        for n, (i, s) in enumerate(tqdm(list(zip(indices, indices[1:] + [-1])), disable=not progress)):
-            last = s == -1
-            t = schedule.time_of(torch.full((batch,), i, device=device))
+        for n, ((t_now, abar_t), (t_next, abar_s)) in enumerate(
+            tqdm(list(zip(levels, levels[1:] + [(0.0, 1.0)])), disable=not progress)
+        ):
+            last = n == len(levels) - 1
+            t = torch.full((batch,), t_now, device=device)
 
             # 1. predict x̂0 at x_t
             pred = denoiser(x, t, cond=cond, self_cond=prev_x0 if denoiser.self_conditioning else None)
             prev_x0 = pred.x0
             # 2. optionally clamp x̂0 to the nearest word embedding
-            clamped = clamp_from is not None and i <= clamp_from
+            clamped = clamp_at is not None and t_now <= clamp_at
             x0_hat = embedding.clamp(pred.x0) if clamped else pred.x0
             # 3. mean and std of p(x_s | x_t); no noise on the step that lands on x0
-            mean, std = update(x0_hat, x, acp[i], acp[s] if s >= 0 else 1.0)
-            if last:
+            mean, std = update(x0_hat, x, abar_t, abar_s)
+            if last or not draw_noise:
                 x = mean
             else:
                 x = mean + std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
-                # 4. guidance edits x_s, knowing the Gaussian it came from
-                if guidance is not None:
-                    std_t = torch.as_tensor(std, device=device, dtype=dtype)
-                    x = guidance(x, t=float(schedule.time_of(s)), mean=mean, std=std_t)
+            # 4. guidance edits x_s, knowing the Gaussian it came from
+            if guidance is not None and not last:
+                std_t = torch.as_tensor(std, device=device, dtype=dtype)
+                x = guidance(x, t=t_next, mean=mean, std=std_t)
             # 5. report, 6. record
             if callback is not None:
                 callback(StepInfo(step=n, t=float(t[0]), x=x, x0=x0_hat))
@@ -144,4 +205,4 @@ def walk(
             tokens = embedding.nearest(x0_hat)
         else:
             tokens = pred.logits.argmax(-1)
-    return SampleOutput(x0=x0_hat, tokens=tokens, trajectory=trajectory, nfe=len(indices))
+    return SampleOutput(x0=x0_hat, tokens=tokens, trajectory=trajectory, nfe=len(levels))

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from difflm.diffusion.flowmap import FlowPath, jump
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
-from difflm.sampling.grid import clamps_at
+from difflm.sampling.grid import clamp_time
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -56,6 +56,7 @@ def jump_walk(
         SampleOutput with the last x̂0, its tokens and nfe = K.
     """
     path = FlowPath.of(denoiser.schedule)
+    clamp_at = clamp_time(denoiser.schedule, clamp_from)
     embedding = denoiser.embedding
     device, dtype = embedding.weight.device, embedding.weight.dtype
     batch = shape[0]
@@ -71,7 +72,7 @@ def jump_walk(
             # 1. predict the x̂0 that serves the jump s → r
             pred = path.predict(denoiser, x, full(s), full(s - r), cond=cond)
             # 2. optionally clamp it to the nearest word embedding
-            clamped = clamps_at(clamp_from, float(t[0]), denoiser.schedule.num_steps)
+            clamped = clamp_at is not None and float(t[0]) <= clamp_at
             x0_hat = embedding.clamp(pred.x0) if clamped else pred.x0
             # 3. jump; the last one lands on x̂0
             x = jump(x, x0_hat, full(s), full(r))

@@ -1,0 +1,176 @@
+"""Fast sampling: quality and speed against the number of denoiser evaluations (NFE).
+
+    .venv/bin/python bench/fast.py --diffusion RUN --ar RUN --teacher RUN \
+        [--extra shortcut=RUN --extra meanflow=RUN ...] [--nfe 1,2,4,8,16,50,200] [--n 256]
+    .venv/bin/python bench/fast.py --train-minutes 6 [--corpus grammar] [--set ...]
+
+The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
+steps = NFE). Each `--extra NAME=RUN` (a one- or few-step model) is sampled with the
+sampler registered as NAME at the NFEs it accepts; an NFE whose sampler raises ValueError
+is skipped and listed. The AR baseline (`model.kind=autoregressive`) samples the same
+number of sentences, left to right. `--train-minutes M` trains whichever of the diffusion
+run, the AR baseline and the teacher is not given, as bench/quality.py does (M CPU-minutes
+each, into --out/NAME).
+
+Every row: `--n` sentences from seed 0, timed on one thread (sentences/s, including
+decoding; a 2-sentence warm-up first), then `difflm.eval.report.evaluate`: grammatical
+share by the exact parser (grammar corpus), lm-score under the teacher (Diffusion-LM's
+protocol), distinct-2, self-BLEU, mean length. Prints JSON and a markdown table; writes
+result.json, table.md and quality_vs_nfe.png (log NFE axis; AR and human text as
+horizontal lines) under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import difflm
+from difflm.eval.report import evaluate
+from difflm.sampling import get_sampler
+from difflm.train import split_sentences
+from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
+
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+NFES = (1, 2, 4, 8, 16, 50, 200)
+COLUMNS = ["model", "sampler", "nfe", "sentences_per_s", "grammatical", "lm_score", "distinct_2", "self_bleu",
+           "mean_length"]
+
+
+def generate_timed(pipe: difflm.Pipeline, n: int, sampler: str, steps: int) -> tuple[list[str], float, int]:
+    """(texts, sentences/s, NFE per sentence) of n sentences from seed 0, after a 2-sentence warm-up.
+
+    Raises:
+        ValueError: the sampler does not accept `steps` (raised by the warm-up, before the timed run).
+    """
+    pipe.generate(2, sampler=sampler, steps=steps, seed=1)
+    start = time.perf_counter()
+    output = pipe.generate(n, sampler=sampler, steps=steps, seed=0)
+    texts = pipe.decode(output.tokens)
+    return texts, n / (time.perf_counter() - start), output.nfe
+
+
+def parse_extra(spec: str) -> tuple[str, Path]:
+    name, sep, run = spec.partition("=")
+    if not sep or not name or not run:
+        raise argparse.ArgumentTypeError(f"expected NAME=RUN, got {spec!r}")
+    try:
+        get_sampler(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name, Path(run)
+
+
+def parse_nfes(spec: str) -> list[int]:
+    try:
+        nfes = sorted({int(v) for v in spec.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {spec!r}") from None
+    if nfes[0] < 1:
+        raise argparse.ArgumentTypeError(f"NFE must be ≥ 1, got {nfes[0]}")
+    return nfes
+
+
+def plot(rows: list[dict], out: Path) -> Path | None:
+    """Grammatical share and lm-score against NFE, one panel each (those the rows have)."""
+    from difflm.eval.plots import _pyplot
+
+    metrics = [m for m in ("grammatical", "lm_score") if any(r.get(m) is not None for r in rows)]
+    if not metrics:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        draw_metric(ax, rows, metric, x="nfe")
+        ax.set_xlabel("denoiser evaluations per sentence (NFE)")
+        if metric == "lm_score":
+            ax.set_yscale("log")  # perplexities of word salad and of text differ by orders of magnitude
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--diffusion", type=Path, help="diffusion run: DDPM, DDIM and DPM-Solver++ at every NFE")
+    parser.add_argument("--ar", type=Path, help="autoregressive baseline run")
+    parser.add_argument("--teacher", type=Path, help="autoregressive run scoring lm-score")
+    parser.add_argument("--extra", type=parse_extra, action="append", default=[], metavar="NAME=RUN",
+                        help="a run sampled with the sampler registered as NAME (repeatable)")
+    parser.add_argument("--nfe", type=parse_nfes, default=list(NFES), help="comma-separated NFEs")
+    parser.add_argument("--n", type=int, default=256, help="sentences per row")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/fast"))
+    parser.add_argument("--train-minutes", type=float, default=None, metavar="M",
+                        help="train the missing diffusion/AR/teacher runs, M CPU-minutes each, into --out")
+    parser.add_argument("--corpus", default="grammar", help="corpus of the runs --train-minutes trains")
+    parser.add_argument("--config", default=None, help="config of the runs --train-minutes trains")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], help="overrides for --train-minutes")
+    args = parser.parse_args()
+    if args.n < 2:
+        parser.error("--n must be ≥ 2 (self-BLEU compares sentences)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+
+    runs = {"diffusion": args.diffusion, "autoregressive": args.ar, "teacher": args.teacher}
+    missing = tuple(name for name, run in runs.items() if run is None)
+    if args.train_minutes is not None and missing:
+        base = [f"data.corpus={args.corpus}", "train.threads=1", *args.overrides]
+        train_equal_time(args.out, args.config, base, args.train_minutes, missing)
+        runs.update({name: args.out / name for name in missing})
+    if runs["diffusion"] is None and runs["autoregressive"] is None and not args.extra:
+        parser.error("nothing to evaluate: give --diffusion, --ar, --extra NAME=RUN or --train-minutes")
+
+    pipes = {name: difflm.load(run) for name, run in runs.items() if run is not None}
+    extras = [(name, difflm.load(run)) for name, run in args.extra]
+    teacher = pipes.get("teacher")
+    # The corpus split (novelty, human row) and whether the exact parser judges: from the first run at hand.
+    reference = next(iter(pipes.values())) if pipes else extras[0][1]
+    training, heldout = split_sentences(reference.config, reference.vocab)
+    grammar = reference.config.data.corpus == "grammar"
+
+    def row(model: str, sampler: str, nfe: int | str, texts: list[str], speed: float | None) -> dict:
+        report = evaluate(texts, teacher=teacher, training=training, grammar=grammar)
+        return {"model": model, "sampler": sampler, "nfe": nfe,
+                "sentences_per_s": None if speed is None else round(speed, 1),
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, "examples": texts[:3]}
+
+    rows = [row("human", "-", "-", [" ".join(s) for s in heldout][: args.n], None)]
+    skipped = []
+    if "autoregressive" in pipes:
+        ar = pipes["autoregressive"]
+        sample_timed(ar, 2)  # warm-up
+        texts, speed = sample_timed(ar, args.n)
+        rows.append(row("autoregressive", "ancestral", ar.config.data.max_len, texts, speed))
+        print(f"autoregressive: {speed:.1f} sentences/s", flush=True)
+    jobs = [("diffusion", pipes["diffusion"], s) for s in DIFFUSION_SAMPLERS] if "diffusion" in pipes else []
+    jobs += [(name, pipe, name) for name, pipe in extras]
+    for model, pipe, sampler in jobs:
+        for steps in args.nfe:
+            try:
+                texts, speed, nfe = generate_timed(pipe, args.n, sampler, steps)
+            except ValueError as err:
+                skipped.append({"model": model, "sampler": sampler, "steps": steps, "reason": str(err)})
+                print(f"{model}, {sampler}, {steps} steps: skipped ({err})", flush=True)
+                continue
+            rows.append(row(model, sampler, nfe, texts, speed))
+            print(f"{model}, {sampler}, NFE {nfe}: {speed:.1f} sentences/s, "
+                  f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}", flush=True)
+
+    result = {"runs": {name: str(run) for name, run in runs.items() if run is not None} | {name: str(run) for name, run in args.extra},
+              "n": args.n, "threads": 1, "rows": rows, "skipped": skipped}
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    table = markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])
+    (args.out / "table.md").write_text(table + "\n")
+    print(table)
+    figure = plot(rows, args.out / "quality_vs_nfe.png")
+    if figure is not None:
+        print(f"plot: {figure}")
+
+
+if __name__ == "__main__":
+    main()
