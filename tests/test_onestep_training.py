@@ -76,14 +76,16 @@ def test_runs_saved_before_the_generators_load_unchanged(tiny_run):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("model.generator=gan", "model.generator must be one of"),
-    ("train.teacher=somewhere", "train.teacher is only used by model.generator=consistency"),
+    (["model.generator=gan"], "model.generator must be one of"),
+    (["train.teacher=somewhere"], "train.teacher is only used by model.generator=consistency"),
+    (["model.generator=shortcut", "model.predict=x0"], "model.predict=logits"),
+    (["model.generator=meanflow", "model.self_condition=true"], "model.self_condition"),
+    (["model.generator=consistency", "model.condition=slots"], "model.condition"),
+    (["model.generator=shortcut", "shortcut.levels=11"], "shortcut.levels"),
 ])
 def test_bad_generator_settings_are_refused(toy_corpus, bad, message):
     with pytest.raises(ValueError, match=message):
-        tiny_config(f"lines:{toy_corpus}", bad)
-    with pytest.raises(ValueError, match="model.predict=logits"):
-        tiny_config(f"lines:{toy_corpus}", "model.generator=shortcut", "model.predict=x0")
+        tiny_config(f"lines:{toy_corpus}", *bad)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -9,9 +9,10 @@ Notation (`difflm.diffusion.consistency`): f(x, σ) the consistency function, σ
 
 The re-noising levels are uniform in the schedule's time, like DDIM's grid, rather than on a
 Karras grid (ρ = 7) as in the official sampler: with σ_max ≈ 635 (the sqrt schedule's last
-level) a Karras grid re-noises a 2-step sample to σ ≈ 36, which erases it. Toy corpus,
-consistency distillation, template share at 1/2/4/8 steps: Karras 0.52/0.48/0.66/0.87,
-uniform in t 0.52/0.85/0.95/1.00.
+level at T = 200; 2225 at T = 2000) a Karras grid re-noises a 2-step sample to σ ≈ 36 or
+more, which erases it. Toy corpus,
+consistency distillation, template share at 1/2/4/8 steps: Karras 0.64/0.63/0.82/0.91,
+uniform in t 0.64/0.89/0.99/1.00.
 
 The state after each step is f, a clean estimate; callbacks and trajectories see it. The
 re-noised point of step k is a draw of N(f, (σ_k² − σ_min²)·I), which guidance edits in its
