@@ -55,6 +55,7 @@ from difflm.control.train_classifier import annotated_splits, train_classifier
 from difflm.eval.control_metrics import ROOT_LABELS
 from difflm.model.autoregressive import perplexity
 from difflm.text.grammar import default_grammar
+from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.vocab import Vocab
 from difflm.train import split_sentences
 
@@ -251,7 +252,8 @@ def run_task(key: str, targets: list[Target], ctx: Context, args: argparse.Names
         guidance = {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings} if target.constraints else {}
         cfg = {"condition": target.condition, "cfg_scale": args.cfg_scale} if target.condition else {}
         out = control.generate(ctx.pipe, target.constraints, args.n, sampler=args.sampler, steps=args.steps,
-                               seed=args.seed + 1 + index, **cfg, **guidance)
+                               seed=args.seed + 1 + index, sampler_options={"temperature": args.temperature},
+                               **cfg, **guidance)
         samples = ctx.pipe.decode(out.tokens)
         texts += samples
         scores += [target.score(s.split()) for s in samples]
@@ -317,6 +319,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000, help="held-out sentences to draw targets from")
     parser.add_argument("--sampler", default="ddpm")
     parser.add_argument("--steps", type=int, default=200, help="sampler steps (the paper's control runs: 200)")
+    parser.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE,
+                        help="x̂0 temperature of the sampler (1 = the model's own x̂0)")
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale w")
     parser.add_argument("--guidance", nargs="+", default=[], metavar="KEY=VALUE",
                         help="GradientGuidance settings for every task, e.g. guidance_steps=3 step_size=0.1")
@@ -340,7 +344,8 @@ def main() -> None:
     ctx = Context(pipe, run, config, judge, random.Random(), args.pool,
                   {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()}, args.train_classifiers)
 
-    unguided_texts = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed)
+    unguided_texts = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                 temperature=args.temperature)
     unguided = [text.split() for text in unguided_texts]
     rows = []
     for key in args.tasks:
@@ -359,7 +364,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     result = {"run": str(run), "teacher": args.teacher, "corpus": config.data.corpus, "judge": judge,
-              "sampler": args.sampler, "steps": args.steps, "n": args.n, "targets": args.targets,
+              "sampler": args.sampler, "steps": args.steps, "temperature": args.temperature, "n": args.n, "targets": args.targets,
               "cfg_scale": args.cfg_scale, "guidance": settings, "seed": args.seed,
               "unguided_lm_score": lm_score(teacher, unguided_texts), "rows": rows}
     out = Path(args.out)

@@ -5,9 +5,9 @@
     .venv/bin/python bench/fast.py --train-minutes 6 [--corpus grammar] [--set ...]
 
 The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
-steps = NFE). Each `--extra NAME=RUN` (a one- or few-step model) is sampled with the
-sampler registered as NAME at the NFEs it accepts; an NFE whose sampler raises ValueError
-is skipped and listed. The AR baseline (`model.kind=autoregressive`) samples the same
+steps = NFE) and every x̂0 temperature of `--temperature` (default: the pipeline's). Each
+`--extra NAME=RUN` (a one- or few-step model) is sampled with the sampler registered as
+NAME at the NFEs it accepts; an NFE whose sampler raises ValueError is skipped and listed. The AR baseline (`model.kind=autoregressive`) samples the same
 number of sentences, left to right. `--train-minutes M` trains whichever of the diffusion
 run, the AR baseline and the teacher is not given, as bench/quality.py does (M CPU-minutes
 each, into --out/NAME).
@@ -22,6 +22,7 @@ horizontal lines) under --out.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 import difflm
 from difflm.eval.report import evaluate
 from difflm.sampling import get_sampler
+from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.train import split_sentences
 from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
 
@@ -40,15 +42,17 @@ COLUMNS = ["model", "sampler", "nfe", "sentences_per_s", "grammatical", "lm_scor
            "mean_length"]
 
 
-def generate_timed(pipe: difflm.Pipeline, n: int, sampler: str, steps: int) -> tuple[list[str], float, int]:
+def generate_timed(
+    pipe: difflm.Pipeline, n: int, sampler: str, steps: int, temperature: float
+) -> tuple[list[str], float, int]:
     """(texts, sentences/s, NFE per sentence) of n sentences from seed 0, after a 2-sentence warm-up.
 
     Raises:
         ValueError: the sampler does not accept `steps` (raised by the warm-up, before the timed run).
     """
-    pipe.generate(2, sampler=sampler, steps=steps, seed=1)
+    pipe.generate(2, sampler=sampler, steps=steps, seed=1, temperature=temperature)
     start = time.perf_counter()
-    output = pipe.generate(n, sampler=sampler, steps=steps, seed=0)
+    output = pipe.generate(n, sampler=sampler, steps=steps, seed=0, temperature=temperature)
     texts = pipe.decode(output.tokens)
     return texts, n / (time.perf_counter() - start), output.nfe
 
@@ -62,6 +66,16 @@ def parse_extra(spec: str) -> tuple[str, Path]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return name, Path(run)
+
+
+def parse_temperatures(spec: str) -> list[float]:
+    try:
+        taus = [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {spec!r}") from None
+    if min(taus) < 0:
+        raise argparse.ArgumentTypeError(f"temperatures must be ≥ 0, got {min(taus)}")
+    return taus
 
 
 def parse_nfes(spec: str) -> list[int]:
@@ -103,6 +117,8 @@ def main() -> None:
                         help="a run sampled with the sampler registered as NAME (repeatable)")
     parser.add_argument("--nfe", type=parse_nfes, default=list(NFES), help="comma-separated NFEs")
     parser.add_argument("--n", type=int, default=256, help="sentences per row")
+    parser.add_argument("--temperature", type=parse_temperatures, default=[SAMPLING_TEMPERATURE],
+                        help="comma-separated x̂0 temperatures, each a set of rows (1 = the model's own x̂0)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/fast"))
     parser.add_argument("--train-minutes", type=float, default=None, metavar="M",
                         help="train the missing diffusion/AR/teacher runs, M CPU-minutes each, into --out")
@@ -148,20 +164,21 @@ def main() -> None:
         print(f"autoregressive: {speed:.1f} sentences/s", flush=True)
     jobs = [("diffusion", pipes["diffusion"], s) for s in DIFFUSION_SAMPLERS] if "diffusion" in pipes else []
     jobs += [(name, pipe, name) for name, pipe in extras]
-    for model, pipe, sampler in jobs:
+    for (model, pipe, sampler), tau in itertools.product(jobs, args.temperature):
+        label = sampler if tau == 1 else f"{sampler} τ={tau:g}"
         for steps in args.nfe:
             try:
-                texts, speed, nfe = generate_timed(pipe, args.n, sampler, steps)
+                texts, speed, nfe = generate_timed(pipe, args.n, sampler, steps, tau)
             except ValueError as err:
-                skipped.append({"model": model, "sampler": sampler, "steps": steps, "reason": str(err)})
-                print(f"{model}, {sampler}, {steps} steps: skipped ({err})", flush=True)
+                skipped.append({"model": model, "sampler": label, "steps": steps, "reason": str(err)})
+                print(f"{model}, {label}, {steps} steps: skipped ({err})", flush=True)
                 continue
-            rows.append(row(model, sampler, nfe, texts, speed))
-            print(f"{model}, {sampler}, NFE {nfe}: {speed:.1f} sentences/s, "
+            rows.append(row(model, label, nfe, texts, speed))
+            print(f"{model}, {label}, NFE {nfe}: {speed:.1f} sentences/s, "
                   f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}", flush=True)
 
     result = {"runs": {name: str(run) for name, run in runs.items() if run is not None} | {name: str(run) for name, run in args.extra},
-              "n": args.n, "threads": 1, "rows": rows, "skipped": skipped}
+              "n": args.n, "temperatures": args.temperature, "threads": 1, "rows": rows, "skipped": skipped}
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     table = markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])

@@ -211,6 +211,31 @@ def test_clamp_snaps_x0_to_embeddings():
     assert not torch.equal(unclamped.x0, x0)
 
 
+@pytest.mark.parametrize("name", GRID_SAMPLERS)
+def test_temperature_steps_with_the_sharpened_mean_embedding(name):
+    den = FakeDenoiser(smooth)
+    table = den.embedding.table().detach()
+    seen = {}
+
+    def run(tau):
+        seen[tau] = []
+        out = get_sampler(name)(den, SHAPE, steps=4, generator=gen(2), temperature=tau,
+                                callback=lambda info: seen[tau].append(info.x0))
+        return out
+
+    plain, default = run(1.0), get_sampler(name)(den, SHAPE, steps=4, generator=gen(2))
+    assert torch.equal(plain.x0, default.x0)  # τ = 1 is the model's own x̂0
+    sharp, argmax = run(0.5), run(0.0)
+    first = smooth(torch.randn(SHAPE, generator=gen(2)), torch.ones(B))  # every run starts at the same x_T
+    logits = first @ table.t()
+    torch.testing.assert_close(seen[0.5][0], (logits / 0.5).softmax(-1) @ table)
+    torch.testing.assert_close(seen[0.0][0], table[logits.argmax(-1)])
+    # a vanishing temperature tends to the argmax word's embedding
+    run(1e-4)
+    torch.testing.assert_close(seen[1e-4][0], seen[0.0][0])
+    assert not torch.equal(sharp.x0, plain.x0) and sharp.tokens.shape == (B, L)
+
+
 def test_progress_bar_runs():
     den = FakeDenoiser(smooth)
     out = ddpm.sample(den, SHAPE, steps=3, generator=gen(), progress=True)
@@ -222,8 +247,11 @@ def test_progress_bar_runs():
 
 def test_bad_options_raise():
     den = FakeDenoiser(smooth)
-    with pytest.raises(ValueError, match="temperature"):
-        ddim.sample(den, SHAPE, steps=3, temperature=0.5)
+    with pytest.raises(ValueError, match="top_k"):
+        ddim.sample(den, SHAPE, steps=3, top_k=5)
+    for tau in (-0.1, "0.5", float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            ddim.sample(den, SHAPE, steps=3, temperature=tau)
     with pytest.raises(ValueError, match="eta"):  # DDPM has no η
         ddpm.sample(den, SHAPE, steps=3, eta=0.5)
     for eta in (-0.1, 1.5, "0.5"):

@@ -35,6 +35,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.sampling import SAMPLERS
     from difflm.sampling.grid import GRIDS
+    from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
     p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="the sampling algorithm")
@@ -42,6 +43,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")
     p.add_argument("--grid", default=None, choices=GRIDS, help="dpm++2m: steps uniform in t (default) or in log-SNR")
+    p.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE, metavar="TAU",
+                   help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
+                   f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)")
     p.add_argument("--clamp-from", type=int, default=None, metavar="T",
                    help="snap x̂0 to the nearest word embedding at training steps ≤ T")
 
@@ -121,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sampling_options(args: argparse.Namespace) -> dict:
-    options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from}
+    options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from,
+               "temperature": args.temperature}
     # Sampler-specific options only when given: a sampler without them rejects them by name.
     options.update({key: value for key in ("eta", "grid") if (value := getattr(args, key)) is not None})
     return options
@@ -175,7 +180,7 @@ def cmd_control(args: argparse.Namespace) -> None:
              "fluency_weight": args.fluency_weight, "active": args.active}
     settings = {key: value for key, value in given.items() if value is not None}
     options = _sampling_options(args)
-    sampler_options = {key: options.pop(key) for key in ("clamp_from", "eta", "grid") if key in options}
+    sampler_options = {key: options.pop(key) for key in ("temperature", "clamp_from", "eta", "grid") if key in options}
     if condition is not None:
         settings.update(condition=condition, cfg_scale=args.cfg_scale)
     output = control.generate(pipe, constraints, args.n, sampler_options=sampler_options, **options, **settings)

@@ -11,6 +11,7 @@ from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.vocab import Vocab
 from difflm.text.slots import SlotLabels
 from difflm.train import build_model, load_conditions, resolve_device
@@ -71,15 +72,21 @@ class Pipeline:
         steps: int = 50,
         seed: int | None = 0,
         length: int | None = None,
+        temperature: float = SAMPLING_TEMPERATURE,
         **options,
     ) -> SampleOutput:
-        """Run a diffusion sampler for n sentences of `length` positions (default: the model's L)."""
+        """Run a diffusion sampler for n sentences of `length` positions (default: the model's L).
+
+        `temperature` sharpens x̂0 (`difflm.sampling.rounding`); 1 follows the model exactly.
+        """
         if self.is_autoregressive:
             raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
-        return get_sampler(sampler)(self.model, shape, steps=steps, generator=self._generator(seed), **options)
+        return get_sampler(sampler)(
+            self.model, shape, steps=steps, generator=self._generator(seed), temperature=temperature, **options
+        )
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""

@@ -32,6 +32,7 @@ from difflm.control.constraints import (
 from difflm.control.guidance import OPTIMIZERS, Constraint, FixesPositions, GradientGuidance
 from difflm.sampling import get_sampler
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
 if TYPE_CHECKING:
     from difflm.pipeline import Pipeline
@@ -93,7 +94,8 @@ def generate(
             Diffusion-LM guides (its DDIM with η = 1).
         steps: sampling steps K ≤ T.
         seed: None draws a fresh seed.
-        sampler_options: further sampler options (eta, clamp_from, ...).
+        sampler_options: further sampler options (temperature, default
+            `SAMPLING_TEMPERATURE` as in `Pipeline.generate`; eta, clamp_from, ...).
         **guidance_settings: keyword arguments of `GradientGuidance` (steps is
             `guidance_steps` here, to keep it apart from the sampler's).
 
@@ -126,9 +128,8 @@ def generate(
     generator.manual_seed(seed if seed is not None else torch.seed())
     guidance = GradientGuidance(denoiser, constraints, generator=generator, **settings) if constraints else None
     shape = (n, pipe.config.data.max_len, pipe.config.model.embed_dim)
-    output = get_sampler(sampler)(
-        denoiser, shape, steps=steps, generator=generator, guidance=guidance, **dict(sampler_options or {})
-    )
+    options = {"temperature": SAMPLING_TEMPERATURE, **(sampler_options or {})}
+    output = get_sampler(sampler)(denoiser, shape, steps=steps, generator=generator, guidance=guidance, **options)
     if guidance is not None:
         output = guidance.finalize(output)
     if isinstance(denoiser, ClassifierFreeGuidance):

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from difflm.diffusion.consistency import combine, sigma_range
 from difflm.diffusion.paths import denoise_edm, edm_to_vp, sigma_of_t
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
-from difflm.sampling.grid import COMMON_OPTIONS, check_options, clamp_time
+from difflm.sampling.grid import COMMON_OPTIONS, check_options
+from difflm.sampling.rounding import Rounding
 
 if TYPE_CHECKING:
     from difflm.diffusion.schedules import NoiseSchedule
@@ -51,6 +52,7 @@ def sample(
     callback: Callback | None = None,
     guidance: Guidance | None = None,
     cond: object = None,
+    temperature: float = 1.0,
     clamp_from: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
@@ -66,6 +68,7 @@ def sample(
         callback: called with a StepInfo after each evaluation.
         guidance: edits each re-noised point.
         cond: passed unchanged to the denoiser.
+        temperature: x̂0 = softmax(logits/τ)·EMB (1: the model's own x̂0; see `rounding`).
         clamp_from: snap x̂0 to the nearest word embedding at schedule times t ≤ (clamp_from + 1)/T.
         return_trajectory: keep f after every step.
         progress: show a tqdm bar.
@@ -76,7 +79,7 @@ def sample(
     check_options(options, COMMON_OPTIONS)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-    clamp_at = clamp_time(denoiser.schedule, clamp_from)
+    rounding = Rounding.of(denoiser.schedule, temperature=temperature, clamp_from=clamp_from)
     sigma_min, sigma_max = sigma_range(denoiser.schedule)
     sigmas = sampling_sigmas(denoiser.schedule, steps)
     embedding = denoiser.embedding
@@ -100,10 +103,9 @@ def sample(
                 if guidance is not None:
                     std_vp = torch.as_tensor(std / scale, device=device, dtype=dtype)
                     x = guidance(x / scale, t=float(t[0]), mean=mean / scale, std=std_vp) * scale
-            # 2. the network's x̂0, optionally clamped, and 3. f = c_skip·x + (1 − c_skip)·x̂0
+            # 2. the network's x̂0, optionally sharpened or clamped, and 3. f = c_skip·x + (1 − c_skip)·x̂0
             pred = denoise_edm(denoiser, x, sig, cond=cond)
-            clamped = clamp_at is not None and float(t[0]) <= clamp_at
-            x0_hat = embedding.clamp(pred.x0) if clamped else pred.x0
+            x0_hat = rounding.x0(pred, embedding, float(t[0]))
             x = combine(x, x0_hat, sig, sigma_min)
             # 4. report, 5. record
             if callback is not None:

@@ -50,7 +50,7 @@ def sample(
         generator: source of all randomness.
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last.
-        **options: cond, clamp_from, return_trajectory, progress (see `grid.walk`).
+        **options: cond, temperature, clamp_from, return_trajectory, progress (see `grid.walk`).
 
     Raises:
         ValueError: an unknown option or a bad value.

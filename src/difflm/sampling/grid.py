@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
+from difflm.sampling.rounding import Rounding
 
 if TYPE_CHECKING:
     from difflm.diffusion.schedules import NoiseSchedule
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 UpdateRule = Callable[[torch.Tensor, torch.Tensor, float, float], tuple[torch.Tensor, float]]
 
 # Options every grid sampler accepts; a sampler may add its own.
-COMMON_OPTIONS = ("cond", "clamp_from", "return_trajectory", "progress")
+COMMON_OPTIONS = ("cond", "temperature", "clamp_from", "return_trajectory", "progress")
 
 # Spacings of `time_grid`: uniform in training index (= in t), or uniform in λ.
 GRIDS = ("time", "logsnr")
@@ -107,19 +108,6 @@ def check_options(options: dict, valid: Iterable[str]) -> None:
         raise ValueError(f"unknown sampler option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}")
 
 
-def clamp_time(schedule: NoiseSchedule, clamp_from: int | None) -> float | None:
-    """The time (clamp_from + 1)/T at and below which x̂0 is clamped to an embedding (None: never).
-
-    Raises:
-        ValueError: clamp_from is neither None nor an integer.
-    """
-    if clamp_from is None:
-        return None
-    if isinstance(clamp_from, bool) or not isinstance(clamp_from, int):
-        raise ValueError(f"clamp_from must be an integer index or None, got {clamp_from!r}")
-    return float(schedule.time_of(clamp_from))
-
-
 def walk(
     update: UpdateRule,
     denoiser: Denoiser,
@@ -132,6 +120,7 @@ def walk(
     callback: Callback | None = None,
     guidance: Guidance | None = None,
     cond: object = None,
+    temperature: float = 1.0,
     clamp_from: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
@@ -151,6 +140,7 @@ def walk(
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last.
         cond: passed unchanged to the denoiser.
+        temperature: x̂0 = softmax(logits/τ)·EMB (1: the model's own x̂0; see `rounding`).
         clamp_from: snap x̂0 to the nearest word embedding at times t ≤ (clamp_from+1)/T,
             i.e. training indices i ≤ clamp_from (Diffusion-LM's clamping trick); None
             never clamps.
@@ -161,7 +151,7 @@ def walk(
         SampleOutput with the last x̂0, its tokens and nfe = K.
     """
     schedule, embedding = denoiser.schedule, denoiser.embedding
-    clamp_at = clamp_time(schedule, clamp_from)
+    rounding = Rounding.of(schedule, temperature=temperature, clamp_from=clamp_from)
     times, alpha_bars = time_grid(schedule, steps, grid)
     # (t, ᾱ) of each evaluation, then x0 itself; Python floats: step coefficients in float64
     levels = list(zip(times.tolist(), alpha_bars))
@@ -182,9 +172,8 @@ def walk(
             # 1. predict x̂0 at x_t
             pred = denoiser(x, t, cond=cond, self_cond=prev_x0 if denoiser.self_conditioning else None)
             prev_x0 = pred.x0
-            # 2. optionally clamp x̂0 to the nearest word embedding
-            clamped = clamp_at is not None and t_now <= clamp_at
-            x0_hat = embedding.clamp(pred.x0) if clamped else pred.x0
+            # 2. optionally sharpen x̂0 or clamp it to the nearest word embedding
+            x0_hat = rounding.x0(pred, embedding, t_now)
             # 3. mean and std of p(x_s | x_t); no noise on the step that lands on x0
             mean, std = update(x0_hat, x, abar_t, abar_s)
             if last or not draw_noise:
@@ -201,8 +190,5 @@ def walk(
             if return_trajectory:
                 trajectory.append(x)
 
-        if clamped or pred.logits is None:
-            tokens = embedding.nearest(x0_hat)
-        else:
-            tokens = pred.logits.argmax(-1)
+        tokens = rounding.tokens(pred, x0_hat, embedding, t_now)
     return SampleOutput(x0=x0_hat, tokens=tokens, trajectory=trajectory, nfe=len(levels))

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from difflm.diffusion.flowmap import FlowPath, jump
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
-from difflm.sampling.grid import clamp_time
+from difflm.sampling.rounding import Rounding
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -34,6 +34,7 @@ def jump_walk(
     callback: Callback | None = None,
     guidance: Guidance | None = None,
     cond: object = None,
+    temperature: float = 1.0,
     clamp_from: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
@@ -48,6 +49,7 @@ def jump_walk(
         callback: called with a StepInfo after each jump.
         guidance: edits the VP state after each jump but the last.
         cond: passed unchanged to the denoiser.
+        temperature: x̂0 = softmax(logits/τ)·EMB (1: the model's own x̂0; see `rounding`).
         clamp_from: snap x̂0 to the nearest word embedding at schedule times t ≤ (clamp_from + 1)/T.
         return_trajectory: keep the VP state after every jump.
         progress: show a tqdm bar.
@@ -56,7 +58,7 @@ def jump_walk(
         SampleOutput with the last x̂0, its tokens and nfe = K.
     """
     path = FlowPath.of(denoiser.schedule)
-    clamp_at = clamp_time(denoiser.schedule, clamp_from)
+    rounding = Rounding.of(denoiser.schedule, temperature=temperature, clamp_from=clamp_from)
     embedding = denoiser.embedding
     device, dtype = embedding.weight.device, embedding.weight.dtype
     batch = shape[0]
@@ -71,9 +73,8 @@ def jump_walk(
             t = path.to_vp(x, full(s))[1]
             # 1. predict the x̂0 that serves the jump s → r
             pred = path.predict(denoiser, x, full(s), full(s - r), cond=cond)
-            # 2. optionally clamp it to the nearest word embedding
-            clamped = clamp_at is not None and float(t[0]) <= clamp_at
-            x0_hat = embedding.clamp(pred.x0) if clamped else pred.x0
+            # 2. optionally sharpen it or clamp it to the nearest word embedding
+            x0_hat = rounding.x0(pred, embedding, float(t[0]))
             # 3. jump; the last one lands on x̂0
             x = jump(x, x0_hat, full(s), full(r))
             if r > 0:
@@ -89,5 +90,5 @@ def jump_walk(
                 callback(StepInfo(step=n, t=float(t[0]), x=x_vp, x0=x0_hat))
             if return_trajectory:
                 trajectory.append(x_vp)
-        tokens = embedding.nearest(x0_hat) if clamped else pred.logits.argmax(-1)
+        tokens = rounding.tokens(pred, x0_hat, embedding, float(t[0]))
     return SampleOutput(x0=x0_hat, tokens=tokens, trajectory=trajectory, nfe=len(grid) - 1)

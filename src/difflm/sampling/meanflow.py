@@ -37,7 +37,7 @@ def sample(
         generator: source of x_T.
         callback: called with a StepInfo after each jump.
         guidance: edits the state after each jump but the last.
-        **options: cond, clamp_from, return_trajectory, progress (see `jumps.jump_walk`).
+        **options: cond, temperature, clamp_from, return_trajectory, progress (see `jumps.jump_walk`).
 
     Raises:
         ValueError: K < 1, or an unknown option.
