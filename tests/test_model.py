@@ -91,3 +91,43 @@ def test_loss_is_reproducible_under_a_generator():
     a = e2e_loss(model, ids, DiffusionConfig(steps=100), generator=torch.Generator().manual_seed(3)).loss
     b = e2e_loss(model, ids, DiffusionConfig(steps=100), generator=torch.Generator().manual_seed(3)).loss
     assert a.item() == b.item()
+
+
+class Recorder:
+    """The denoiser, recording the (x_t, t) of every call."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser, self.calls = denoiser, []
+
+    def __call__(self, x_t, t, **kwargs):
+        self.calls.append((x_t, t))
+        return self.denoiser(x_t, t, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.denoiser, name)
+
+
+def test_self_conditioning_gap_feeds_the_prediction_of_a_noisier_point_of_the_same_trajectory():
+    spy = Recorder(make("logits", self_condition=True))
+    B, gap = 3000, 0.3
+    ids = torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(2))
+    config = DiffusionConfig(steps=100, self_cond_prob=1.0, self_cond_gap=gap)
+    with torch.no_grad():
+        e2e_loss(spy, ids, config, generator=torch.Generator().manual_seed(0))
+    (x_prev, t_prev), (x_t, t) = spy.calls
+    later = t_prev - t
+    assert (later >= 0).all() and (later <= gap + 1e-6).all() and (later > 0.1).float().mean() > 0.5
+    assert (t_prev <= 1).all() and (t_prev == 1).any()  # clipped at the noisiest level
+    # x_t' ~ q(x_t' | x0): mean √ᾱ'·x0 and variance 1 − ᾱ' (+ ᾱ'σ0² for the word jitter in x0)
+    abar = spy.schedule.alphas_cumprod.float()
+    a = abar[(t_prev * 100).round().long() - 1][:, None, None]
+    z = (x_prev - a.sqrt() * spy.embedding(ids)) / (1 - a + a * (1 - abar[0])).sqrt()
+    assert abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.02
+    # and x_t' is tied to x_t: the two are far closer than independent draws would be
+    same = (x_prev - x_t).pow(2).mean()
+    other = (x_prev - x_t.roll(1, 0)).pow(2).mean()
+    assert same < 0.8 * other
+    plain = Recorder(make("logits", self_condition=True))
+    with torch.no_grad():
+        e2e_loss(plain, ids, DiffusionConfig(steps=100, self_cond_prob=1.0), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.calls[0][0], plain.calls[1][0])  # gap 0: Analog Bits, the same x_t

@@ -95,6 +95,9 @@ class DiffusionConfig:
         steps: T, the number of training diffusion steps.
         rounding_weight: weight of −log p(w | x0).
         self_cond_prob: probability of training with a self-conditioning input.
+        self_cond_gap: the self-conditioning input is the x̂0 of a noisier point x_t' of
+            the same forward trajectory, t' − t ~ U[0, gap] (clipped at 1), as a sampler's
+            previous step supplies it; 0 = Analog Bits (x̂0 of x_t itself).
         cond_drop: probability p that a row's condition is replaced by the null
             condition ∅ (classifier-free guidance); used when model.condition is set.
     """
@@ -103,6 +106,7 @@ class DiffusionConfig:
     steps: int = 2000
     rounding_weight: float = 1.0
     self_cond_prob: float = 0.5
+    self_cond_gap: float = 0.0
     cond_drop: float = 0.1
 
 
@@ -255,6 +259,7 @@ class Config:
             (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),
             (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
             (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),
+            (0.0 <= self.diffusion.self_cond_gap <= 1.0, "diffusion.self_cond_gap must be in [0, 1]"),
             (self.model.condition in CONDITIONS, f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'"),
             (self.model.condition == "none" or self.model.kind == "diffusion",
              f"model.condition={self.model.condition} needs model.kind=diffusion (the autoregressive LM is unconditional)"),

@@ -108,8 +108,18 @@ def e2e_loss(
         self_cond = torch.zeros_like(x_t)
         use = draws.rand(B) < config.self_cond_prob
         if use.any():
+            x_prev, t_prev = x_t[use], t[use]
+            if config.self_cond_gap > 0:
+                # A sampler's previous step was noisier (by 1/K of the path with K steps): take
+                # the first pass at x_t' ~ q(x_t' | x_t), t' = t + U[0, gap]·T steps, so few-step
+                # sampling feeds the network the kind of input it was trained on (FastDiSS).
+                gap = (draws.rand(len(x_prev)) * config.self_cond_gap * schedule.num_steps).long()
+                j = (i[use] + gap).clamp(max=schedule.num_steps - 1)
+                ratio = (alphas_cumprod[j] / alphas_cumprod[i[use]])[:, None, None]
+                x_prev = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * draws.randn(tuple(x_prev.shape))
+                t_prev = (j + 1).float() / schedule.num_steps
             with torch.no_grad():
-                self_cond[use] = denoiser(x_t[use], t[use], cond=None if cond is None else cond[use]).x0.detach()
+                self_cond[use] = denoiser(x_prev, t_prev, cond=None if cond is None else cond[use]).x0.detach()
 
     pred = denoiser(x_t, t, cond=cond, self_cond=self_cond)
     terms: dict[str, torch.Tensor] = {}

@@ -121,9 +121,7 @@ class Denoiser(nn.Module):
 
         q(x_t | w) = N(√ᾱ·EMB(w), (1 − ᾱ) I), so log q(w | x_t) = (√ᾱ·x_t·e_w − ᾱ‖e_w‖²/2) / (1 − ᾱ) + const.
         """
-        table = self.embedding.table()
-        scores = abar.sqrt() * (x_t @ table.t()) - abar * (table * table).sum(-1) / 2
-        return scores / (1 - abar)
+        return self.embedding.gaussian_scores(x_t, abar.sqrt()) / (1 - abar)
 
     def forward(
         self,

@@ -44,12 +44,17 @@ class WordEmbedding(nn.Module):
         """Rounding logits log p(w | x) up to a constant: x [B, L, d] -> [B, L, V]."""
         return x @ self.table().t()
 
+    def gaussian_scores(self, x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+        """log N(x; scale·EMB(w), I) + const for every word w: [B, L, d] -> [B, L, V].
+
+        −‖x − s·e‖²/2 = s·x·e − s²‖e‖²/2 − ‖x‖²/2, and ‖x‖² is the same for every word.
+        """
+        table = self.table()
+        return scale * (x @ table.t()) - scale**2 * (table * table).sum(-1) / 2
+
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """Ids of the nearest embedding in L2 distance: [B, L, d] -> [B, L]."""
-        table = self.table()
-        # ‖x − e‖² = ‖x‖² − 2 x·e + ‖e‖²; ‖x‖² is constant per position, so drop it.
-        scores = 2 * x @ table.t() - (table * table).sum(-1)
-        return scores.argmax(-1)
+        return self.gaussian_scores(x, 1.0).argmax(-1)
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """The clamping trick: snap each vector to its nearest word embedding."""

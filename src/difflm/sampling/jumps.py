@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
 
 
+def uniform_grid(steps: int) -> list[float]:
+    """K + 1 path times 1, 1 − 1/K, …, 0: K equal jumps (dyadic for K a power of two)."""
+    return [1 - k / steps for k in range(steps + 1)]
+
+
 def jump_walk(
     denoiser: Denoiser,
     shape: tuple[int, ...],

@@ -12,7 +12,7 @@ import torch
 
 from difflm.sampling.base import Callback, Guidance, SampleOutput
 from difflm.sampling.grid import COMMON_OPTIONS, check_options
-from difflm.sampling.jumps import jump_walk
+from difflm.sampling.jumps import jump_walk, uniform_grid
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -45,5 +45,4 @@ def sample(
     check_options(options, COMMON_OPTIONS)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or steps & (steps - 1):
         raise ValueError(f"shortcut sampling takes a power of two of steps (1, 2, 4, …), got {steps!r}")
-    grid = [1 - k / steps for k in range(steps + 1)]  # dyadic: every jump is exactly 1/K
-    return jump_walk(denoiser, shape, grid, generator=generator, callback=callback, guidance=guidance, **options)
+    return jump_walk(denoiser, shape, uniform_grid(steps), generator=generator, callback=callback, guidance=guidance, **options)
