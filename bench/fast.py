@@ -38,8 +38,8 @@ from quality import draw_metric, markdown_table, sample_timed, train_equal_time 
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 NFES = (1, 2, 4, 8, 16, 50, 200)
-COLUMNS = ["model", "sampler", "nfe", "sentences_per_s", "grammatical", "lm_score", "distinct_2", "self_bleu",
-           "mean_length"]
+COLUMNS = ["model", "sampler", "nfe", "sentences_per_s", "grammatical", "lm_score", "within_human_range", "distinct_2",
+           "self_bleu", "mean_length"]
 
 
 def generate_timed(
@@ -147,14 +147,15 @@ def main() -> None:
     reference = next(iter(pipes.values())) if pipes else extras[0][1]
     training, heldout = split_sentences(reference.config, reference.vocab)
     grammar = reference.config.data.corpus == "grammar"
+    human = [" ".join(s) for s in heldout][: args.n]
 
     def row(model: str, sampler: str, nfe: int | str, texts: list[str], speed: float | None) -> dict:
-        report = evaluate(texts, teacher=teacher, training=training, grammar=grammar)
+        report = evaluate(texts, teacher=teacher, training=training, reference=human, grammar=grammar)
         return {"model": model, "sampler": sampler, "nfe": nfe,
                 "sentences_per_s": None if speed is None else round(speed, 1),
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, "examples": texts[:3]}
 
-    rows = [row("human", "-", "-", [" ".join(s) for s in heldout][: args.n], None)]
+    rows = [row("human", "-", "-", human, None)]
     skipped = []
     if "autoregressive" in pipes:
         ar = pipes["autoregressive"]

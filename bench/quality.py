@@ -125,7 +125,7 @@ def main() -> None:
     human = [" ".join(tokens) for tokens in heldout][: args.n]
 
     def row(model: str, sampler: str, steps: int, texts: list[str], speed: float | None) -> dict:
-        report = evaluate(texts, teacher=teacher, training=training, grammar=grammar)
+        report = evaluate(texts, teacher=teacher, training=training, reference=human, grammar=grammar)
         return {"model": model, "sampler": sampler, "steps": steps, "sentences_per_s": speed,
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, "examples": texts[:5]}
 

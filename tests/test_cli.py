@@ -93,6 +93,7 @@ def test_eval_with_teacher_grammar_and_reference(tmp_path, toy_corpus, capsys):
     report = json.loads(out)
     assert code == 0 and report["samples"]["n"] == 2 and report["samples"]["lm_score"] > 1
     assert report["reference"]["lm_score"] < report["samples"]["lm_score"]  # human text is more fluent
+    assert report["reference"]["within_human_range"] >= 0.9 and 0 <= report["samples"]["within_human_range"] <= 1
     assert "grammatical" not in report["samples"]  # a lines: corpus has no grammar
 
     sentences = [" ".join(s.tokens) for s in default_grammar().sample(20, seed=3)]

@@ -55,3 +55,34 @@ def test_evaluate_reports_every_metric_that_applies():
     report = evaluate(["a b c", "a b d"], training=[("a", "b", "c")])
     assert report["n"] == 2 and report["novelty"] == 0.5 and report["distinct_1"] == pytest.approx(4 / 6)
     assert "lm_score" not in report and "grammatical" not in report
+
+
+def test_loss_curves_plot_against_cpu_minutes(tmp_path):
+    from difflm.eval.plots import plot_loss_curves
+
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        rows = [{"step": s, "split": split, "loss": scale / s, "elapsed": 30.0 * s, "cpu_seconds": 60.0 * s}
+                for s in (1, 2, 3) for split in ("train", "valid")]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    for x in ("cpu_seconds", "elapsed", "step"):
+        out = plot_loss_curves({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / f"{x}.png", x=x)
+        assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="metrics.jsonl"):
+        plot_loss_curves({"missing": tmp_path / "nothing"}, tmp_path / "x.png")
+
+
+def test_within_human_range_is_the_share_at_most_the_references_90th_percentile(monkeypatch):
+    import torch
+
+    from difflm.eval import report as report_module
+
+    # A stand-in teacher whose NLL of a sentence is its length in words.
+    monkeypatch.setattr(report_module, "_teacher_nll", lambda teacher, sents: torch.tensor([float(len(s)) for s in sents]))
+    teacher = type("AR", (), {"is_autoregressive": True})()
+    reference = [" ".join(["w"] * k) for k in range(1, 11)]  # NLLs 1..10: 90th percentile 9.1
+    samples = [" ".join(["w"] * k) for k in (2, 9, 10, 12)]
+    out = evaluate(samples, teacher=teacher, reference=reference)
+    assert out["within_human_range"] == 0.5 and out["lm_score"] == pytest.approx(math.exp(33 / 4))
+    assert evaluate(reference, teacher=teacher, reference=reference)["within_human_range"] == pytest.approx(0.9)
+    assert "within_human_range" not in evaluate(samples, teacher=teacher)  # no reference, no range

@@ -2,7 +2,7 @@
 
     import difflm
     pipe = difflm.load("runs/demo")
-    pipe.sample(4, sampler="ddim", steps=50)
+    pipe.sample(4, sampler="ddpm", steps=50)
 """
 from difflm.config import Config, load_config
 from difflm.diffusion.schedules import NoiseSchedule, make_schedule

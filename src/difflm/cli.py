@@ -38,7 +38,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
-    p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS), help="the sampling algorithm")
+    p.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="the sampling algorithm")
     p.add_argument("--steps", type=int, default=50, help="sampling steps K = denoiser evaluations (K ≤ T)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="autoregressive run: lm-score, and its corpus split for novelty and the reference")
     p.add_argument("--grammar", action="store_true", help="judge with the bundled grammar's exact parser "
                    "(on by default when the teacher was trained on the grammar corpus)")
-    p.add_argument("--reference", action="store_true", help="also score the teacher's held-out human sentences")
+    p.add_argument("--reference", action="store_true", help="also score the teacher's held-out human sentences "
+                   "(within_human_range, the share of sentences scored like 90%% of them, is always reported with --teacher)")
 
     p = sub.add_parser("demo", help="train a small model on the bundled corpus and print samples")
     p.add_argument("--out", default="runs/demo", help="run directory (resumed if it exists)")
@@ -223,15 +224,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
         grammar = grammar or teacher.config.data.corpus == "grammar"
     elif args.reference:
         raise UserError("--reference needs --teacher (the held-out sentences come from the teacher's corpus split)")
-    report = {"samples": evaluate(texts, teacher=teacher, training=training, grammar=grammar)}
+    report = {"samples": evaluate(texts, teacher=teacher, training=training, reference=reference, grammar=grammar)}
     if args.reference:
-        report["reference"] = evaluate(reference, teacher=teacher, training=training, grammar=grammar)
+        report["reference"] = evaluate(reference, teacher=teacher, training=training, reference=reference,
+                                       grammar=grammar)
     print(json.dumps(report, indent=2))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     import difflm
     from difflm.config import load_config
+    from difflm.sampling.rounding import SAMPLING_TEMPERATURE
     from difflm.train import train
 
     config = load_config(args.config, DEMO_SETTINGS + list(args.overrides))
@@ -240,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if "valid" in last:
         print(f"held-out loss {last['valid']['loss']:.3f}")
     pipe = difflm.load(args.out)
-    texts = pipe.sample(DEMO_SAMPLES, sampler="ddim", steps=50, seed=0)
+    texts = pipe.sample(DEMO_SAMPLES, sampler="ddpm", steps=50, seed=0)
     judged = config.data.corpus == "grammar"
     if judged:
         from difflm.text.grammar import default_grammar
@@ -248,7 +251,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         verdicts = [r.grammatical for r in default_grammar().parse([t.split() for t in texts])]
     else:
         verdicts = [None] * len(texts)
-    print("\nunconditional samples (DDIM, 50 steps)" + (", ✓ = grammatical under the bundled grammar:" if judged else ":"))
+    heading = f"unconditional samples (DDPM, 50 steps, temperature {SAMPLING_TEMPERATURE:g})"
+    print(f"\n{heading}" + (", ✓ = grammatical under the bundled grammar:" if judged else ":"))
     for text, ok in list(zip(texts, verdicts))[:10]:
         print(f"  {'' if ok is None else ('✓ ' if ok else '✗ ')}{text}")
     if judged:

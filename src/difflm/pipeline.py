@@ -68,7 +68,7 @@ class Pipeline:
         self,
         n: int,
         *,
-        sampler: str = "ddim",
+        sampler: str = "ddpm",
         steps: int = 50,
         seed: int | None = 0,
         length: int | None = None,

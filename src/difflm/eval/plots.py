@@ -24,15 +24,19 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+#: x-axes plotted in minutes, and their labels.
+MINUTES = {"elapsed": "training minutes (wall)", "cpu_seconds": "training CPU minutes"}
+
+
 def plot_loss_curves(runs: dict[str, str | Path], out: str | Path, *, key: str = "loss", x: str = "elapsed") -> Path:
-    """Held-out `key` of several runs against CPU minutes (x="elapsed") or steps (x="step")."""
+    """Held-out `key` of several runs against wall minutes (x="elapsed"), CPU minutes (x="cpu_seconds") or steps (x="step")."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run in runs.items():
         rows = [r for r in read_metrics(run) if r["split"] == "valid" and key in r]
-        xs = [r[x] / 60 if x == "elapsed" else r[x] for r in rows]
+        xs = [r[x] / 60 if x in MINUTES else r[x] for r in rows]
         ax.plot(xs, [r[key] for r in rows], marker="o", markersize=3, label=label)
-    ax.set_xlabel("training minutes" if x == "elapsed" else "step")
+    ax.set_xlabel(MINUTES.get(x, "step"))
     ax.set_ylabel(f"held-out {key}")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)

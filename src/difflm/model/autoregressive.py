@@ -127,12 +127,8 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return filtered / filtered.sum(-1, keepdim=True)
 
 
-def perplexity(model: CausalLM, ids: torch.Tensor, batch_size: int = 256) -> float:
-    """lm-score of rows ids [N, L]: exp of the per-sentence mean token NLL, averaged.
-
-    This is Diffusion-LM's protocol (each sentence scored as START text END, mean NLL
-    per sentence, averaged over sentences, then exponentiated).
-    """
+def sentence_nll(model: CausalLM, ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Mean token NLL of each row of ids [N, L], scored as START text END: [N]."""
     was_training = model.training
     model.eval()
     per_sentence = []
@@ -143,4 +139,13 @@ def perplexity(model: CausalLM, ids: torch.Tensor, batch_size: int = 256) -> flo
     model.train(was_training)
     if not per_sentence:
         raise ValueError("no sentences to score")
-    return math.exp(float(torch.cat(per_sentence).mean()))
+    return torch.cat(per_sentence).cpu()
+
+
+def perplexity(model: CausalLM, ids: torch.Tensor, batch_size: int = 256) -> float:
+    """lm-score of rows ids [N, L]: exp of the per-sentence mean token NLL, averaged.
+
+    This is Diffusion-LM's protocol (each sentence scored as START text END, mean NLL
+    per sentence, averaged over sentences, then exponentiated).
+    """
+    return math.exp(float(sentence_nll(model, ids, batch_size).mean()))
