@@ -8,7 +8,7 @@ import difflm
 from difflm.diffusion.process import posterior_variance
 from difflm.diffusion.schedules import make_schedule
 from difflm.sampling import ddim, dpm_solver, get_sampler
-from difflm.sampling.grid import respaced_indices, time_grid
+from difflm.sampling.grid import respaced_indices, time_grid, trailing_indices
 from tests.test_samplers import B, SHAPE, T, FakeDenoiser, gen, oracle, smooth
 
 diffusers = pytest.importorskip("diffusers")
@@ -35,6 +35,19 @@ def test_grids_span_exactly_the_trained_noise_levels(name, k):
     idx = respaced_indices(T, k)
     torch.testing.assert_close(times, schedule.time_of(torch.tensor(idx)), rtol=0, atol=0)
     assert abars == schedule.alphas_cumprod[idx].tolist()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 50, 2000])
+def test_trailing_grid_matches_diffusers_and_ends_at_one_over_k(k):
+    schedule = make_schedule("sqrt", 2000)
+    ref = diffusers.DDIMScheduler(num_train_timesteps=2000, trained_betas=schedule.betas.numpy(), clip_sample=False,
+                                  timestep_spacing="trailing")
+    ref.set_timesteps(k)
+    assert trailing_indices(2000, k) == ref.timesteps.tolist()
+    times, abars = time_grid(schedule, k, "trailing")
+    assert times[0] == 1.0 and times[-1].item() == pytest.approx(1 / k, abs=1e-3)
+    assert bool((times[1:] < times[:-1]).all()) and abars == schedule.alphas_cumprod[trailing_indices(2000, k)].tolist()
+    assert trailing_indices(2000, 2) == [1999, 999] and trailing_indices(10, 10) == list(range(9, -1, -1))
 
 
 def test_logsnr_grid_is_uniform_in_log_snr():

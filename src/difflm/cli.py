@@ -42,7 +42,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=50, help="sampling steps K = denoiser evaluations (K ≤ T)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")
-    p.add_argument("--grid", default=None, choices=GRIDS, help="dpm++2m: steps uniform in t (default) or in log-SNR")
+    p.add_argument("--grid", default=None, choices=GRIDS,
+                   help="ddpm/ddim/dpm++2m evaluation times: uniform in t from 1 to 1/T (time, default), "
+                   "from 1 to 1/K (trailing; better at K ≤ 4 steps), or uniform in log-SNR")
     p.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE, metavar="TAU",
                    help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
                    f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)")

@@ -16,7 +16,7 @@ import torch
 
 from difflm.diffusion.process import eps_from_x0, posterior_variance
 from difflm.sampling.base import Callback, Guidance, SampleOutput
-from difflm.sampling.grid import COMMON_OPTIONS, check_options, walk
+from difflm.sampling.grid import WALK_OPTIONS, check_options, walk
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -60,13 +60,13 @@ def sample(
         generator: source of all randomness.
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last.
-        **options: eta ∈ [0, 1] (default 0), and cond, clamp_from, return_trajectory,
-            progress (see `grid.walk`).
+        **options: eta ∈ [0, 1] (default 0), and grid, cond, temperature, clamp_from,
+            return_trajectory, progress (see `grid.walk`).
 
     Raises:
         ValueError: an unknown option, η outside [0, 1], or a bad value.
     """
-    check_options(options, (*COMMON_OPTIONS, "eta"))
+    check_options(options, (*WALK_OPTIONS, "eta"))
     eta = options.pop("eta", 0.0)
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")

@@ -19,7 +19,7 @@ import torch
 
 from difflm.diffusion.process import posterior_between
 from difflm.sampling.base import Callback, Guidance, SampleOutput
-from difflm.sampling.grid import COMMON_OPTIONS, check_options, walk
+from difflm.sampling.grid import WALK_OPTIONS, check_options, walk
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -50,12 +50,12 @@ def sample(
         generator: source of all randomness.
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last.
-        **options: cond, temperature, clamp_from, return_trajectory, progress (see `grid.walk`).
+        **options: grid, cond, temperature, clamp_from, return_trajectory, progress (see `grid.walk`).
 
     Raises:
         ValueError: an unknown option or a bad value.
     """
-    check_options(options, COMMON_OPTIONS)
+    check_options(options, WALK_OPTIONS)
     return walk(
         update, denoiser, shape, steps=steps, generator=generator, callback=callback, guidance=guidance, **options
     )

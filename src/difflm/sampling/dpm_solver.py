@@ -48,7 +48,7 @@ import torch
 
 from difflm.diffusion.process import posterior_variance
 from difflm.sampling.base import Callback, Guidance, SampleOutput
-from difflm.sampling.grid import COMMON_OPTIONS, check_options, walk
+from difflm.sampling.grid import WALK_OPTIONS, check_options, walk
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -110,21 +110,19 @@ def sample(
         generator: source of x_T (the only randomness).
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last (spread: see the module notes).
-        **options: grid, "time" (default: the respaced training indices DDIM uses) or
-            "logsnr" (uniform in λ; see the module notes); and cond, clamp_from,
-            return_trajectory, progress (see `grid.walk`).
+        **options: grid, "time" (default: the respaced training indices DDIM uses),
+            "trailing" or "logsnr" (uniform in λ; see the module notes); and cond,
+            temperature, clamp_from, return_trajectory, progress (see `grid.walk`).
 
     Raises:
         ValueError: an unknown option or grid, or a bad value.
     """
-    check_options(options, (*COMMON_OPTIONS, "grid"))
-    grid = options.pop("grid", "time")
+    check_options(options, WALK_OPTIONS)
     return walk(
         Multistep(),
         denoiser,
         shape,
         steps=steps,
-        grid=grid,
         draw_noise=False,
         generator=generator,
         callback=callback,

@@ -17,6 +17,7 @@ x_s may be moved.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,14 @@ if TYPE_CHECKING:
 # (x̂0, x_t, ᾱ_t, ᾱ_s) -> (mean, std) of p(x_s | x_t)
 UpdateRule = Callable[[torch.Tensor, torch.Tensor, float, float], tuple[torch.Tensor, float]]
 
-# Options every grid sampler accepts; a sampler may add its own.
+# Options every sampler accepts; a sampler may add its own.
 COMMON_OPTIONS = ("cond", "temperature", "clamp_from", "return_trajectory", "progress")
+# Options of the samplers that `walk` runs (DDPM, DDIM, DPM-Solver++).
+WALK_OPTIONS = (*COMMON_OPTIONS, "grid")
 
-# Spacings of `time_grid`: uniform in training index (= in t), or uniform in λ.
-GRIDS = ("time", "logsnr")
+# Spacings of `time_grid`: uniform in training index (= in t) with or without the least
+# noisy end, or uniform in λ.
+GRIDS = ("time", "trailing", "logsnr")
 
 
 def _check_steps(num_steps: int, k: int) -> None:
@@ -62,17 +66,35 @@ def respaced_indices(num_steps: int, k: int) -> list[int]:
     return (points + 0.5).floor().long().tolist()
 
 
+def trailing_indices(num_steps: int, k: int) -> list[int]:
+    """K training indices at the times 1, 1 − 1/K, …, 1/K ("trailing" spacing), strictly decreasing.
+
+    The last evaluation is at t = 1/K, not 1/T: with few steps, the linspace grid spends
+    its second evaluation on an almost clean input, where the model can change nothing
+    (K = 2 visits t = 1 and t = 1/T); trailing visits t = 1 and t = 1/2 and steps from there
+    onto x̂0 (the "trailing" timestep spacing of Lin et al. 2024, diffusers'
+    timestep_spacing="trailing").
+
+    Raises:
+        ValueError: K outside [1, T].
+    """
+    _check_steps(num_steps, k)
+    # Consecutive points are ≥ 1 apart (K ≤ T), so floor(x + 0.5) keeps them distinct.
+    return [num_steps - 1 - math.floor(j * num_steps / k + 0.5) for j in range(k)]
+
+
 def time_grid(schedule: NoiseSchedule, k: int, spacing: str = "time") -> tuple[torch.Tensor, list[float]]:
     """The K times t_1 > ... > t_K at which a sampler evaluates the denoiser, and their ᾱ.
 
-    Both spacings run from the noisiest trained level (t = 1, index T-1) to the least
-    noisy one (t = 1/T, index 0) and never beyond: below ᾱ_0 the model was never trained.
+    Every spacing starts at the noisiest trained level (t = 1, index T-1) and never goes
+    below the least noisy one (t = 1/T, index 0): below ᾱ_0 the model was never trained.
 
     Args:
         schedule: the model's noise schedule.
         k: K, 1 ≤ K ≤ T.
-        spacing: "time", the respaced training indices (uniform in t; the model saw each
-            of these times in training), or "logsnr", uniform in λ and mapped back to a
+        spacing: "time", the respaced training indices (uniform in t from 1 to 1/T; the
+            model saw each of these times in training), "trailing" (uniform in t from 1 to
+            1/K, see `trailing_indices`; for K ≤ 4), or "logsnr", uniform in λ and mapped back to a
             continuous t ∈ [1/T, 1] by the schedule's inverse (DPM-Solver's default
             spacing for low-dimensional data; denser where λ changes fast).
 
@@ -84,8 +106,8 @@ def time_grid(schedule: NoiseSchedule, k: int, spacing: str = "time") -> tuple[t
         ValueError: K outside [1, T] or an unknown spacing.
     """
     T = schedule.num_steps
-    if spacing == "time":
-        indices = respaced_indices(T, k)
+    if spacing in ("time", "trailing"):
+        indices = respaced_indices(T, k) if spacing == "time" else trailing_indices(T, k)
         acp = schedule.alphas_cumprod.tolist()
         return schedule.time_of(torch.tensor(indices)), [acp[i] for i in indices]
     if spacing != "logsnr":
