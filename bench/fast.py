@@ -5,17 +5,18 @@
     .venv/bin/python bench/fast.py --train-minutes 6 [--corpus grammar] [--set ...]
 
 The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
-steps = NFE) and every x̂0 temperature of `--temperature` (default: the pipeline's). Each
-`--extra NAME=RUN` (a one- or few-step model) is sampled with the sampler registered as
-NAME at the NFEs it accepts; an NFE whose sampler raises ValueError is skipped and listed. The AR baseline (`model.kind=autoregressive`) samples the same
-number of sentences, left to right. `--train-minutes M` trains whichever of the diffusion
-run, the AR baseline and the teacher is not given, as bench/quality.py does (M CPU-minutes
-each, into --out/NAME).
+steps = NFE), on every time grid of `--grids` and at every x̂0 temperature of
+`--temperature` (default: the pipeline's). Each `--extra NAME=RUN` (a one- or few-step
+model) is sampled with the sampler registered as NAME at the NFEs it accepts; an NFE whose
+sampler raises ValueError is skipped and listed. The AR baseline (`model.kind=autoregressive`)
+samples the same number of sentences, left to right. `--train-minutes M` trains whichever
+of the diffusion run, the AR baseline and the teacher is not given, as bench/quality.py
+does (M CPU-minutes each, into --out/NAME).
 
 Every row: `--n` sentences from seed 0, timed on one thread (sentences/s, including
 decoding; a 2-sentence warm-up first), then `difflm.eval.report.evaluate`: grammatical
 share by the exact parser (grammar corpus), lm-score under the teacher (Diffusion-LM's
-protocol), distinct-2, self-BLEU, mean length. Prints JSON and a markdown table; writes
+protocol) and the share within the human range (`evaluate`), distinct-2, self-BLEU, mean length. Prints JSON and a markdown table; writes
 result.json, table.md and quality_vs_nfe.png (log NFE axis; AR and human text as
 horizontal lines) under --out.
 """
@@ -32,6 +33,7 @@ import torch
 import difflm
 from difflm.eval.report import evaluate
 from difflm.sampling import get_sampler
+from difflm.sampling.grid import GRIDS
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.train import split_sentences
 from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
@@ -42,17 +44,15 @@ COLUMNS = ["model", "sampler", "nfe", "sentences_per_s", "grammatical", "lm_scor
            "self_bleu", "mean_length"]
 
 
-def generate_timed(
-    pipe: difflm.Pipeline, n: int, sampler: str, steps: int, temperature: float
-) -> tuple[list[str], float, int]:
+def generate_timed(pipe: difflm.Pipeline, n: int, sampler: str, steps: int, **options) -> tuple[list[str], float, int]:
     """(texts, sentences/s, NFE per sentence) of n sentences from seed 0, after a 2-sentence warm-up.
 
     Raises:
         ValueError: the sampler does not accept `steps` (raised by the warm-up, before the timed run).
     """
-    pipe.generate(2, sampler=sampler, steps=steps, seed=1, temperature=temperature)
+    pipe.generate(2, sampler=sampler, steps=steps, seed=1, **options)
     start = time.perf_counter()
-    output = pipe.generate(n, sampler=sampler, steps=steps, seed=0, temperature=temperature)
+    output = pipe.generate(n, sampler=sampler, steps=steps, seed=0, **options)
     texts = pipe.decode(output.tokens)
     return texts, n / (time.perf_counter() - start), output.nfe
 
@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="sentences per row")
     parser.add_argument("--temperature", type=parse_temperatures, default=[SAMPLING_TEMPERATURE],
                         help="comma-separated x̂0 temperatures, each a set of rows (1 = the model's own x̂0)")
+    parser.add_argument("--grids", type=lambda spec: spec.split(","), default=["time"],
+                        help=f"comma-separated time grids of the diffusion samplers ({', '.join(GRIDS)})")
     parser.add_argument("--out", type=Path, default=Path("bench/out/fast"))
     parser.add_argument("--train-minutes", type=float, default=None, metavar="M",
                         help="train the missing diffusion/AR/teacher runs, M CPU-minutes each, into --out")
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="config of the runs --train-minutes trains")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], help="overrides for --train-minutes")
     args = parser.parse_args()
+    if unknown := set(args.grids) - set(GRIDS):
+        parser.error(f"unknown grid(s) {', '.join(sorted(unknown))}; valid: {', '.join(GRIDS)}")
     if args.n < 2:
         parser.error("--n must be ≥ 2 (self-BLEU compares sentences)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -163,13 +167,15 @@ def main() -> None:
         texts, speed = sample_timed(ar, args.n)
         rows.append(row("autoregressive", "ancestral", ar.config.data.max_len, texts, speed))
         print(f"autoregressive: {speed:.1f} sentences/s", flush=True)
-    jobs = [("diffusion", pipes["diffusion"], s) for s in DIFFUSION_SAMPLERS] if "diffusion" in pipes else []
-    jobs += [(name, pipe, name) for name, pipe in extras]
-    for (model, pipe, sampler), tau in itertools.product(jobs, args.temperature):
-        label = sampler if tau == 1 else f"{sampler} τ={tau:g}"
+    # (model, pipe, sampler, grid); grid None: a sampler without one (the one/few-step models')
+    jobs = [("diffusion", pipes["diffusion"], s, g) for s in DIFFUSION_SAMPLERS for g in args.grids if "diffusion" in pipes]
+    jobs += [(name, pipe, name, None) for name, pipe in extras]
+    for (model, pipe, sampler, grid), tau in itertools.product(jobs, args.temperature):
+        label = sampler + ("" if grid in (None, "time") else f" {grid}") + ("" if tau == 1 else f" τ={tau:g}")
+        options = {"temperature": tau} | ({} if grid is None else {"grid": grid})
         for steps in args.nfe:
             try:
-                texts, speed, nfe = generate_timed(pipe, args.n, sampler, steps, tau)
+                texts, speed, nfe = generate_timed(pipe, args.n, sampler, steps, **options)
             except ValueError as err:
                 skipped.append({"model": model, "sampler": label, "steps": steps, "reason": str(err)})
                 print(f"{model}, {label}, {steps} steps: skipped ({err})", flush=True)
@@ -179,7 +185,7 @@ def main() -> None:
                   f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}", flush=True)
 
     result = {"runs": {name: str(run) for name, run in runs.items() if run is not None} | {name: str(run) for name, run in args.extra},
-              "n": args.n, "temperatures": args.temperature, "threads": 1, "rows": rows, "skipped": skipped}
+              "n": args.n, "temperatures": args.temperature, "grids": args.grids, "threads": 1, "rows": rows, "skipped": skipped}
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     table = markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])

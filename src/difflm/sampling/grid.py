@@ -3,9 +3,10 @@
 Notation (DDIM, Song et al. 2021, §4.2; the step schedules of DPM-Solver, Lu et al. 2022):
 
     T               training steps; index i ∈ 0..T-1 has signal level ᾱ_i, time (i+1)/T
-    τ_1 > ... > τ_K the K training indices visited (`respaced_indices`)
+    τ_1 > ... > τ_K the K training indices visited (`respaced_indices`, `trailing_indices`)
     t_1 > ... > t_K the K times the denoiser is evaluated at (`time_grid`): t_1 = 1 (index
-                    T-1), t_K = 1/T (index 0); never below, the model never saw less noise
+                    T-1), t_K = 1/T (index 0; 1/K on the trailing grid); never below 1/T,
+                    the model never saw less noise
     λ               log-SNR, log(ᾱ/(1 − ᾱ))
     t, s            a consecutive pair (t_k, t_{k+1}) of the walk; after t_K comes x0 (ᾱ = 1)
     x̂0              the denoiser's estimate of x0 at x_t
@@ -93,10 +94,11 @@ def time_grid(schedule: NoiseSchedule, k: int, spacing: str = "time") -> tuple[t
         schedule: the model's noise schedule.
         k: K, 1 ≤ K ≤ T.
         spacing: "time", the respaced training indices (uniform in t from 1 to 1/T; the
-            model saw each of these times in training), "trailing" (uniform in t from 1 to
-            1/K, see `trailing_indices`; for K ≤ 4), or "logsnr", uniform in λ and mapped back to a
-            continuous t ∈ [1/T, 1] by the schedule's inverse (DPM-Solver's default
-            spacing for low-dimensional data; denser where λ changes fast).
+            model saw each of these times in training); "trailing", uniform in t from 1
+            to 1/K (`trailing_indices`; better at K ≤ 4); or "logsnr", uniform in λ and
+            mapped back to a continuous t ∈ [1/T, 1] by the schedule's inverse
+            (DPM-Solver's default spacing for low-dimensional data; denser where λ
+            changes fast).
 
     Returns:
         (times [K] in the default float dtype, as given to the denoiser; ᾱ(t_k) as Python
