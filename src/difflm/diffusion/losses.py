@@ -111,8 +111,9 @@ def e2e_loss(
             x_prev, t_prev = x_t[use], t[use]
             if config.self_cond_gap > 0:
                 # A sampler's previous step was noisier (by 1/K of the path with K steps): take
-                # the first pass at x_t' ~ q(x_t' | x_t), t' = t + U[0, gap]·T steps, so few-step
-                # sampling feeds the network the kind of input it was trained on (FastDiSS).
+                # the first pass at x_t' ~ q(x_t' | x_t) with t' − t ~ U[0, gap] (in whole
+                # training steps), so that few-step sampling feeds the network the kind of
+                # self-conditioning input it was trained on (FastDiSS).
                 gap = (draws.rand(len(x_prev)) * config.self_cond_gap * schedule.num_steps).long()
                 j = (i[use] + gap).clamp(max=schedule.num_steps - 1)
                 ratio = (alphas_cumprod[j] / alphas_cumprod[i[use]])[:, None, None]

@@ -15,7 +15,8 @@ Two knobs, both off by default (the sampler then follows the model exactly):
 Measured (docs/benchmarks.md, "Sampling temperature"): on the grammar corpus a
 20-CPU-minute model writes 5.1% grammatical sentences with DDPM 50 at τ = 1, 19% at
 τ = 0.3, 24% at τ = 0.1 and 26% at τ = 0, with the lowest lm-score (25, against 254 at
-τ = 1) at τ = 0.1.
+τ = 1) at τ = 0.1. Sharpening is mode-seeking: the sentences also get shorter (8.7 words
+against 14.1 at τ = 1) and less varied.
 """
 from __future__ import annotations
 
