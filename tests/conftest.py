@@ -36,6 +36,24 @@ def tiny_config(corpus: str, *overrides: str) -> Config:
     return load_config(CONFIGS / "tiny.yaml", [f"data.corpus={corpus}", "data.max_len=16", "train.threads=1", *overrides])
 
 
+def train_interrupted_then_resumed(config: Config, run_dir: Path, crash_at: int) -> None:
+    """Train into run_dir, stop it with Ctrl-C when it reaches step `crash_at`, then run it again (resume)."""
+    from difflm.train import Trainer
+
+    interrupted = Trainer(config, run_dir, progress=False)
+    real_step = interrupted.train_step
+
+    def crash():
+        if interrupted.step == crash_at:
+            raise KeyboardInterrupt
+        return real_step()
+
+    interrupted.train_step = crash
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    Trainer(config, run_dir, progress=False).run()
+
+
 @pytest.fixture(scope="session")
 def toy_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toy_corpus(tmp_path_factory.mktemp("corpus") / "toy.txt")

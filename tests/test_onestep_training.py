@@ -10,7 +10,7 @@ from difflm import checkpoint
 from difflm.cli import main
 from difflm.config import Config
 from difflm.train import Trainer
-from tests.conftest import CONFIGS, tiny_config
+from tests.conftest import CONFIGS, tiny_config, train_interrupted_then_resumed
 
 
 def _rows(run: Path, split: str = "train") -> list[dict]:
@@ -22,18 +22,7 @@ def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_cor
     config = tiny_config(f"lines:{toy_corpus}", f"model.generator={generator}", "train.steps=32", "train.lr=3e-3",
                          "train.log_every=8", "train.eval_every=16", "train.checkpoint_every=16")
     Trainer(config, tmp_path / "full", progress=False).run()
-    interrupted = Trainer(config, tmp_path / "cut", progress=False)
-    real_step = interrupted.train_step
-
-    def crash_at_21():
-        if interrupted.step == 21:
-            raise KeyboardInterrupt
-        return real_step()
-
-    interrupted.train_step = crash_at_21
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
-    Trainer(config, tmp_path / "cut", progress=False).run()  # resumes from step 16
+    train_interrupted_then_resumed(config, tmp_path / "cut", crash_at=21)  # resumes from step 16
     full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
     assert [r["step"] for r in full] == [r["step"] for r in cut] == [8, 16, 24, 32]
     for a, b in zip(full, cut):

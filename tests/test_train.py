@@ -10,7 +10,7 @@ import torch
 
 import difflm
 from difflm.train import Trainer, batch_indices, lr_at
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, train_interrupted_then_resumed
 
 TEMPLATE = re.compile(r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food in the (city centre|riverside) \.$")
 
@@ -37,19 +37,7 @@ def test_tiny_run_learns_the_corpus(tiny_run):
 def test_resumed_run_follows_the_uninterrupted_curve(tmp_path, toy_corpus):
     config = tiny_config(f"lines:{toy_corpus}", "train.steps=24", "train.log_every=4", "train.eval_every=8", "train.checkpoint_every=8")
     Trainer(config, tmp_path / "full", progress=False).run()
-
-    interrupted = Trainer(config, tmp_path / "cut", progress=False)
-    real_step = interrupted.train_step
-
-    def crash_at_13():
-        if interrupted.step == 13:
-            raise KeyboardInterrupt
-        return real_step()
-
-    interrupted.train_step = crash_at_13
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
-    Trainer(config, tmp_path / "cut", progress=False).run()  # resumes from step 8
+    train_interrupted_then_resumed(config, tmp_path / "cut", crash_at=13)  # resumes from step 8
     full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
     assert [(r["step"], r["split"]) for r in full] == [(r["step"], r["split"]) for r in cut]
     for a, b in zip(full, cut):
