@@ -27,6 +27,8 @@ def gen(seed=0):
 class Oracle:
     """A fake denoiser: x̂0 = fn(x, s, jump) in the RF path's own coordinates, from the VP inputs it is given."""
 
+    self_conditioning = False
+
     def __init__(self, fn):
         torch.manual_seed(0)
         self.schedule = make_schedule("sqrt", T)

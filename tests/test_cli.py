@@ -49,7 +49,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, m
 
 def test_bad_sampling_options_exit_2(tiny_run, capsys):
     for argv in (["--sampler", "euler"], ["--steps", "0"], ["--eta", "2"], ["--n", "0"], ["--grid", "karras"],
-                 ["--sampler", "consistency", "--grid", "logsnr"], ["--sampler", "dpm++2m", "--eta", "0.5"]):
+                 ["--sampler", "consistency", "--grid", "logsnr"], ["--sampler", "dpm++2m", "--eta", "0.5"],
+                 ["--sampler", "distilled", "--refine-from", "1.5"], ["--sampler", "ddpm", "--refine-from", "0.3"]):
         code, _, err = run_cli(capsys, "sample", str(tiny_run), *argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
 

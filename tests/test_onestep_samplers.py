@@ -7,7 +7,7 @@ from difflm.diffusion.paths import sigma_of_t, tau_of_t
 from difflm.sampling import get_sampler
 from tests.oracles import D, L, WORDS, Oracle, gen, the_point, tiny_denoiser
 
-ONE_STEP = ["shortcut", "meanflow", "consistency"]
+ONE_STEP = ["shortcut", "meanflow", "consistency", "distilled"]
 SHAPE = (3, L, D)
 
 
@@ -107,7 +107,7 @@ def test_bad_steps_options_and_models_raise():
     for steps in (0, 3, 6, 2.0):
         with pytest.raises(ValueError, match="power of two"):
             get_sampler("shortcut")(model, SHAPE, steps=steps)
-    for name in ("meanflow", "consistency"):
+    for name in ("meanflow", "consistency", "distilled"):
         with pytest.raises(ValueError, match="steps"):
             get_sampler(name)(model_for(name), SHAPE, steps=0)
     for name in ONE_STEP:

@@ -9,6 +9,7 @@ import difflm
 from difflm import checkpoint
 from difflm.cli import main
 from difflm.config import Config
+from difflm.diffusion.distillation import teacher_words, tied_noise
 from difflm.train import Trainer
 from tests.conftest import CONFIGS, tiny_config, train_interrupted_then_resumed
 
@@ -54,9 +55,64 @@ def test_consistency_distillation_starts_from_the_teacher(tmp_path, tiny_run):
         Trainer(config.with_overrides([f"train.teacher={tmp_path / 'cd'}"]), tmp_path / "bad", progress=False)
 
 
+def test_sampler_distillation_copies_the_teacher_in_one_step_and_resumes_exactly(tmp_path, tiny_run):
+    teacher_config = Config.from_dict(checkpoint.read_json(tiny_run / "config.json"))
+    config = teacher_config.with_overrides(["model.generator=distilled", f"train.teacher={tiny_run}", "train.steps=120",
+                                            "distill.teacher_steps=4", "train.lr=2e-3", "train.log_every=12",
+                                            "train.eval_every=60", "train.checkpoint_every=24"])
+    teacher = difflm.load(tiny_run).model
+    x_T = torch.randn((64, 16, teacher.embedding.dim), generator=torch.Generator().manual_seed(7))
+    words = teacher_words(teacher, x_T, steps=4, temperature=0.1)
+
+    def agreement(student):  # share of positions where one student step writes the teacher's word
+        with torch.no_grad():
+            return (student(x_T, torch.ones(64)).logits.argmax(-1) == words).float().mean().item()
+
+    Trainer(config, tmp_path / "full", progress=False).run()
+    train_interrupted_then_resumed(config, tmp_path / "cut", crash_at=61)  # resumes from step 48
+    full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
+    assert [r["step"] for r in full] == [r["step"] for r in cut] == list(range(12, 121, 12))
+    for a, b in zip(full, cut):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    assert all("distill" in r and "ce" in r for r in full)  # both terms, logged apart
+    assert full[-1]["distill"] < 0.8 * full[0]["distill"]
+    student = difflm.load(tmp_path / "full")
+    # 120 steps: 0.83 against the teacher's own 0.78 at t = 1, where it cannot read x_T
+    assert agreement(student.model) > agreement(teacher) + 0.03
+    for steps in (1, 2, 4):
+        assert len(student.sample(3, sampler="distilled", steps=steps)) == 3
+
+
+def test_cli_distils_a_run_and_samples_and_controls_with_the_student(tmp_path, tiny_run, capsys):
+    run = tmp_path / "student"
+    code, _, err = run_cli(capsys, "train", "--config", str(tiny_run / "config.json"), "--set", "model.generator=distilled",
+                           f"train.teacher={tiny_run}", "train.steps=4", "--out", str(run), "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", "distilled", "--steps", "2",
+                             "--refine-from", "0.3")
+    assert code == 0 and len(out.splitlines()) == 3, err
+    code, _, err = run_cli(capsys, "control", str(run), "--sampler", "distilled", "--steps", "3", "--length", "5", "--n", "2")
+    assert code == 0 and "denoiser evaluations" in err
+    code, _, err = run_cli(capsys, "train", "--config", str(tiny_run / "config.json"), "--set", "model.generator=distilled",
+                           "--out", str(tmp_path / "orphan"), "--no-progress")
+    assert code == 2 and "needs train.teacher" in err
+
+
+def test_the_distillation_teacher_is_a_deterministic_map_of_its_noise(tiny_run):
+    teacher = difflm.load(tiny_run).model
+    x_T = torch.randn((8, 16, teacher.embedding.dim), generator=torch.Generator().manual_seed(1))
+    for k in range(3):  # each step's noise is a rotation of x_T at every position: N(0, I) again
+        z = tied_noise(x_T, k)
+        torch.testing.assert_close(z.norm(dim=-1), x_T.norm(dim=-1))
+        assert (z * x_T).sum().abs() < 0.2 * x_T.pow(2).sum()
+    a, b = (teacher_words(teacher, x, steps=4, temperature=0.1) for x in (x_T, x_T.clone()))
+    other = teacher_words(teacher, -x_T, steps=4, temperature=0.1)
+    assert torch.equal(a, b) and not torch.equal(a, other)
+
+
 def test_runs_saved_before_the_generators_load_unchanged(tiny_run):
     raw = checkpoint.read_json(tiny_run / "config.json")
-    for section in ("shortcut", "meanflow", "consistency"):
+    for section in ("shortcut", "meanflow", "consistency", "distill"):
         raw.pop(section)
     del raw["model"]["generator"], raw["train"]["teacher"]
     assert Config.from_dict(raw) == Config.from_dict(checkpoint.read_json(tiny_run / "config.json"))
@@ -66,7 +122,9 @@ def test_runs_saved_before_the_generators_load_unchanged(tiny_run):
 
 @pytest.mark.parametrize("bad, message", [
     (["model.generator=gan"], "model.generator must be one of"),
-    (["train.teacher=somewhere"], "train.teacher is only used by model.generator=consistency"),
+    (["train.teacher=somewhere"], "train.teacher is only used by model.generator=consistency or distilled"),
+    (["model.generator=distilled"], "model.generator=distilled needs train.teacher"),
+    (["distill.teacher_steps=0"], "distill.teacher_steps"),
     (["model.generator=shortcut", "model.predict=x0"], "model.predict=logits"),
     (["model.generator=meanflow", "model.self_condition=true"], "model.self_condition"),
     (["model.generator=consistency", "model.condition=slots"], "model.condition"),

@@ -14,7 +14,7 @@ diffusers = pytest.importorskip("diffusers")
 T, V, B, L, D = 20, 9, 2, 5, 6
 SHAPE = (B, L, D)
 # The one/few-step models' samplers have their own tests (test_onestep_samplers.py).
-GRID_SAMPLERS = sorted(set(SAMPLERS) - {"shortcut", "meanflow", "consistency"})
+GRID_SAMPLERS = sorted(set(SAMPLERS) - {"shortcut", "meanflow", "consistency", "distilled"})
 
 
 class FakeDenoiser:

@@ -45,6 +45,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default=None, choices=GRIDS,
                    help="ddpm/ddim/dpm++2m evaluation times: uniform in t from 1 to 1/T (time, default), "
                    "from 1 to 1/K (trailing; better at K ≤ 4 steps), or uniform in log-SNR")
+    p.add_argument("--refine-from", type=float, default=None, metavar="T",
+                   help="distilled: re-noise the one-step draft to time T in (0, 1) and refine it with the "
+                   "remaining steps (default 0.5)")
     p.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE, metavar="TAU",
                    help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
                    f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)")
@@ -131,7 +134,7 @@ def _sampling_options(args: argparse.Namespace) -> dict:
     options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from,
                "temperature": args.temperature}
     # Sampler-specific options only when given: a sampler without them rejects them by name.
-    options.update({key: value for key in ("eta", "grid") if (value := getattr(args, key)) is not None})
+    options.update({key: value for key in ("eta", "grid", "refine_from") if (value := getattr(args, key)) is not None})
     return options
 
 
@@ -183,7 +186,8 @@ def cmd_control(args: argparse.Namespace) -> None:
              "fluency_weight": args.fluency_weight, "active": args.active}
     settings = {key: value for key, value in given.items() if value is not None}
     options = _sampling_options(args)
-    sampler_options = {key: options.pop(key) for key in ("temperature", "clamp_from", "eta", "grid") if key in options}
+    sampler_options = {key: options.pop(key) for key in ("temperature", "clamp_from", "eta", "grid", "refine_from")
+                       if key in options}
     if condition is not None:
         settings.update(condition=condition, cfg_scale=args.cfg_scale)
     output = control.generate(pipe, constraints, args.n, sampler_options=sampler_options, **options, **settings)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 #: Values of `model.generator`; the non-diffusion ones each have a sampler of the same name.
-GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency")
+GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency", "distilled")
 
 #: What a denoiser can be conditioned on (model.condition).
 CONDITIONS = ("none", "slots")
@@ -202,6 +202,22 @@ class ConsistencyConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Sampler distillation (`model.generator=distilled`; `diffusion/distillation.py`).
+
+    Attributes:
+        teacher_steps: K, the DDPM steps (trailing grid, tied noise) of the teacher's sampler.
+        temperature: the teacher sampler's x̂0 temperature (the sampling default, 0.1).
+        denoise_weight: weight of the diffusion objective on the corpus, which keeps the
+            student a denoiser for the refinement steps (0 = a pure one-step student).
+    """
+
+    teacher_steps: int = 8
+    temperature: float = 0.1
+    denoise_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -210,6 +226,7 @@ class Config:
     shortcut: ShortcutConfig = field(default_factory=ShortcutConfig)
     meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -274,12 +291,17 @@ class Config:
 
     def _generator_checks(self) -> list[tuple[bool, str]]:
         """The one/few-step generators: what they need of the model and their own settings."""
-        g, m, sc, mf, cm = self.model.generator, self.model, self.shortcut, self.meanflow, self.consistency
+        g, m, sc, mf, cm, dc = (self.model.generator, self.model, self.shortcut, self.meanflow, self.consistency,
+                                self.distill)
         if g not in GENERATORS:
             return [(False, f"model.generator must be one of {', '.join(GENERATORS)}, got '{g}'")]
         checks = [
-            (not self.train.teacher or g == "consistency",
-             f"train.teacher is only used by model.generator=consistency (got model.generator={g})"),
+            (not self.train.teacher or g in ("consistency", "distilled"),
+             f"train.teacher is only used by model.generator=consistency or distilled (got model.generator={g})"),
+            (g != "distilled" or bool(self.train.teacher),
+             "model.generator=distilled needs train.teacher, the diffusion run whose sampler it learns"),
+            (dc.teacher_steps >= 1, f"distill.teacher_steps must be ≥ 1, got {dc.teacher_steps}"),
+            (dc.temperature >= 0 and dc.denoise_weight >= 0, "distill.temperature and distill.denoise_weight must be ≥ 0"),
             (0 <= sc.levels <= 10, f"shortcut.levels must be in [0, 10], got {sc.levels}"),
             (0.0 <= sc.bootstrap_share <= 1.0, "shortcut.bootstrap_share must be in [0, 1]"),
             (0.0 <= mf.jump_share <= 1.0, "meanflow.jump_share must be in [0, 1]"),

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from difflm import checkpoint
 from difflm.config import Config
 from difflm.diffusion.consistency import consistency_loss
+from difflm.diffusion.distillation import distillation_loss
 from difflm.diffusion.losses import e2e_loss
 from difflm.diffusion.meanflow import meanflow_loss
 from difflm.diffusion.schedules import make_schedule
@@ -155,8 +156,13 @@ def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
 
 #: The loss of each one/few-step `model.generator`, loss(model, ids, config, *, generator,
 #: target, teacher) -> LossOutput, with what it may read: the EMA weights (`target`; the
-#: shortcut model's bootstrap targets) and the frozen teacher (consistency distillation).
-GENERATOR_LOSSES = {"shortcut": shortcut_loss, "meanflow": meanflow_loss, "consistency": consistency_loss}
+#: shortcut model's bootstrap targets) and the frozen teacher (consistency and sampler distillation).
+GENERATOR_LOSSES = {
+    "shortcut": shortcut_loss,
+    "meanflow": meanflow_loss,
+    "consistency": consistency_loss,
+    "distilled": distillation_loss,
+}
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ class Objective(torch.nn.Module):
         config: the run config; `model.generator` picks the loss (`e2e_loss` or one of
             `GENERATOR_LOSSES`).
         target: EMA weights for targets that use them (default: the model itself).
-        teacher: the frozen teacher of consistency distillation.
+        teacher: the frozen teacher of consistency or sampler distillation.
     """
 
     def __init__(self, model: Denoiser | CausalLM, config: Config, *, target: Denoiser | None = None,

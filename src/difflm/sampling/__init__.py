@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from difflm.sampling import consistency, ddim, ddpm, dpm_solver, meanflow, shortcut
+from difflm.sampling import consistency, ddim, ddpm, distilled, dpm_solver, meanflow, shortcut
 from difflm.sampling.base import SampleOutput
 
 Sampler = Callable[..., SampleOutput]
@@ -15,6 +15,7 @@ SAMPLERS: dict[str, Sampler] = {
     "shortcut": shortcut.sample,
     "meanflow": meanflow.sample,
     "consistency": consistency.sample,
+    "distilled": distilled.sample,
 }
 
 

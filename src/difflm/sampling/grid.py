@@ -50,25 +50,38 @@ def _check_steps(num_steps: int, k: int) -> None:
         raise ValueError(f"steps must be an integer in [1, {num_steps}] (the training steps T), got {k!r}")
 
 
-def respaced_indices(num_steps: int, k: int) -> list[int]:
-    """K evenly spaced training indices from T-1 down to 0, strictly decreasing.
+def _top(num_steps: int, top: int | None) -> int:
+    """The first (noisiest) training index of a grid: T-1 unless a sampler starts lower."""
+    if top is None:
+        return num_steps - 1
+    if not 0 <= top < num_steps:
+        raise ValueError(f"a grid's first training index must be in [0, {num_steps - 1}], got {top}")
+    return top
+
+
+def respaced_indices(num_steps: int, k: int, top: int | None = None) -> list[int]:
+    """K evenly spaced training indices from `top` (default T-1) down to 0, strictly decreasing.
 
     Args:
         num_steps: T.
-        k: K, the number of sampling steps, 1 ≤ K ≤ T (K = 1 gives [T-1]).
+        k: K, the number of sampling steps, 1 ≤ K ≤ top + 1 (K = 1 gives [top]).
+        top: the first index, for a walk that starts below t = 1 (`walk`'s start_index).
 
     Raises:
-        ValueError: K outside [1, T].
+        ValueError: K outside [1, top + 1].
     """
-    _check_steps(num_steps, k)
+    top = _top(num_steps, top)
+    _check_steps(top + 1, k)
     # floor(x + 0.5) instead of torch.round: round-half-to-even could map two points
     # spaced exactly 1 apart (2.5, 1.5) to the same integer.
-    points = torch.linspace(num_steps - 1, 0, k, dtype=torch.float64)
+    points = torch.linspace(top, 0, k, dtype=torch.float64)
     return (points + 0.5).floor().long().tolist()
 
 
-def trailing_indices(num_steps: int, k: int) -> list[int]:
+def trailing_indices(num_steps: int, k: int, top: int | None = None) -> list[int]:
     """K training indices at the times 1, 1 − 1/K, …, 1/K ("trailing" spacing), strictly decreasing.
+
+    With `top`, the times are t_top·(1, 1 − 1/K, …, 1/K), t_top = (top + 1)/T.
 
     The last evaluation is at t = 1/K, not 1/T: with few steps, the linspace grid spends
     its second evaluation on an almost clean input, where the model can change nothing
@@ -77,18 +90,22 @@ def trailing_indices(num_steps: int, k: int) -> list[int]:
     timestep_spacing="trailing").
 
     Raises:
-        ValueError: K outside [1, T].
+        ValueError: K outside [1, top + 1].
     """
-    _check_steps(num_steps, k)
-    # Consecutive points are ≥ 1 apart (K ≤ T), so floor(x + 0.5) keeps them distinct.
-    return [num_steps - 1 - math.floor(j * num_steps / k + 0.5) for j in range(k)]
+    span = _top(num_steps, top) + 1
+    _check_steps(span, k)
+    # Consecutive points are ≥ 1 apart (K ≤ span), so floor(x + 0.5) keeps them distinct.
+    return [span - 1 - math.floor(j * span / k + 0.5) for j in range(k)]
 
 
-def time_grid(schedule: NoiseSchedule, k: int, spacing: str = "time") -> tuple[torch.Tensor, list[float]]:
+def time_grid(
+    schedule: NoiseSchedule, k: int, spacing: str = "time", top: int | None = None
+) -> tuple[torch.Tensor, list[float]]:
     """The K times t_1 > ... > t_K at which a sampler evaluates the denoiser, and their ᾱ.
 
-    Every spacing starts at the noisiest trained level (t = 1, index T-1) and never goes
-    below the least noisy one (t = 1/T, index 0): below ᾱ_0 the model was never trained.
+    Every spacing starts at the noisiest trained level (t = 1, index T-1; index `top` for
+    a walk that starts from a partly denoised state) and never goes below the least noisy
+    one (t = 1/T, index 0): below ᾱ_0 the model was never trained.
 
     Args:
         schedule: the model's noise schedule.
@@ -109,13 +126,14 @@ def time_grid(schedule: NoiseSchedule, k: int, spacing: str = "time") -> tuple[t
     """
     T = schedule.num_steps
     if spacing in ("time", "trailing"):
-        indices = respaced_indices(T, k) if spacing == "time" else trailing_indices(T, k)
+        indices = respaced_indices(T, k, top) if spacing == "time" else trailing_indices(T, k, top)
         acp = schedule.alphas_cumprod.tolist()
         return schedule.time_of(torch.tensor(indices)), [acp[i] for i in indices]
     if spacing != "logsnr":
         raise ValueError(f"unknown grid {spacing!r}; valid choices: {', '.join(GRIDS)}")
-    _check_steps(T, k)
-    t_max, t_min = 1.0, 1 / T
+    top = _top(T, top)
+    _check_steps(top + 1, k)
+    t_max, t_min = (top + 1) / T, 1 / T
     lam_min, lam_max = schedule.log_snr(torch.tensor([t_max, t_min], dtype=torch.float64)).tolist()
     t = schedule.t_from_log_snr(torch.linspace(lam_min, lam_max, k, dtype=torch.float64)).clamp(t_min, t_max)
     # The ends are the trained extremes exactly (the inverse is exact only up to rounding).
@@ -148,6 +166,9 @@ def walk(
     clamp_from: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    start: torch.Tensor | None = None,
+    start_index: int | None = None,
+    noise: Callable[[int], torch.Tensor] | None = None,
 ) -> SampleOutput:
     """Run the reverse process on the K = `steps` times of `time_grid`.
 
@@ -170,20 +191,30 @@ def walk(
             never clamps.
         return_trajectory: keep x_s after every step.
         progress: show a tqdm bar.
+        start: the state at the first time (default: x_T ~ N(0, I) from `generator`).
+        start_index: the training index of the first time (default T-1, t = 1): a walk
+            from a partly denoised `start` (the refinement of a distilled draft).
+        noise: the noise of step n as noise(n) (default: fresh draws from `generator`);
+            a fixed function of x_T makes the walk a deterministic map of its start
+            (`difflm.diffusion.distillation`).
 
     Returns:
         SampleOutput with the last x̂0, its tokens and nfe = K.
     """
     schedule, embedding = denoiser.schedule, denoiser.embedding
     rounding = Rounding.of(schedule, temperature=temperature, clamp_from=clamp_from)
-    times, alpha_bars = time_grid(schedule, steps, grid)
+    times, alpha_bars = time_grid(schedule, steps, grid, start_index)
     # (t, ᾱ) of each evaluation, then x0 itself; Python floats: step coefficients in float64
     levels = list(zip(times.tolist(), alpha_bars))
     device, dtype = embedding.weight.device, embedding.weight.dtype
     batch = shape[0]
 
+    def fresh(_: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    noise = noise or fresh
     with torch.no_grad():
-        x = torch.randn(shape, generator=generator, device=device, dtype=dtype)  # x_T ~ N(0, I)
+        x = fresh(-1) if start is None else start  # x_T ~ N(0, I)
         # Self-conditioning sees the previous raw prediction (zeros before the first), as in training.
         prev_x0 = torch.zeros(shape, device=device, dtype=dtype)
         trajectory: list[torch.Tensor] = []
@@ -203,7 +234,7 @@ def walk(
             if last or not draw_noise:
                 x = mean
             else:
-                x = mean + std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+                x = mean + std * noise(n)
             # 4. guidance edits x_s, knowing the Gaussian it came from
             if guidance is not None and not last:
                 std_t = torch.as_tensor(std, device=device, dtype=dtype)
