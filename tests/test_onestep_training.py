@@ -62,7 +62,7 @@ def test_sampler_distillation_copies_the_teacher_in_one_step_and_resumes_exactly
                                             "train.eval_every=60", "train.checkpoint_every=24"])
     teacher = difflm.load(tiny_run).model
     x_T = torch.randn((64, 16, teacher.embedding.dim), generator=torch.Generator().manual_seed(7))
-    words = teacher_words(teacher, x_T, steps=4, temperature=0.1)
+    words = teacher_words(teacher, x_T, sampler="ddim", steps=4, temperature=0.1)
 
     def agreement(student):  # share of positions where one student step writes the teacher's word
         with torch.no_grad():
@@ -105,9 +105,12 @@ def test_the_distillation_teacher_is_a_deterministic_map_of_its_noise(tiny_run):
         z = tied_noise(x_T, k)
         torch.testing.assert_close(z.norm(dim=-1), x_T.norm(dim=-1))
         assert (z * x_T).sum().abs() < 0.2 * x_T.pow(2).sum()
-    a, b = (teacher_words(teacher, x, steps=4, temperature=0.1) for x in (x_T, x_T.clone()))
-    other = teacher_words(teacher, -x_T, steps=4, temperature=0.1)
-    assert torch.equal(a, b) and not torch.equal(a, other)
+    for sampler in ("ddim", "ddpm"):
+        a, b = (teacher_words(teacher, x, sampler=sampler, steps=4, temperature=0.1) for x in (x_T, x_T.clone()))
+        other = teacher_words(teacher, -x_T, sampler=sampler, steps=4, temperature=0.1)
+        assert torch.equal(a, b) and not torch.equal(a, other)
+    with pytest.raises(ValueError, match="distill.sampler"):
+        teacher_words(teacher, x_T, sampler="dpm++2m", steps=4, temperature=0.1)
 
 
 def test_runs_saved_before_the_generators_load_unchanged(tiny_run):

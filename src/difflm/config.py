@@ -206,12 +206,14 @@ class DistillConfig:
     """Sampler distillation (`model.generator=distilled`; `diffusion/distillation.py`).
 
     Attributes:
-        teacher_steps: K, the DDPM steps (trailing grid, tied noise) of the teacher's sampler.
+        sampler: the teacher's sampler, `ddim` (η = 0) or `ddpm` (with noise tied to x_T).
+        teacher_steps: K, its steps (on the trailing grid).
         temperature: the teacher sampler's x̂0 temperature (the sampling default, 0.1).
         denoise_weight: weight of the diffusion objective on the corpus, which keeps the
             student a denoiser for the refinement steps (0 = a pure one-step student).
     """
 
+    sampler: str = "ddim"
     teacher_steps: int = 8
     temperature: float = 0.1
     denoise_weight: float = 1.0
@@ -300,6 +302,7 @@ class Config:
              f"train.teacher is only used by model.generator=consistency or distilled (got model.generator={g})"),
             (g != "distilled" or bool(self.train.teacher),
              "model.generator=distilled needs train.teacher, the diffusion run whose sampler it learns"),
+            (dc.sampler in ("ddim", "ddpm"), f"distill.sampler must be ddim or ddpm, got '{dc.sampler}'"),
             (dc.teacher_steps >= 1, f"distill.teacher_steps must be ≥ 1, got {dc.teacher_steps}"),
             (dc.temperature >= 0 and dc.denoise_weight >= 0, "distill.temperature and distill.denoise_weight must be ≥ 0"),
             (0 <= sc.levels <= 10, f"shortcut.levels must be in [0, 10], got {sc.levels}"),

@@ -29,13 +29,18 @@ what x_T says about a position at that position.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from difflm.config import Config
 from difflm.diffusion.losses import Draws, LossOutput, e2e_loss, word_nll
 from difflm.model.denoiser import Denoiser
-from difflm.sampling import ddpm
+from difflm.sampling import ddim, ddpm
 from difflm.sampling.grid import walk
+
+#: The teacher samplers a student can learn (`distill.sampler`).
+TEACHER_SAMPLERS = ("ddim", "ddpm")
 
 
 def step_rotation(step: int, dim: int) -> torch.Tensor:
@@ -50,10 +55,16 @@ def tied_noise(x_T: torch.Tensor, step: int) -> torch.Tensor:
     return x_T @ step_rotation(step, x_T.shape[-1]).to(x_T)
 
 
-def teacher_words(teacher: Denoiser, x_T: torch.Tensor, *, steps: int, temperature: float) -> torch.Tensor:
-    """S(x_T): the word ids [B, L] that `steps` tied-noise DDPM steps of the teacher write from x_T."""
+def teacher_words(teacher: Denoiser, x_T: torch.Tensor, *, sampler: str, steps: int, temperature: float) -> torch.Tensor:
+    """S(x_T): the word ids [B, L] that `steps` steps of the teacher's sampler write from x_T.
+
+    `sampler` is "ddim" (η = 0) or "ddpm" (with the tied noise z_k).
+    """
+    if sampler not in TEACHER_SAMPLERS:
+        raise ValueError(f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got {sampler!r}")
+    update = ddpm.update if sampler == "ddpm" else partial(ddim.update, eta=0.0)
     return walk(
-        ddpm.update, teacher, tuple(x_T.shape), steps=steps, grid="trailing", temperature=temperature,
+        update, teacher, tuple(x_T.shape), steps=steps, grid="trailing", temperature=temperature,
         start=x_T, noise=lambda n: tied_noise(x_T, n),
     ).tokens
 
@@ -87,7 +98,7 @@ def distillation_loss(
     B, L = ids.shape
     x_T = Draws(generator, ids.device).randn((B, L, denoiser.embedding.dim))
     with torch.no_grad():
-        words = teacher_words(teacher, x_T, steps=dc.teacher_steps, temperature=dc.temperature)
+        words = teacher_words(teacher, x_T, sampler=dc.sampler, steps=dc.teacher_steps, temperature=dc.temperature)
     draft = denoiser(x_T, torch.ones(B, device=ids.device))
     distill = word_nll(draft.logits, words)
     if dc.denoise_weight == 0:
