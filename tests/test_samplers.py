@@ -7,7 +7,7 @@ import torch
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.embedding import WordEmbedding
 from difflm.sampling import SAMPLERS, ddim, ddpm, get_sampler
-from difflm.sampling.grid import respaced_indices
+from difflm.sampling.grid import respaced_indices, time_grid, trailing_indices, walk
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -29,7 +29,7 @@ class FakeDenoiser:
         self.calls = []
 
     def __call__(self, x_t, t, *, cond=None, self_cond=None):
-        self.calls.append(SimpleNamespace(t=t, cond=cond, self_cond=self_cond))
+        self.calls.append(SimpleNamespace(x=x_t, t=t, cond=cond, self_cond=self_cond))
         x0 = self.fn(x_t, t)
         return SimpleNamespace(x0=x0, logits=self.embedding.logits(x0))
 
@@ -64,6 +64,35 @@ def test_respaced_indices():
     for bad in (0, 11, 2.0):
         with pytest.raises(ValueError, match="steps"):
             respaced_indices(10, bad)
+
+
+def test_grids_that_start_below_t_1():
+    assert respaced_indices(10, 3, top=4) == [4, 2, 0]
+    assert trailing_indices(2000, 2, top=999) == [999, 499]  # t = 0.5, 0.25: the trailing grid scaled by ½
+    assert trailing_indices(2000, 4, top=1999) == trailing_indices(2000, 4)
+    schedule = make_schedule("sqrt", T)
+    for spacing in ("time", "trailing", "logsnr"):
+        times, abars = time_grid(schedule, 3, spacing, top=9)
+        assert float(times[0]) == pytest.approx(10 / T) and abars[0] == pytest.approx(float(schedule.alphas_cumprod[9]))
+        assert all(a > b for a, b in zip(times.tolist(), times.tolist()[1:])) and float(times[-1]) >= 1 / T - 1e-9
+    with pytest.raises(ValueError, match="first training index"):
+        respaced_indices(10, 2, top=10)
+    with pytest.raises(ValueError, match="steps"):
+        trailing_indices(10, 4, top=2)  # 4 steps do not fit in 3 training steps
+
+
+def test_walk_from_a_given_state_with_given_noise():
+    den = FakeDenoiser(smooth)
+    start = torch.randn(SHAPE, generator=gen(3))
+    fixed = torch.randn(SHAPE, generator=gen(4))
+    runs = [walk(ddpm.update, den, SHAPE, steps=3, start=start, start_index=9, noise=lambda n: fixed, generator=gen(seed))
+            for seed in (0, 1)]
+    assert torch.equal(runs[0].x0, runs[1].x0)  # the generator is not drawn from: start and noise are given
+    assert [round(float(c.t[0]) * T) for c in den.calls[:3]] == [i + 1 for i in respaced_indices(T, 3, top=9)]
+    assert round(float(den.calls[0].t[0]) * T) == 10  # the first evaluation is at index 9
+    torch.testing.assert_close(den.calls[0].x, start)
+    other = walk(ddpm.update, den, SHAPE, steps=3, start=start, start_index=9, generator=gen(0))
+    assert not torch.equal(other.x0, runs[0].x0)
 
 
 # --- parity with diffusers --------------------------------------------------------------
