@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from difflm.diffusion.consistency import combine, sigma_range
 from difflm.diffusion.paths import denoise_edm, edm_to_vp, sigma_of_t
 from difflm.sampling.base import Callback, Guidance, SampleOutput, StepInfo
-from difflm.sampling.grid import COMMON_OPTIONS, check_options
+from difflm.sampling.grid import COMMON_OPTIONS, check_options, check_step_count
 from difflm.sampling.rounding import Rounding
 
 if TYPE_CHECKING:
@@ -77,8 +77,7 @@ def sample(
         ValueError: K < 1, or an unknown option.
     """
     check_options(options, COMMON_OPTIONS)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    check_step_count(steps)
     rounding = Rounding.of(denoiser.schedule, temperature=temperature, clamp_from=clamp_from)
     sigma_min, sigma_max = sigma_range(denoiser.schedule)
     sigmas = sampling_sigmas(denoiser.schedule, steps)

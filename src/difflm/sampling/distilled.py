@@ -21,7 +21,7 @@ import torch
 
 from difflm.sampling import ddpm
 from difflm.sampling.base import Callback, Guidance, SampleOutput
-from difflm.sampling.grid import WALK_OPTIONS, check_options, walk
+from difflm.sampling.grid import WALK_OPTIONS, check_options, check_step_count, walk
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -59,8 +59,7 @@ def sample(
             below t_r, or an unknown option.
     """
     check_options(options, WALK_OPTIONS)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    check_step_count(steps)
     if not 0 < refine_from < 1:
         raise ValueError(f"refine_from must be in (0, 1), got {refine_from!r}")
     grid = options.pop("grid", "trailing")

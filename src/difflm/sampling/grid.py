@@ -45,6 +45,12 @@ WALK_OPTIONS = (*COMMON_OPTIONS, "grid")
 GRIDS = ("time", "trailing", "logsnr")
 
 
+def check_step_count(steps: object) -> None:
+    """Raise ValueError unless `steps` is an integer K ≥ 1 (the samplers without a grid of training steps)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+
+
 def _check_steps(num_steps: int, k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_steps:
         raise ValueError(f"steps must be an integer in [1, {num_steps}] (the training steps T), got {k!r}")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from difflm.sampling.base import Callback, Guidance, SampleOutput
-from difflm.sampling.grid import COMMON_OPTIONS, check_options
+from difflm.sampling.grid import COMMON_OPTIONS, check_options, check_step_count
 from difflm.sampling.jumps import jump_walk, uniform_grid
 
 if TYPE_CHECKING:
@@ -43,6 +43,5 @@ def sample(
         ValueError: K < 1, or an unknown option.
     """
     check_options(options, COMMON_OPTIONS)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    check_step_count(steps)
     return jump_walk(denoiser, shape, uniform_grid(steps), generator=generator, callback=callback, guidance=guidance, **options)
