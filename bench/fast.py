@@ -7,7 +7,7 @@
 The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
 steps = NFE), on every time grid of `--grids` and at every x̂0 temperature of
 `--temperature` (default: the pipeline's). Each `--extra NAME=RUN` (a one- or few-step
-model) is sampled with the sampler registered as NAME at the NFEs it accepts; an NFE whose
+model; NAME may repeat) is sampled with the sampler registered as NAME at the NFEs it accepts; an NFE whose
 sampler raises ValueError is skipped and listed. The AR baseline (`model.kind=autoregressive`)
 samples the same number of sentences, left to right. `--train-minutes M` trains whichever
 of the diffusion run, the AR baseline and the teacher is not given, as bench/quality.py
@@ -145,10 +145,13 @@ def main() -> None:
         parser.error("nothing to evaluate: give --diffusion, --ar, --extra NAME=RUN or --train-minutes")
 
     pipes = {name: difflm.load(run) for name, run in runs.items() if run is not None}
-    extras = [(name, difflm.load(run)) for name, run in args.extra]
+    # An extra's rows are labelled by its sampler, and by its run directory too when two share a sampler.
+    names = [name for name, _ in args.extra]
+    extras = [(name if names.count(name) == 1 else f"{name} ({run.name})", name, difflm.load(run))
+              for name, run in args.extra]
     teacher = pipes.get("teacher")
     # The corpus split (novelty, human row) and whether the exact parser judges: from the first run at hand.
-    reference = next(iter(pipes.values())) if pipes else extras[0][1]
+    reference = next(iter(pipes.values())) if pipes else extras[0][2]
     training, heldout = split_sentences(reference.config, reference.vocab)
     grammar = reference.config.data.corpus == "grammar"
     human = [" ".join(s) for s in heldout][: args.n]
@@ -169,7 +172,7 @@ def main() -> None:
         print(f"autoregressive: {speed:.1f} sentences/s", flush=True)
     # (model, pipe, sampler, grid); grid None: a sampler without one (the one/few-step models')
     jobs = [("diffusion", pipes["diffusion"], s, g) for s in DIFFUSION_SAMPLERS for g in args.grids if "diffusion" in pipes]
-    jobs += [(name, pipe, name, None) for name, pipe in extras]
+    jobs += [(label, pipe, name, None) for label, name, pipe in extras]
     for (model, pipe, sampler, grid), tau in itertools.product(jobs, args.temperature):
         label = sampler + ("" if grid in (None, "time") else f" {grid}") + ("" if tau == 1 else f" τ={tau:g}")
         options = {"temperature": tau} | ({} if grid is None else {"grid": grid})

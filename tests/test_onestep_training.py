@@ -62,7 +62,7 @@ def test_sampler_distillation_copies_the_teacher_in_one_step_and_resumes_exactly
                                             "train.eval_every=60", "train.checkpoint_every=24"])
     teacher = difflm.load(tiny_run).model
     x_T = torch.randn((64, 16, teacher.embedding.dim), generator=torch.Generator().manual_seed(7))
-    words = teacher_words(teacher, x_T, sampler="ddim", steps=4, temperature=0.1)
+    words = teacher_words(teacher, x_T, sampler=config.distill.sampler, steps=4, temperature=0.1)
 
     def agreement(student):  # share of positions where one student step writes the teacher's word
         with torch.no_grad():
