@@ -9,8 +9,9 @@ Notation: f the student, t_r the refinement time (`refine_from`), ᾱ_r its sign
 The draft carries what the teacher's K steps decided from x_T; the refinement re-reads it
 with fresh noise at a level where the denoiser uses context to mend single words (SDEdit,
 Meng et al. 2022; consistency models' multistep sampling re-noises the same way).
-Grammar corpus, a student of an 8-step teacher (18.8% grammatical), 512 samples: one step
-11.1%; two steps 13.7 / 16.2 / 18.8 / 20.3 / 20.5% with t_r = 0.1 / 0.2 / 0.3 / 0.4 / 0.5.
+Grammar corpus, the student of an L = 24 run's 8-step tied-noise DDPM sampler (the run's
+DDPM 200: 17.0% grammatical), 512 samples: one step 5.9%; two steps 13.3 / 15.2 / 16.0 /
+16.0 / 14.5% with t_r = 0.3 / 0.4 / 0.5 / 0.6 / 0.7 (docs/benchmarks.md).
 """
 from __future__ import annotations
 
