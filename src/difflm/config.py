@@ -17,6 +17,9 @@ import yaml
 #: Values of `model.generator`; the non-diffusion ones each have a sampler of the same name.
 GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency", "distilled")
 
+#: The teacher samplers a distilled student can learn (`distill.sampler`).
+TEACHER_SAMPLERS = ("ddpm", "ddim")
+
 #: What a denoiser can be conditioned on (model.condition).
 CONDITIONS = ("none", "slots")
 
@@ -304,7 +307,8 @@ class Config:
              f"train.teacher is only used by model.generator=consistency or distilled (got model.generator={g})"),
             (g != "distilled" or bool(self.train.teacher),
              "model.generator=distilled needs train.teacher, the diffusion run whose sampler it learns"),
-            (dc.sampler in ("ddim", "ddpm"), f"distill.sampler must be ddim or ddpm, got '{dc.sampler}'"),
+            (dc.sampler in TEACHER_SAMPLERS,
+             f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got '{dc.sampler}'"),
             (dc.teacher_steps >= 1, f"distill.teacher_steps must be ≥ 1, got {dc.teacher_steps}"),
             (dc.temperature >= 0 and dc.denoise_weight >= 0, "distill.temperature and distill.denoise_weight must be ≥ 0"),
             (0 <= sc.levels <= 10, f"shortcut.levels must be in [0, 10], got {sc.levels}"),

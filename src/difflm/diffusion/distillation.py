@@ -37,14 +37,11 @@ from functools import partial
 
 import torch
 
-from difflm.config import Config
+from difflm.config import TEACHER_SAMPLERS, Config
 from difflm.diffusion.losses import Draws, LossOutput, e2e_loss, word_nll
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import ddim, ddpm
 from difflm.sampling.grid import walk
-
-#: The teacher samplers a student can learn (`distill.sampler`).
-TEACHER_SAMPLERS = ("ddim", "ddpm")
 
 
 def step_rotation(step: int, dim: int) -> torch.Tensor:
