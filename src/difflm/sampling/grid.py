@@ -45,15 +45,11 @@ WALK_OPTIONS = (*COMMON_OPTIONS, "grid")
 GRIDS = ("time", "trailing", "logsnr")
 
 
-def check_step_count(steps: object) -> None:
-    """Raise ValueError unless `steps` is an integer K ≥ 1 (the samplers without a grid of training steps)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-
-
-def _check_steps(num_steps: int, k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_steps:
-        raise ValueError(f"steps must be an integer in [1, {num_steps}] (the training steps T), got {k!r}")
+def check_step_count(steps: object, limit: int | None = None) -> None:
+    """Raise ValueError unless `steps` is an integer K ≥ 1, and K ≤ `limit` (the training steps a grid can visit) if given."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or (limit is not None and steps > limit):
+        bound = "≥ 1" if limit is None else f"in [1, {limit}] (the training steps T)"
+        raise ValueError(f"steps must be an integer {bound}, got {steps!r}")
 
 
 def _top(num_steps: int, top: int | None) -> int:
@@ -77,7 +73,7 @@ def respaced_indices(num_steps: int, k: int, top: int | None = None) -> list[int
         ValueError: K outside [1, top + 1].
     """
     top = _top(num_steps, top)
-    _check_steps(top + 1, k)
+    check_step_count(k, top + 1)
     # floor(x + 0.5) instead of torch.round: round-half-to-even could map two points
     # spaced exactly 1 apart (2.5, 1.5) to the same integer.
     points = torch.linspace(top, 0, k, dtype=torch.float64)
@@ -99,7 +95,7 @@ def trailing_indices(num_steps: int, k: int, top: int | None = None) -> list[int
         ValueError: K outside [1, top + 1].
     """
     span = _top(num_steps, top) + 1
-    _check_steps(span, k)
+    check_step_count(k, span)
     # Consecutive points are ≥ 1 apart (K ≤ span), so floor(x + 0.5) keeps them distinct.
     return [span - 1 - math.floor(j * span / k + 0.5) for j in range(k)]
 
@@ -138,7 +134,7 @@ def time_grid(
     if spacing != "logsnr":
         raise ValueError(f"unknown grid {spacing!r}; valid choices: {', '.join(GRIDS)}")
     top = _top(T, top)
-    _check_steps(top + 1, k)
+    check_step_count(k, top + 1)
     t_max, t_min = (top + 1) / T, 1 / T
     lam_min, lam_max = schedule.log_snr(torch.tensor([t_max, t_min], dtype=torch.float64)).tolist()
     t = schedule.t_from_log_snr(torch.linspace(lam_min, lam_max, k, dtype=torch.float64)).clamp(t_min, t_max)
