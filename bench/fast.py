@@ -147,8 +147,8 @@ def main() -> None:
     pipes = {name: difflm.load(run) for name, run in runs.items() if run is not None}
     # An extra's rows are labelled by its sampler, and by its run directory too when two share a sampler.
     names = [name for name, _ in args.extra]
-    extras = [(name if names.count(name) == 1 else f"{name} ({run.name})", name, difflm.load(run))
-              for name, run in args.extra]
+    labels = [name if names.count(name) == 1 else f"{name} ({run.name})" for name, run in args.extra]
+    extras = [(label, name, difflm.load(run)) for label, (name, run) in zip(labels, args.extra)]
     teacher = pipes.get("teacher")
     # The corpus split (novelty, human row) and whether the exact parser judges: from the first run at hand.
     reference = next(iter(pipes.values())) if pipes else extras[0][2]
@@ -187,7 +187,8 @@ def main() -> None:
             print(f"{model}, {label}, NFE {nfe}: {speed:.1f} sentences/s, "
                   f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}", flush=True)
 
-    result = {"runs": {name: str(run) for name, run in runs.items() if run is not None} | {name: str(run) for name, run in args.extra},
+    result = {"runs": {name: str(run) for name, run in runs.items() if run is not None}
+              | {label: str(run) for label, (_, run) in zip(labels, args.extra)},
               "n": args.n, "temperatures": args.temperature, "grids": args.grids, "threads": 1, "rows": rows, "skipped": skipped}
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
