@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import difflm
-from difflm.train import Trainer, batch_indices, lr_at
+from difflm.train import Trainer, batch_indices, build_model, heldout_loss, lr_at, prepare_data
 from tests.conftest import tiny_config, train_interrupted_then_resumed
 
 TEMPLATE = re.compile(r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food in the (city centre|riverside) \.$")
@@ -70,6 +70,18 @@ def test_batches_cover_each_epoch_once_and_ranks_do_not_overlap():
     assert sorted(seen.tolist()) == list(range(20))
     r0, r1 = batch_indices(0, 5, 20, 1, 0, 2), batch_indices(0, 5, 20, 1, 1, 2)
     assert not set(r0.tolist()) & set(r1.tolist())
+
+
+def test_heldout_loss_does_not_depend_on_the_training_batch_size(toy_corpus):
+    # Its fixed noise is drawn batch by batch: with train.batch_size as the held-out batch, a
+    # batch-32 (or DDP) run and a batch-64 run were scored on different noise. Measured on E2E:
+    # the same weights scored 0.957 and 1.032 that way, a gap that looked like worse training.
+    small, large = (tiny_config(f"lines:{toy_corpus}", f"train.batch_size={b}") for b in (3, 64))
+    data = prepare_data(small)
+    torch.manual_seed(0)
+    model = build_model(small, len(data.vocab))
+    device = torch.device("cpu")
+    assert heldout_loss(model, data.valid, small, device) == heldout_loss(model, data.valid, large, device)
 
 
 def test_two_process_torchrun_job_trains(tmp_path, toy_corpus):

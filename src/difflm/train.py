@@ -233,6 +233,12 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 64 + rank
 
 
+#: Rows per held-out batch. Fixed, not train.batch_size: the fixed noise is drawn batch by
+#: batch, so a different batch size would give every row other noise and the curves of runs
+#: with different batch sizes (or DDP's per-process batches) would not compare.
+HELDOUT_BATCH = 64
+
+
 @torch.no_grad()
 def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512,
                  cond: torch.Tensor | None = None, *, teacher: Denoiser | None = None) -> dict[str, float]:
@@ -243,8 +249,8 @@ def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, 
     generator = torch.Generator().manual_seed(12345)
     rows = ids[:max_rows]
     mean = RunningMean()
-    for start in range(0, len(rows), config.train.batch_size):
-        end = start + config.train.batch_size
+    for start in range(0, len(rows), HELDOUT_BATCH):
+        end = start + HELDOUT_BATCH
         mean.add(objective(rows[start:end].to(device), generator, None if cond is None else cond[start:end].to(device))[1])
     model.train(was_training)
     return mean.result()
