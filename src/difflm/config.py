@@ -22,9 +22,6 @@ TEACHER_SAMPLERS = ("ddpm", "ddim")
 
 #: What a denoiser can be conditioned on (model.condition).
 CONDITIONS = ("none", "slots")
-#: How training draws its diffusion steps: uniformly, or warped to where the loss changes
-#: (`difflm.diffusion.time_warp`).
-TIME_SAMPLINGS = ("uniform", "warped")
 
 
 @dataclass(frozen=True)
@@ -106,8 +103,6 @@ class DiffusionConfig:
             previous step supplies it; 0 = Analog Bits (x̂0 of x_t itself).
         cond_drop: probability p that a row's condition is replaced by the null
             condition ∅ (classifier-free guidance); used when model.condition is set.
-        time_sampling: `uniform` training steps, or `warped`: drawn with the density of
-            the cross-entropy's rise over t (CDCD's time warping; needs model.predict=logits).
     """
 
     schedule: str = "sqrt"
@@ -116,7 +111,6 @@ class DiffusionConfig:
     self_cond_prob: float = 0.5
     self_cond_gap: float = 0.0
     cond_drop: float = 0.1
-    time_sampling: str = "uniform"
 
 
 @dataclass(frozen=True)
@@ -294,11 +288,6 @@ class Config:
             (self.model.condition == "none" or self.model.kind == "diffusion",
              f"model.condition={self.model.condition} needs model.kind=diffusion (the autoregressive LM is unconditional)"),
             (0.0 <= self.diffusion.cond_drop <= 1.0, f"diffusion.cond_drop must be in [0, 1], got {self.diffusion.cond_drop}"),
-            (self.diffusion.time_sampling in TIME_SAMPLINGS,
-             f"diffusion.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got '{self.diffusion.time_sampling}'"),
-            (self.diffusion.time_sampling == "uniform" or (self.model.predict == "logits" and self.diffusion.steps >= 100),
-             "diffusion.time_sampling=warped fits a curve to the cross-entropy: it needs model.predict=logits "
-             "and diffusion.steps ≥ 100"),
             (self.train.steps >= 1 and self.train.batch_size >= 1, "train.steps and train.batch_size must be ≥ 1"),
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
@@ -336,8 +325,6 @@ class Config:
                 (m.predict == "logits", f"model.generator={g} needs model.predict=logits, got '{m.predict}'"),
                 (not m.self_condition, f"model.generator={g} does not support model.self_condition"),
                 (m.condition == "none", f"model.generator={g} does not support model.condition (classifier-free guidance)"),
-                (self.diffusion.time_sampling == "uniform",
-                 f"model.generator={g} draws its own training times; diffusion.time_sampling=warped is for model.generator=diffusion"),
             ]
         return checks
 

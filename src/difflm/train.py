@@ -28,7 +28,6 @@ from difflm.diffusion.losses import e2e_loss
 from difflm.diffusion.meanflow import meanflow_loss
 from difflm.diffusion.schedules import make_schedule
 from difflm.diffusion.shortcut import shortcut_loss
-from difflm.diffusion.time_warp import TimeWarp
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.text.corpora import Corpus, read_corpus, split
@@ -186,16 +185,13 @@ class Objective(torch.nn.Module):
             `GENERATOR_LOSSES`).
         target: EMA weights for targets that use them (default: the model itself).
         teacher: the frozen teacher of consistency or sampler distillation.
-        time_warp: the training-time distribution of `diffusion.time_sampling=warped`
-            (None: uniform, as for the held-out loss, whose points must compare).
     """
 
     def __init__(self, model: Denoiser | CausalLM, config: Config, *, target: Denoiser | None = None,
-                 teacher: Denoiser | None = None, time_warp: TimeWarp | None = None) -> None:
+                 teacher: Denoiser | None = None) -> None:
         super().__init__()
         self.model, self.config = model, config
         self.frozen = FrozenNetworks(target, teacher)
-        self.time_warp = time_warp
 
     def forward(
         self, ids: torch.Tensor, generator: torch.Generator, cond: torch.Tensor | None = None
@@ -204,7 +200,7 @@ class Objective(torch.nn.Module):
             loss = self.model.loss(ids)
             return loss, {"loss": loss.item()}
         if self.config.model.generator == "diffusion":
-            out = e2e_loss(self.model, ids, self.config.diffusion, generator=generator, cond=cond, time_warp=self.time_warp)
+            out = e2e_loss(self.model, ids, self.config.diffusion, generator=generator, cond=cond)
         else:  # unconditioned (Config.validate)
             out = GENERATOR_LOSSES[self.config.model.generator](
                 self.model, ids, self.config, generator=generator, target=self.frozen.target, teacher=self.frozen.teacher
@@ -318,12 +314,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
-        warped = config.model.kind == "diffusion" and config.diffusion.time_sampling == "warped"
-        self.time_warp = TimeWarp(config.diffusion.steps) if warped else None
         if resuming:
             self._load_state()
-        self.objective: torch.nn.Module = Objective(self.model, config, target=self.ema, teacher=self.teacher,
-                                                    time_warp=self.time_warp)
+        self.objective: torch.nn.Module = Objective(self.model, config, target=self.ema, teacher=self.teacher)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
@@ -357,8 +350,6 @@ class Trainer:
             self.optimizer, checkpoint.load_tensors(self.run_dir / "optimizer.safetensors"), state["optimizer"]
         )
         self.step, self.elapsed, self.cpu_seconds = state["step"], state["elapsed"], state.get("cpu_seconds", 0.0)
-        if self.time_warp is not None:
-            self.time_warp.load_state_dict(state["time_warp"])
         self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
@@ -378,8 +369,6 @@ class Trainer:
         tensors, plain = checkpoint.optimizer_to_tensors(self.optimizer)
         checkpoint.save_tensors(self.run_dir / "optimizer.safetensors", tensors)
         state = {"step": self.step, "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds, "optimizer": plain, "data": self.data.report}
-        if self.time_warp is not None:
-            state["time_warp"] = self.time_warp.state_dict()
         # train_state.json last: it is what marks the checkpoint as complete.
         checkpoint.atomic_write_text(self.run_dir / "train_state.json", json.dumps(state))
 

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from difflm.config import DiffusionConfig
 from difflm.diffusion import process
-from difflm.diffusion.time_warp import TimeWarp
 from difflm.model.denoiser import Denoiser
 
 
@@ -71,7 +70,6 @@ def e2e_loss(
     *,
     generator: torch.Generator | None = None,
     cond: torch.Tensor | None = None,
-    time_warp: TimeWarp | None = None,
 ) -> LossOutput:
     """Diffusion-LM's end-to-end loss on a batch of padded sentences.
 
@@ -81,8 +79,6 @@ def e2e_loss(
         config: objective settings (rounding weight, self-conditioning and condition-drop probabilities).
         generator: source of t, ε and the self-conditioning and condition-drop coin flips.
         cond: the rows' conditions [B, P] (a conditioned denoiser only); None trains unconditionally.
-        time_warp: draw the training steps from it, and tell it each row's cross-entropy
-            (`diffusion.time_sampling=warped`, training only); None draws them uniformly.
     """
     schedule = denoiser.schedule
     B, device = ids.shape[0], ids.device
@@ -94,8 +90,8 @@ def e2e_loss(
     sigma0 = (1 - alphas_cumprod[0]).sqrt()
     x0 = emb + sigma0 * draws.randn(tuple(emb.shape))
 
-    # 2. Noise it at a drawn step: uniform, or where the loss changes (time warping).
-    i = draws.randint(0, schedule.num_steps, B) if time_warp is None else time_warp.sample(B, draws.rand(B))
+    # 2. Noise it at a uniformly drawn step.
+    i = draws.randint(0, schedule.num_steps, B)
     abar = alphas_cumprod[i][:, None, None]
     x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
     t = (i + 1).float() / schedule.num_steps
@@ -132,10 +128,7 @@ def e2e_loss(
     # 5. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.
     kind = denoiser.config.predict
     if kind == "logits":
-        per_row = F.cross_entropy(pred.logits.transpose(1, 2), ids, reduction="none").mean(1)  # [B]
-        if time_warp is not None:
-            time_warp.observe(i, per_row)
-        terms["ce"] = per_row.mean()
+        terms["ce"] = word_nll(pred.logits, ids)
         denoise = terms["ce"]
     else:
         # The first step regresses onto EMB(w) itself, tying f(x_1) to the embeddings.
