@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 import difflm
 from difflm.sampling import get_sampler
-from quality import markdown_table  # bench/ is on sys.path
+from quality import markdown_table, sample_timed  # bench/ is on sys.path
 
 
 def parse_run(spec: str) -> tuple[str, Path, list[int]]:
@@ -39,12 +38,6 @@ def parse_run(spec: str) -> tuple[str, Path, list[int]]:
     return name, Path(run), counts
 
 
-def sentences_per_s(sample, n: int) -> float:
-    start = time.perf_counter()
-    sample()
-    return n / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ar", type=Path, required=True, help="autoregressive baseline run")
@@ -55,19 +48,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    ar = difflm.load(args.ar)
-    rows = {"autoregressive": lambda seed: ar.sample(args.n, seed=seed)}
+    # label -> (pipeline, sampling options)
+    rows = {"autoregressive": (difflm.load(args.ar), {})}
     for name, run, counts in args.run:
         pipe = difflm.load(run)
         for k in counts:
-            rows[f"{name} {k} ({run.name})"] = lambda seed, pipe=pipe, name=name, k=k: pipe.sample(
-                args.n, seed=seed, sampler=name, steps=k)
-    for sample in rows.values():  # warm-up
-        sample(10_000)
+            rows[f"{name} {k} ({run.name})"] = (pipe, {"sampler": name, "steps": k})
+    for pipe, options in rows.values():  # warm-up
+        pipe.sample(args.n, seed=10_000, **options)
     speeds: dict[str, list[float]] = {label: [] for label in rows}
     for seed in range(args.seeds):
-        for label, sample in rows.items():
-            speeds[label].append(sentences_per_s(lambda: sample(seed), args.n))
+        for label, (pipe, options) in rows.items():
+            speeds[label].append(sample_timed(pipe, args.n, seed=seed, **options)[1])
         print(json.dumps({"seed": seed, **{k: round(v[-1], 1) for k, v in speeds.items()}}), flush=True)
 
     base = speeds["autoregressive"]
