@@ -33,6 +33,7 @@ import torch
 
 from difflm.control.classifier_constraints import JUDGES, expressed
 from difflm.model.denoiser import Prediction
+from difflm.sampling.autoguidance import check_scale, extrapolate
 from difflm.text.slots import parse_pair
 
 if TYPE_CHECKING:
@@ -83,13 +84,6 @@ class Expresses:
 
     def satisfied(self, words: Sequence[str]) -> bool:
         return self.score(words) == 1.0
-
-
-def check_scale(scale: float) -> float:
-    """w as a float; ValueError unless it is a finite number ≥ 0."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"classifier-free guidance scale w must be a number ≥ 0, got {scale!r}")
-    return float(scale)
 
 
 class ClassifierFreeGuidance:
@@ -146,12 +140,8 @@ class ClassifierFreeGuidance:
             cond=torch.cat([c, torch.zeros_like(c)]),
             self_cond=None if self_cond is None else torch.cat([self_cond, self_cond]),
         )
-        if self.denoiser.config.predict == "logits":
-            conditional, unconditional = both.logits.chunk(2)
-            return self.denoiser.from_logits(unconditional + w * (conditional - unconditional))
-        conditional, unconditional = both.x0.chunk(2)
-        x0 = unconditional + w * (conditional - unconditional)
-        return Prediction(x0=x0, logits=self.denoiser.embedding.logits(x0))
+        conditional, unconditional = both.halves()
+        return extrapolate(self.denoiser, conditional, unconditional, w)
 
     def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, .self_conditioning, ...
         if name == "denoiser":  # not set yet (copy/unpickle): do not recurse

@@ -54,6 +54,11 @@ class Prediction:
     x0: torch.Tensor
     logits: torch.Tensor
 
+    def halves(self) -> tuple[Prediction, Prediction]:
+        """The first and second half of the batch: the two branches of one guided call of 2B rows."""
+        (x0_a, x0_b), (logits_a, logits_b) = self.x0.chunk(2), self.logits.chunk(2)
+        return Prediction(x0=x0_a, logits=logits_a), Prediction(x0=x0_b, logits=logits_b)
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
     """Sinusoidal features of scale·t: [B] -> [B, dim] (as in DDPM / improved-diffusion)."""
