@@ -6,7 +6,10 @@
 
 The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
 steps = NFE), on every time grid of `--grids` and at every x̂0 temperature of
-`--temperature` (default: the pipeline's). Each `--extra NAME=RUN` (a one- or few-step
+`--temperature` (default: the pipeline's) and every self-conditioning guidance scale of
+`--sc-guidance` (default 1, none; given explicitly, as the pipeline's default on a
+self-conditioned run is 2; a scale ≠ 1 makes two evaluations per step after the first, and
+the NFE column counts them). Each `--extra NAME=RUN` (a one- or few-step
 model; NAME may repeat) is sampled with the sampler registered as NAME at the NFEs it accepts; an NFE whose
 sampler raises ValueError is skipped and listed. The AR baseline (`model.kind=autoregressive`)
 samples the same number of sentences, left to right. `--train-minutes M` trains whichever
@@ -68,13 +71,13 @@ def parse_extra(spec: str) -> tuple[str, Path]:
     return name, Path(run)
 
 
-def parse_temperatures(spec: str) -> list[float]:
+def parse_nonnegative(spec: str) -> list[float]:
     try:
         taus = [float(v) for v in spec.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {spec!r}") from None
     if min(taus) < 0:
-        raise argparse.ArgumentTypeError(f"temperatures must be ≥ 0, got {min(taus)}")
+        raise argparse.ArgumentTypeError(f"values must be ≥ 0, got {min(taus)}")
     return taus
 
 
@@ -117,8 +120,10 @@ def main() -> None:
                         help="a run sampled with the sampler registered as NAME (repeatable)")
     parser.add_argument("--nfe", type=parse_nfes, default=list(NFES), help="comma-separated NFEs")
     parser.add_argument("--n", type=int, default=256, help="sentences per row")
-    parser.add_argument("--temperature", type=parse_temperatures, default=[SAMPLING_TEMPERATURE],
+    parser.add_argument("--temperature", type=parse_nonnegative, default=[SAMPLING_TEMPERATURE],
                         help="comma-separated x̂0 temperatures, each a set of rows (1 = the model's own x̂0)")
+    parser.add_argument("--sc-guidance", type=parse_nonnegative, default=[1.0], metavar="W,...",
+                        help="comma-separated self-conditioning guidance scales, each a set of rows (1 = none)")
     parser.add_argument("--grids", type=lambda spec: spec.split(","), default=["time"],
                         help=f"comma-separated time grids of the diffusion samplers ({', '.join(GRIDS)})")
     parser.add_argument("--out", type=Path, default=Path("bench/out/fast"))
@@ -173,9 +178,10 @@ def main() -> None:
     # (model, pipe, sampler, grid); grid None: a sampler without one (the one/few-step models')
     jobs = [("diffusion", pipes["diffusion"], s, g) for s in DIFFUSION_SAMPLERS for g in args.grids if "diffusion" in pipes]
     jobs += [(label, pipe, name, None) for label, name, pipe in extras]
-    for (model, pipe, sampler, grid), tau in itertools.product(jobs, args.temperature):
-        label = sampler + ("" if grid in (None, "time") else f" {grid}") + ("" if tau == 1 else f" τ={tau:g}")
-        options = {"temperature": tau} | ({} if grid is None else {"grid": grid})
+    for (model, pipe, sampler, grid), tau, w in itertools.product(jobs, args.temperature, args.sc_guidance):
+        label = (sampler + ("" if grid in (None, "time") else f" {grid}") + ("" if tau == 1 else f" τ={tau:g}")
+                 + ("" if w == 1 else f" sc-guidance {w:g}"))
+        options = {"temperature": tau} | ({} if grid is None else {"grid": grid}) | {"sc_guidance": w}
         for steps in args.nfe:
             try:
                 texts, speed, nfe = generate_timed(pipe, args.n, sampler, steps, **options)
@@ -189,7 +195,7 @@ def main() -> None:
 
     result = {"runs": {name: str(run) for name, run in runs.items() if run is not None}
               | {label: str(run) for label, (_, run) in zip(labels, args.extra)},
-              "n": args.n, "temperatures": args.temperature, "grids": args.grids, "threads": 1, "rows": rows, "skipped": skipped}
+              "n": args.n, "temperatures": args.temperature, "sc_guidance": args.sc_guidance, "grids": args.grids, "threads": 1, "rows": rows, "skipped": skipped}
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     table = markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])

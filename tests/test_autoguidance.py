@@ -80,15 +80,17 @@ def test_guidance_refuses_runs_without_self_conditioning_and_bad_scales():
             SelfConditioningGuidance(_denoiser(), bad)
 
 
-def test_pipeline_counts_both_halves_and_scale_one_is_the_plain_sampler(sc_run, tiny_run):
+def test_pipeline_guides_self_conditioned_runs_by_default_and_counts_both_halves(sc_run, tiny_run):
     pipe = difflm.load(sc_run)
-    plain = pipe.generate(3, sampler="ddim", steps=8, seed=0)
+    plain = pipe.generate(3, sampler="ddim", steps=8, seed=0, sc_guidance=1.0)
     assert plain.nfe == 8
-    assert torch.equal(pipe.generate(3, sampler="ddim", steps=8, seed=0, sc_guidance=1.0).tokens, plain.tokens)
-    guided = pipe.generate(3, sampler="ddim", steps=8, seed=0, sc_guidance=2.0)
-    assert guided.nfe == 1 + 2 * 7  # the first step has no draft yet
+    guided = pipe.generate(3, sampler="ddim", steps=8, seed=0)
+    assert guided.nfe == 1 + 2 * 7  # the default scale 2; the first step has no draft yet
+    assert torch.equal(pipe.generate(3, sampler="ddim", steps=8, seed=0, sc_guidance=2.0).x0, guided.x0)
+    other = difflm.load(tiny_run)  # without self-conditioning: unguided by default, refused if asked
+    assert other.generate(2, steps=4).nfe == 4
     with pytest.raises(ValueError, match="needs a run trained with self-conditioning"):
-        difflm.load(tiny_run).generate(2, steps=4, sc_guidance=2.0)
+        other.generate(2, steps=4, sc_guidance=2.0)
 
 
 def test_cli_samples_with_sc_guidance_and_rejects_it_on_a_run_without_self_conditioning(sc_run, tiny_run, capsys):

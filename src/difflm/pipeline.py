@@ -11,7 +11,7 @@ from difflm.config import Config
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
-from difflm.sampling.autoguidance import SelfConditioningGuidance, check_scale
+from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.vocab import Vocab
@@ -75,7 +75,7 @@ class Pipeline:
         seed: int | None = 0,
         length: int | None = None,
         temperature: float = SAMPLING_TEMPERATURE,
-        sc_guidance: float = 1.0,
+        sc_guidance: float | None = None,
         **options,
     ) -> SampleOutput:
         """Run a diffusion sampler for n sentences of `length` positions (default: the model's L).
@@ -83,13 +83,16 @@ class Pipeline:
         `temperature` sharpens x̂0 (`difflm.sampling.rounding`); 1 follows the model exactly.
         `sc_guidance` w ≠ 1 guides a self-conditioned run away from its own prediction
         without the self-conditioning input (`difflm.sampling.autoguidance`); the output's
-        nfe then counts both halves of every guided call.
+        nfe then counts both halves of every guided call. None: `SC_GUIDANCE` on a
+        self-conditioned run (better than unguided sampling with as many evaluations), else 1.
         """
         if self.is_autoregressive:
             raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
+        if sc_guidance is None:
+            sc_guidance = SC_GUIDANCE if self.model.self_conditioning else 1.0
         denoiser = self.model if check_scale(sc_guidance) == 1.0 else SelfConditioningGuidance(self.model, sc_guidance)
         output = get_sampler(sampler)(
             denoiser, shape, steps=steps, generator=self._generator(seed), temperature=temperature, **options

@@ -35,6 +35,9 @@ from difflm.model.denoiser import Prediction
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
 
+#: The scale `Pipeline.generate` uses on a self-conditioned run unless told otherwise.
+SC_GUIDANCE = 2.0
+
 
 def check_scale(scale: float) -> float:
     """w as a float; ValueError unless it is a finite number ≥ 0."""
