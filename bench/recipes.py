@@ -71,7 +71,9 @@ def judge(run: Path, n: int, judge_lm: KneserNeyTrigram, training: list[tuple[st
     pipe = difflm.load(run)
     rows = {}
     for sampler, steps in (("ddim", 50), ("ddpm", 200)):
-        texts = pipe.sample(n, sampler=sampler, steps=steps, seed=0)
+        # sc_guidance=1: every recipe is read by the same sampling rule, one evaluation per step
+        # (self-conditioned runs would otherwise get self-conditioning guidance by default).
+        texts = pipe.sample(n, sampler=sampler, steps=steps, seed=0, sc_guidance=1.0)
         tokens = [t.split() for t in texts]
         rows[f"{sampler}{steps}"] = {
             "judge_ppl": round(judge_lm.perplexity(tokens), 2),
