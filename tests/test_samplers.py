@@ -254,7 +254,8 @@ def test_temperature_steps_with_the_sharpened_mean_embedding(name):
 
     plain, default = run(1.0), get_sampler(name)(den, SHAPE, steps=4, generator=gen(2))
     assert torch.equal(plain.x0, default.x0)  # τ = 1 is the model's own x̂0
-    sharp, argmax = run(0.5), run(0.0)
+    sharp = run(0.5)
+    run(0.0)  # records its first x̂0 in seen[0.0]
     first = smooth(torch.randn(SHAPE, generator=gen(2)), torch.ones(B))  # every run starts at the same x_T
     logits = first @ table.t()
     torch.testing.assert_close(seen[0.5][0], (logits / 0.5).softmax(-1) @ table)

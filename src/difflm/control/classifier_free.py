@@ -25,7 +25,6 @@ gradient guidance's constraints, which read the same guided prediction) gets it 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
