@@ -32,7 +32,7 @@ import torch
 
 from difflm.control.classifier_constraints import JUDGES, expressed
 from difflm.model.denoiser import Prediction
-from difflm.sampling.autoguidance import check_scale, extrapolate
+from difflm.sampling.autoguidance import GuidedDenoiser, extrapolate
 from difflm.text.slots import parse_pair
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class Expresses:
         return self.score(words) == 1.0
 
 
-class ClassifierFreeGuidance:
+class ClassifierFreeGuidance(GuidedDenoiser):
     """The denoiser with classifier-free guidance: f̃(x_t, t) for a fixed condition c and scale w.
 
     Called like the denoiser, `(x_t, t, *, cond=None, self_cond=None) -> Prediction`; every
@@ -111,13 +111,11 @@ class ClassifierFreeGuidance:
         if not num_conditions:
             raise ValueError("this model was trained without conditioning: classifier-free guidance needs a run "
                              "trained with --set model.condition=slots")
-        self.scale = check_scale(scale)
+        super().__init__(denoiser, scale)
         if cond.shape[-1] != num_conditions or cond.dim() not in (1, 2):
             raise ValueError(f"the condition must be a multi-hot [P] or [B, P] with P = {num_conditions}, "
                              f"got shape {list(cond.shape)}")
-        self.denoiser = denoiser
         self.cond = cond
-        self.evaluations = 0
 
     def __call__(
         self, x_t: torch.Tensor, t: torch.Tensor, *, cond: Any = None, self_cond: torch.Tensor | None = None
@@ -141,8 +139,3 @@ class ClassifierFreeGuidance:
         )
         conditional, unconditional = both.halves()
         return extrapolate(self.denoiser, conditional, unconditional, w)
-
-    def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, .self_conditioning, ...
-        if name == "denoiser":  # not set yet (copy/unpickle): do not recurse
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)

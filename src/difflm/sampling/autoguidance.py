@@ -56,7 +56,31 @@ def extrapolate(denoiser: Denoiser, strong: Prediction, weak: Prediction, scale:
     return Prediction(x0=x0, logits=denoiser.embedding.logits(x0))
 
 
-class SelfConditioningGuidance:
+class GuidedDenoiser:
+    """What every guidance wrapper shares: the wrapped denoiser, the scale w and a call count.
+
+    A wrapper is called like the denoiser; every other attribute (.schedule, .embedding,
+    .config, ...) is the wrapped denoiser's.
+
+    Attributes:
+        evaluations: network evaluations per sample so far.
+
+    Raises:
+        ValueError: a negative or non-finite w.
+    """
+
+    def __init__(self, denoiser: Denoiser, scale: float) -> None:
+        self.scale = check_scale(scale)
+        self.denoiser = denoiser
+        self.evaluations = 0
+
+    def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, .config, ...
+        if name == "denoiser":  # not set yet (copy/unpickle): do not recurse
+            raise AttributeError(name)
+        return getattr(self.denoiser, name)
+
+
+class SelfConditioningGuidance(GuidedDenoiser):
     """A self-conditioned denoiser guided away from itself without its self-conditioning input.
 
     Called like the denoiser, `(x_t, t, *, cond=None, self_cond=None) -> Prediction`; every
@@ -80,9 +104,7 @@ class SelfConditioningGuidance:
         if not getattr(denoiser, "self_conditioning", False):
             raise ValueError("self-conditioning guidance needs a run trained with self-conditioning "
                              "(--set model.self_condition=true)")
-        self.scale = check_scale(scale)
-        self.denoiser = denoiser
-        self.evaluations = 0
+        super().__init__(denoiser, scale)
 
     def __call__(
         self, x_t: torch.Tensor, t: torch.Tensor, *, cond: Any = None, self_cond: torch.Tensor | None = None
@@ -100,8 +122,3 @@ class SelfConditioningGuidance:
         )
         strong, weak = both.halves()
         return extrapolate(self.denoiser, strong, weak, self.scale)
-
-    def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, .config, ...
-        if name == "denoiser":  # not set yet (copy/unpickle): do not recurse
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)
