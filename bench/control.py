@@ -51,13 +51,14 @@ import yaml
 import difflm
 from difflm import control
 from difflm.control.classifiers import LatentClassifier, has_classifier, load_classifier
-from difflm.control.train_classifier import annotated_splits, train_classifier
+from difflm.train_classifier import annotated_splits, train_classifier
 from difflm.eval.control_metrics import ROOT_LABELS
 from difflm.model.autoregressive import perplexity
-from difflm.text.grammar import default_grammar
+from difflm.text.grammar import default_parser
+from difflm.sampling import DEFAULT_SAMPLER
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.vocab import Vocab
-from difflm.train import split_sentences
+from difflm.text.dataset import split_sentences
 
 #: Diffusion-LM's ctrl success on E2E (Table 2, %), the reference column.
 PAPER_E2E = {"semantic": 81.2, "pos": 90.0, "tree": 86.0, "spans": 93.8, "length": 99.9}
@@ -128,7 +129,7 @@ class Context:
 
 
 def grammatical(words: Sequence[str]) -> bool:
-    return default_grammar().parse([list(words)])[0].grammatical
+    return default_parser().parse([list(words)])[0].grammatical
 
 
 def semantic(ctx: Context, k: int, cfg: bool) -> list[Target]:
@@ -251,9 +252,9 @@ def run_task(key: str, targets: list[Target], ctx: Context, args: argparse.Names
     for index, target in enumerate(targets):
         guidance = {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings} if target.constraints else {}
         cfg = {"condition": target.condition, "cfg_scale": args.cfg_scale} if target.condition else {}
-        out = control.generate(ctx.pipe, target.constraints, args.n, sampler=args.sampler, steps=args.steps,
-                               seed=args.seed + 1 + index, sampler_options={"temperature": args.temperature},
-                               **cfg, **guidance)
+        out = ctx.pipe.generate(args.n, constraints=target.constraints, sampler=args.sampler, steps=args.steps,
+                                seed=args.seed + 1 + index, temperature=args.temperature, sc_guidance=args.sc_guidance,
+                                guidance=guidance, **cfg)
         samples = ctx.pipe.decode(out.tokens)
         texts += samples
         scores += [target.score(s.split()) for s in samples]
@@ -317,13 +318,15 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=20, help="targets per task")
     parser.add_argument("--n", type=int, default=50, help="samples per target (the paper: 50)")
     parser.add_argument("--pool", type=int, default=2000, help="held-out sentences to draw targets from")
-    parser.add_argument("--sampler", default="ddpm")
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER)
     parser.add_argument("--steps", type=int, default=200, help="sampler steps (the paper's control runs: 200)")
     parser.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE,
                         help="x̂0 temperature of the sampler (1 = the model's own x̂0)")
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale w")
+    parser.add_argument("--sc-guidance", type=float, default=None, metavar="W",
+                        help="self-conditioning guidance scale (default: the pipeline's, 2 on self-conditioned runs; 1 = off)")
     parser.add_argument("--guidance", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="GradientGuidance settings for every task, e.g. guidance_steps=3 step_size=0.1")
+                        help="GradientGuidance settings for every task, e.g. steps=3 step_size=0.1")
     parser.add_argument("--classifier", nargs="+", default=[], metavar="TASK=DIR", help="use these classifier directories")
     parser.add_argument("--train-classifiers", type=int, metavar="STEPS",
                         help="train missing classifiers into RUN/classifiers/ for STEPS steps")
@@ -345,7 +348,7 @@ def main() -> None:
                   {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()}, args.train_classifiers)
 
     unguided_texts = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                 temperature=args.temperature)
+                                 temperature=args.temperature, sc_guidance=args.sc_guidance)
     unguided = [text.split() for text in unguided_texts]
     rows = []
     for key in args.tasks:
@@ -364,7 +367,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     result = {"run": str(run), "teacher": args.teacher, "corpus": config.data.corpus, "judge": judge,
-              "sampler": args.sampler, "steps": args.steps, "temperature": args.temperature, "n": args.n, "targets": args.targets,
+              "sampler": args.sampler, "steps": args.steps, "temperature": args.temperature,
+              "sc_guidance": args.sc_guidance, "n": args.n, "targets": args.targets,
               "cfg_scale": args.cfg_scale, "guidance": settings, "seed": args.seed,
               "unguided_lm_score": lm_score(teacher, unguided_texts), "rows": rows}
     out = Path(args.out)

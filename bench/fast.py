@@ -38,7 +38,7 @@ from difflm.eval.report import evaluate
 from difflm.sampling import get_sampler
 from difflm.sampling.grid import GRIDS
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
-from difflm.train import split_sentences
+from difflm.text.dataset import split_sentences
 from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import difflm
 from difflm.sampling.ddim import update
-from difflm.train import prepare_data
+from difflm.text.dataset import prepare_data
 
 
 @torch.no_grad()
@@ -57,9 +57,9 @@ def probe(pipe: difflm.Pipeline, ids: torch.Tensor, t: float, steps: int, clamp:
     texts, truth = pipe.decode(model.embedding.nearest(x)), pipe.decode(ids)
     row["recovered"] = sum(a == b for a, b in zip(texts, truth)) / len(texts)
     if pipe.config.data.corpus == "grammar":
-        from difflm.text.grammar import default_grammar
+        from difflm.text.grammar import default_parser
 
-        row["grammatical"] = sum(r.grammatical for r in default_grammar().parse([s.split() for s in texts])) / len(texts)
+        row["grammatical"] = sum(r.grammatical for r in default_parser().parse([s.split() for s in texts])) / len(texts)
     row["example"] = texts[0]
     return row
 

@@ -22,7 +22,7 @@ import torch
 
 import difflm
 from difflm.eval.report import evaluate
-from difflm.train import split_sentences
+from difflm.text.dataset import split_sentences
 from recipes import measure_rate, run_parallel  # bench/ is on sys.path when run as a script
 
 DIFFUSION_SETTINGS = [("ddim", 10), ("ddim", 50), ("ddim", 200), ("ddpm", 200)]

@@ -29,7 +29,8 @@ import difflm
 from difflm.config import load_config
 from difflm.eval.diversity import distinct_n, length_stats, novelty
 from difflm.eval.ngram import KneserNeyTrigram
-from difflm.train import Trainer, split_sentences
+from difflm.text.dataset import split_sentences
+from difflm.train import Trainer
 
 RECIPES = {
     "paper": [],

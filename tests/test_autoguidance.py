@@ -11,6 +11,7 @@ from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
 from difflm.sampling.autoguidance import SelfConditioningGuidance
+from difflm.sampling.wrappers import CountedDenoiser
 from difflm.train import train
 from tests.conftest import tiny_config
 
@@ -50,13 +51,14 @@ def test_guided_prediction_extrapolates_from_the_call_without_self_conditioning(
 
 def test_guidance_makes_one_call_without_a_draft_and_two_with_one():
     model = _denoiser()
-    guided = SelfConditioningGuidance(model, 2.0)
+    counted = CountedDenoiser(model)
+    guided = SelfConditioningGuidance(counted, 2.0)
     x, t = torch.randn(2, 6, 8), torch.rand(2)
     with torch.no_grad():
         first = guided(x, t, self_cond=torch.zeros_like(x))  # before any draft: nothing to guide by
-        assert guided.evaluations == 1 and torch.equal(first.logits, model(x, t).logits)
+        assert counted.per_sample(2) == 1 and torch.equal(first.logits, model(x, t).logits)
         guided(x, t, self_cond=torch.randn_like(x))
-    assert guided.evaluations == 3
+    assert counted.per_sample(2) == 3
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])

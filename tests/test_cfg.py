@@ -11,11 +11,14 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.config import Config, DiffusionConfig, ModelConfig
-from difflm.diffusion.losses import e2e_loss
+from difflm.objectives import Batch
+from difflm.objectives.diffusion import e2e_loss
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
 from difflm.text.slots import SlotLabels, multi_hot
-from difflm.train import CONDITIONS_FILE, prepare_data
+from difflm.run import CONDITIONS_FILE
+from difflm.sampling.wrappers import CountedDenoiser
+from difflm.text.dataset import prepare_data
 from tests.conftest import tiny_config
 
 torch.set_num_threads(1)
@@ -54,8 +57,8 @@ def test_condition_dropout_replaces_a_share_p_of_rows_by_the_null_condition(p):
     B = 400
     cond = torch.rand(B, P, generator=torch.Generator().manual_seed(1)) + 0.1  # distinct, non-null rows
     ids = torch.randint(0, 11, (B, 6))
-    e2e_loss(spy, ids, DiffusionConfig(steps=100, cond_drop=p, self_cond_prob=0.5), generator=torch.Generator().manual_seed(0),
-             cond=cond)
+    e2e_loss(spy, Batch(ids, cond), Config(diffusion=DiffusionConfig(steps=100, cond_drop=p, self_cond_prob=0.5)),
+             generator=torch.Generator().manual_seed(0))
     seen = spy.conds[-1]  # the main pass (the first, if any, is the self-conditioning pass)
     dropped = (seen == 0).all(1)
     assert torch.equal(seen[~dropped], cond[~dropped])  # kept rows see their own condition, unchanged
@@ -120,7 +123,8 @@ def test_guided_prediction_combines_the_raw_outputs(predict):
     model = _denoiser(predict)
     x, t, c = torch.randn(2, 6, 8), torch.rand(2), torch.tensor([1.0, 0, 1, 0, 0])
     w = 2.5
-    guided = control.ClassifierFreeGuidance(model, c, w)
+    counted = CountedDenoiser(model)
+    guided = control.ClassifierFreeGuidance(counted, c, w)
     with torch.no_grad():
         out = guided(x, t)
         cond, null = model(x, t, cond=c.expand(2, -1)), model(x, t)
@@ -130,7 +134,7 @@ def test_guided_prediction_combines_the_raw_outputs(predict):
     else:  # x̂0 combines (≡ combining ε̂ or v̂); logits are the rounding head's
         torch.testing.assert_close(out.x0, null.x0 + w * (cond.x0 - null.x0))
         torch.testing.assert_close(out.logits, model.embedding.logits(out.x0))
-    assert guided.evaluations == 2 and guided.schedule is model.schedule
+    assert counted.per_sample(2) == 2 and guided.schedule is model.schedule
 
 
 # --- sampling on the tiny conditioned run ---------------------------------------------------
@@ -147,7 +151,7 @@ def test_scale_zero_and_one_are_unconditional_and_conditional_sampling_exactly(p
     plain = pipe.generate(6, sampler=sampler, steps=10, seed=3)
     conditional = pipe.generate(6, sampler=sampler, steps=10, seed=3, cond=c.expand(6, -1))
     for w, expected in ((0, plain), (1, conditional)):
-        out = control.generate(pipe, [], 6, condition={"food": "Italian"}, cfg_scale=w, sampler=sampler, steps=10, seed=3)
+        out = pipe.generate(6, condition={"food": "Italian"}, cfg_scale=w, sampler=sampler, steps=10, seed=3)
         assert torch.equal(out.x0, expected.x0) and torch.equal(out.tokens, expected.tokens), w
         assert out.nfe == 10
     assert not torch.equal(plain.tokens, conditional.tokens)
@@ -158,7 +162,7 @@ def test_cfg_raises_the_share_of_samples_expressing_the_slot(pipe):
         return sum("Italian" in text.split() for text in texts) / len(texts)
 
     unconditional = share(pipe.sample(N, sampler="ddpm", steps=STEPS, seed=SEED))
-    out = control.generate(pipe, [], N, condition=["food=Italian"], cfg_scale=3, steps=STEPS, seed=SEED)
+    out = pipe.generate(N, condition=["food=Italian"], cfg_scale=3, steps=STEPS, seed=SEED)
     guided = share(pipe.decode(out.tokens))
     print(f"food=Italian: CFG w=3 {guided:.2f}, unconditional {unconditional:.2f}")
     assert guided >= 0.9 and guided >= unconditional + 0.5, (guided, unconditional)
@@ -167,8 +171,8 @@ def test_cfg_raises_the_share_of_samples_expressing_the_slot(pipe):
 
 def test_cfg_composes_with_gradient_guidance(pipe):
     length = control.Length(9, max_len=pipe.config.data.max_len)
-    out = control.generate(pipe, [length], 8, condition="food=Italian", cfg_scale=2, steps=10, seed=SEED,
-                           guidance_steps=1, active=(0.0, 1.0))
+    out = pipe.generate(8, constraints=[length], condition="food=Italian", cfg_scale=2, steps=10, seed=SEED,
+                        guidance={"steps": 1, "active": (0.0, 1.0)})
     assert out.nfe == 2 * (10 + 9)  # the constraint reads the guided prediction: 2 evaluations per call
 
 
@@ -180,18 +184,17 @@ def test_cfg_composes_with_gradient_guidance(pipe):
         ({"condition": {"food": "Italian"}, "cfg_scale": float("nan")}, "nan"),
         ({"condition": {}}, "at least one"),
         ({"cfg_scale": 3.0}, "needs a condition"),
-        ({}, "nothing to control"),
-        ({"condition": {"food": "Italian"}, "guidance_steps": 2}, "need a constraint"),
+        ({"condition": {"food": "Italian"}, "guidance": {"steps": 2}}, "need a constraint"),
     ],
 )
 def test_bad_cfg_inputs_raise_value_error(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        control.generate(pipe, [], 2, steps=5, **kwargs)
+        pipe.generate(2, steps=5, **kwargs)
 
 
 def test_cfg_needs_a_run_trained_with_conditioning(tiny_run):
     with pytest.raises(ValueError, match="model.condition=slots"):
-        control.generate(difflm.load(tiny_run), [], 2, condition={"food": "Italian"}, cfg_scale=3)
+        difflm.load(tiny_run).generate(2, condition={"food": "Italian"}, cfg_scale=3)
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 import difflm
 from difflm.control.classifier_constraints import POS, Attribute, Span, Tree
 from difflm.control.classifiers import LatentClassifier, classifier_dir, load_classifier
-from difflm.control.train_classifier import TrainOptions, annotated_splits, make_target, noisy_latents, train_classifier
+from difflm.train_classifier import TrainOptions, annotated_splits, make_target, noisy_latents, train_classifier
 from tests.conftest import tiny_config
 
 TASKS = ("pos", "tree", "attribute")

@@ -10,8 +10,9 @@ import torch
 import difflm
 from difflm import control
 from difflm.cli import main
-from difflm.control.constraints import parse_constraint_args
-from difflm.control.train_classifier import TrainOptions, train_classifier
+from difflm.control import parse_constraint_args
+from difflm.sampling.wrappers import CountedDenoiser
+from difflm.train_classifier import TrainOptions, train_classifier
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Prediction
 from difflm.model.embedding import WordEmbedding
@@ -116,10 +117,12 @@ def test_guidance_only_acts_when_active():
 
 def test_constraints_share_one_denoiser_evaluation_per_inner_step():
     vocab = Vocab(["a", "b", "c"])
-    guide = control.GradientGuidance(RoundingDenoiser(), [control.Length(2, max_len=5), control.Keywords(["b"], vocab)], steps=3)
+    network = RoundingDenoiser()
+    counted = CountedDenoiser(network)
+    guide = control.GradientGuidance(counted, [control.Length(2, max_len=5), control.Keywords(["b"], vocab)], steps=3)
     x, _ = _state(shape=(2, 5, 4))
     guide(x, t=0.5, mean=x, std=torch.tensor(1.0))
-    assert guide.nfe == 3 and guide.denoiser.denoiser.calls == 3
+    assert counted.per_sample(2) == 3 and network.calls == 3
 
 
 @pytest.mark.parametrize(
@@ -211,7 +214,7 @@ def _words(pipe, constraints) -> list[list[str]]:
 
 
 def _words_with(pipe, constraints, **options) -> list[list[str]]:
-    return [text.split() for text in control.sample(pipe, constraints, N, seed=SEED, **options)]
+    return [text.split() for text in pipe.sample(N, constraints=constraints, seed=SEED, **options)]
 
 
 def _share(rows: list[list[str]], ok) -> float:
@@ -228,7 +231,7 @@ def test_length_guidance_gives_the_exact_length(pipe, unguided):
 
 def test_infilling_never_changes_the_given_words(pipe):
     infill = control.Infill("___ serves ___ food in the ___ ___ .", pipe.vocab, max_len=pipe.config.data.max_len)
-    out = control.generate(pipe, [infill], N, steps=STEPS, seed=SEED)
+    out = pipe.generate(N, constraints=[infill], steps=STEPS, seed=SEED)
     assert torch.equal(out.tokens[:, infill.known], infill.ids[infill.known].expand(N, -1))
     filled = _share([t.split() for t in pipe.decode(out.tokens)], infill.satisfied)
     print(f"infill: given words kept 1.00, all blanks filled {filled:.2f}")
@@ -263,7 +266,7 @@ def test_attribute_classifier_guidance_expresses_the_value(slot_run):
     slot_pipe = difflm.load(slot_run)
     italian = control.Attribute("food", "Italian", run=slot_run)  # judged on text: the value is a substring
     unguided = [text.split() for text in slot_pipe.sample(N, sampler="ddpm", steps=STEPS, seed=SEED)]
-    out = control.generate(slot_pipe, [italian], N, steps=STEPS, seed=SEED)
+    out = slot_pipe.generate(N, constraints=[italian], steps=STEPS, seed=SEED)
     guided = _share([text.split() for text in slot_pipe.decode(out.tokens)], italian.satisfied)
     unguided = _share(unguided, italian.satisfied)
     print(f"food=Italian by the attribute classifier: guided {guided:.2f}, unguided {unguided:.2f}")
@@ -284,8 +287,8 @@ def test_length_guidance_with_few_dpm_solver_steps(pipe):
 
 
 def test_generate_counts_guidance_evaluations(pipe):
-    out = control.generate(pipe, [control.Length(9, max_len=pipe.config.data.max_len)], 2, steps=10, seed=SEED,
-                           guidance_steps=2, active=(0.0, 1.0))
+    out = pipe.generate(2, constraints=[control.Length(9, max_len=pipe.config.data.max_len)], steps=10, seed=SEED,
+                        guidance={"steps": 2, "active": (0.0, 1.0)})
     assert out.nfe == 10 + 2 * 9  # guidance runs after every sampler step but the last
 
 

@@ -12,7 +12,7 @@ import torch
 from difflm.cli import main
 from difflm.control import POS, Attribute, Span
 from difflm.control.classifiers import classifier_dir
-from difflm.control.train_classifier import TrainOptions, train_classifier
+from difflm.train_classifier import TrainOptions, train_classifier
 from difflm.eval.control_metrics import (
     bracket_f1,
     pos_accuracy,
@@ -91,7 +91,7 @@ def test_control_with_classifier_constraints_runs_end_to_end(attribute_run, caps
 
 
 def test_tree_and_span_share_one_classifier(grammar_run):
-    from difflm.control.constraints import parse_constraint_args
+    from difflm.control import parse_constraint_args
     from difflm.pipeline import load
 
     pipe = load(grammar_run)

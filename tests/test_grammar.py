@@ -15,7 +15,9 @@ from difflm.text.grammar import (
     Grammar,
     Terminal,
     Tree,
+    ChartParser,
     default_grammar,
+    default_parser,
     load_split,
     make_splits,
 )
@@ -29,7 +31,7 @@ def grammar() -> Grammar:
 @pytest.fixture(scope="module")
 def sampled(grammar):
     sentences = grammar.sample(500, seed=0)
-    return sentences, grammar.parse([s.tokens for s in sentences])
+    return sentences, default_parser().parse([s.tokens for s in sentences])
 
 
 def test_sampled_sentences_parse_back_exactly(grammar, sampled):
@@ -66,7 +68,7 @@ def test_a_constructed_sentence_has_exactly_its_one_derivation(grammar):
         ("_nom_c", "_head_c"), ("_head_c", "pub"),
     ]  # fmt: skip
     expected = sum(math.log(prob(lhs, rhs)) for lhs, rhs in derivation)
-    (r,) = grammar.parse(["The Eagle is a pub .".split()])
+    (r,) = default_parser().parse(["The Eagle is a pub .".split()])
     assert r.logprob == pytest.approx(expected, abs=1e-9)
     assert r.viterbi_logprob == pytest.approx(expected, abs=1e-9)
     assert r.tree == "(ROOT (S (NP (DET The) (PROPN Eagle)) (VP (AUX is) (NP (DET a) (NOUN pub))) (PUNCT .)))"
@@ -75,7 +77,7 @@ def test_a_constructed_sentence_has_exactly_its_one_derivation(grammar):
 
 def test_negation_sets_slot_values_through_the_derivation(grammar):
     texts = ("Zizzi is family - friendly .", "Zizzi is not family - friendly .")
-    yes, no = grammar.parse([t.split() for t in texts])
+    yes, no = default_parser().parse([t.split() for t in texts])
     assert yes.slots["familyFriendly"] == "yes"
     assert no.slots["familyFriendly"] == "no"
 
@@ -90,7 +92,7 @@ def test_rejects_shuffled_unknown_and_malformed_input(grammar, sampled):
             rng.shuffle(tokens)
         shuffled.append(tokens)
     # A shuffle can be grammatical by chance (swapping two coordinated phrases), rarely.
-    assert sum(r.grammatical for r in grammar.parse(shuffled)) <= 0.01 * len(shuffled)
+    assert sum(r.grammatical for r in default_parser().parse(shuffled)) <= 0.01 * len(shuffled)
     bad = [
         "pub a is The Eagle .".split(),
         "The Eagle is a spaceship .".split(),  # unknown word
@@ -98,7 +100,7 @@ def test_rejects_shuffled_unknown_and_malformed_input(grammar, sampled):
         [],
         ["pub"] * 100,
     ]
-    for r in grammar.parse(bad):
+    for r in default_parser().parse(bad):
         assert (r.grammatical, r.tree, r.logprob, r.viterbi_logprob) == (False, None, -math.inf, -math.inf)
 
 
@@ -180,21 +182,21 @@ def test_inside_and_viterbi_equal_brute_force_on_a_toy_grammar():
     toy = Grammar.from_text(TOY, TOY_LEXICON, start="S")
     derivations = _enumerate(toy, max_len=5)
     strings = list(derivations)
-    results = toy.parse(strings)
+    results = ChartParser(toy).parse(strings)
     assert any(len(d) > 1 for d in derivations.values())  # the check covers ambiguity
     for tokens, r in zip(strings, results):
         assert r.grammatical
         assert r.logprob == pytest.approx(math.log(sum(math.exp(lp) for lp in derivations[tokens])), abs=1e-9)
         assert r.viterbi_logprob == pytest.approx(max(derivations[tokens]), abs=1e-9)
         assert Tree.from_string(r.tree).leaves() == list(tokens)
-    assert not toy.parse([["fish", "the"]])[0].grammatical
+    assert not ChartParser(toy).parse([["fish", "the"]])[0].grammatical
 
 
 def test_unary_cycles_are_summed_in_closed_form():
     # A ⇒ B ⇒ A ... : p(a) = 0.5 / (1 − 0.5·0.4) and p(b) = 0.5·0.6 / (1 − 0.5·0.4).
     text = "1 S -> A\n1 A -> B\n1 A -> a\n2 B -> A\n3 B -> b\n"
     cyclic = Grammar.from_text(text, {"a": "X", "b": "X"}, start="S")
-    a, b = cyclic.parse([["a"], ["b"]])
+    a, b = ChartParser(cyclic).parse([["a"], ["b"]])
     assert a.logprob == pytest.approx(math.log(0.5 / 0.8), abs=1e-12)
     assert b.logprob == pytest.approx(math.log(0.3 / 0.8), abs=1e-12)
     assert a.viterbi_logprob == pytest.approx(math.log(0.5), abs=1e-12)

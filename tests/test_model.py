@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from difflm.config import DiffusionConfig, ModelConfig
+from difflm.config import Config, DiffusionConfig, ModelConfig
 from difflm.diffusion import process
-from difflm.diffusion.losses import e2e_loss
+from difflm.objectives import Batch
+from difflm.objectives.diffusion import e2e_loss
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
 from difflm.model.embedding import WordEmbedding
@@ -77,7 +78,7 @@ def test_nearest_and_clamp():
 def test_loss_terms_are_finite_and_reported(predict):
     model = make(predict, self_condition=True).train()
     ids = torch.randint(0, V, (6, L))
-    out = e2e_loss(model, ids, DiffusionConfig(steps=100), generator=torch.Generator().manual_seed(0))
+    out = e2e_loss(model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(0))
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert {"loss", "prior", "rounding"} <= set(out.terms)
@@ -88,8 +89,8 @@ def test_loss_terms_are_finite_and_reported(predict):
 def test_loss_is_reproducible_under_a_generator():
     model = make()
     ids = torch.randint(0, V, (4, L))
-    a = e2e_loss(model, ids, DiffusionConfig(steps=100), generator=torch.Generator().manual_seed(3)).loss
-    b = e2e_loss(model, ids, DiffusionConfig(steps=100), generator=torch.Generator().manual_seed(3)).loss
+    a = e2e_loss(model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(3)).loss
+    b = e2e_loss(model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(3)).loss
     assert a.item() == b.item()
 
 
@@ -113,7 +114,7 @@ def test_self_conditioning_gap_feeds_the_prediction_of_a_noisier_point_of_the_sa
     ids = torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(2))
     config = DiffusionConfig(steps=100, self_cond_prob=1.0, self_cond_gap=gap)
     with torch.no_grad():
-        e2e_loss(spy, ids, config, generator=torch.Generator().manual_seed(0))
+        e2e_loss(spy, Batch(ids), Config(diffusion=config), generator=torch.Generator().manual_seed(0))
     (x_prev, t_prev), (x_t, t) = spy.calls
     later = t_prev - t
     assert (later >= 0).all() and (later <= gap + 1e-6).all() and (later > 0.1).float().mean() > 0.5
@@ -129,5 +130,5 @@ def test_self_conditioning_gap_feeds_the_prediction_of_a_noisier_point_of_the_sa
     assert same < 0.8 * other
     plain = Recorder(make("logits", self_condition=True))
     with torch.no_grad():
-        e2e_loss(plain, ids, DiffusionConfig(steps=100, self_cond_prob=1.0), generator=torch.Generator().manual_seed(0))
+        e2e_loss(plain, Batch(ids), Config(diffusion=DiffusionConfig(steps=100, self_cond_prob=1.0)), generator=torch.Generator().manual_seed(0))
     assert torch.equal(plain.calls[0][0], plain.calls[1][0])  # gap 0: Analog Bits, the same x_t

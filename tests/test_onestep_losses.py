@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from difflm.config import Config
-from difflm.diffusion import consistency as cm
+from difflm.diffusion.consistency import karras_sigmas, sigma_range
+from difflm.objectives import Batch, Frozen
+from difflm.objectives import consistency as cm
 from difflm.diffusion.flowmap import FlowPath, average_velocity, jump
-from difflm.diffusion.meanflow import average_velocity_and_derivative, meanflow_loss, meanflow_target
+from difflm.objectives.meanflow import average_velocity_and_derivative, meanflow_loss, meanflow_target
 from difflm.diffusion.paths import denoise_edm, denoise_rf, sigma_of_t, tau_of_t
 from difflm.diffusion.schedules import make_schedule
-from difflm.diffusion.shortcut import bootstrap_target, shortcut_loss
+from difflm.objectives.shortcut import bootstrap_target, shortcut_loss
 from tests.oracles import (D, L, T, WORDS, Oracle, gaussian_flow_map, gaussian_point, gen, the_point,
                            tiny_denoiser)
 
@@ -61,10 +63,10 @@ def test_shortcut_loss_vanishes_for_the_exact_field_of_one_sentence():
     config = Config().with_overrides(["shortcut.levels=4", "shortcut.bootstrap_share=1.0"])
     ids = WORDS.repeat(16, 1)
     exact = Oracle(the_point)
-    out = shortcut_loss(exact, ids, config, generator=gen(), target=exact)
+    out = shortcut_loss(exact, Batch(ids), config, generator=gen(), frozen=Frozen(target=exact))
     assert out.terms["shortcut"] < 1e-10
     wrong = Oracle(lambda o, x, s, d: o.mu.double() + 0.3 * d)  # depends on the jump: not self-consistent
-    assert shortcut_loss(wrong, ids, config, generator=gen(), target=wrong).terms["shortcut"] > 1e-3
+    assert shortcut_loss(wrong, Batch(ids), config, generator=gen(), frozen=Frozen(target=wrong)).terms["shortcut"] > 1e-3
 
 
 # --- MeanFlow --------------------------------------------------------------------------
@@ -87,9 +89,9 @@ def test_meanflow_target_of_the_exact_average_velocity_is_itself():
 def test_meanflow_loss_vanishes_for_the_exact_field_of_one_sentence():
     config = Config().with_overrides(["meanflow.jump_share=1.0"])
     ids = WORDS.repeat(16, 1)
-    assert meanflow_loss(Oracle(the_point), ids, config, generator=gen()).terms["meanflow"] < 1e-8
+    assert meanflow_loss(Oracle(the_point), Batch(ids), config, generator=gen()).terms["meanflow"] < 1e-8
     off = Oracle(lambda o, x, s, d: the_point(o, x, s, d) + 0.3)  # straight lines to the wrong point
-    assert meanflow_loss(off, ids, config, generator=gen()).terms["meanflow"] > 1e-3
+    assert meanflow_loss(off, Batch(ids), config, generator=gen()).terms["meanflow"] > 1e-3
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])  # eval would take the fused fast path without the guard
@@ -119,13 +121,13 @@ def test_jvp_matches_finite_differences_on_a_real_denoiser(mode):
 
 def test_consistency_function_is_the_identity_at_sigma_min():
     model = tiny_denoiser("consistency").eval()
-    sigma_min, sigma_max = cm.sigma_range(model.schedule)
+    sigma_min, sigma_max = sigma_range(model.schedule)
     assert sigma_min == pytest.approx(float(sigma_of_t(model.schedule, 1 / T)))
     x = torch.randn(2, L, D, generator=gen(4))
     with torch.no_grad():
         f, _ = cm.consistency_function(model, x, torch.full((2,), sigma_min))
         torch.testing.assert_close(f, x)
-    sigmas = cm.karras_sigmas(model.schedule, 5)
+    sigmas = karras_sigmas(model.schedule, 5)
     assert sigmas[0] == pytest.approx(sigma_min) and sigmas[-1] == pytest.approx(sigma_max)
     assert bool((sigmas[1:] > sigmas[:-1]).all())
 
@@ -136,7 +138,7 @@ def test_consistency_loss_vanishes_for_the_exact_function_of_one_sentence(distil
     ids = WORDS.repeat(16, 1)
     teacher = Oracle(the_point) if distil else None  # the diffusion model of one point: x̂0 = μ
     # f(x, σ) = μ + (σ_min/σ)(x − μ), the consistency function of one point, is D = μ.
-    out = cm.consistency_loss(Oracle(the_point), ids, config, generator=gen(), teacher=teacher)
+    out = cm.consistency_loss(Oracle(the_point), Batch(ids), config, generator=gen(), frozen=Frozen(teacher=teacher))
     assert out.terms["consistency"] < 1e-5
     off = Oracle(lambda o, x, s, d: the_point(o, x, s, d) + 0.3)
-    assert cm.consistency_loss(off, ids, config, generator=gen(), teacher=teacher).terms["consistency"] > 1e-2
+    assert cm.consistency_loss(off, Batch(ids), config, generator=gen(), frozen=Frozen(teacher=teacher)).terms["consistency"] > 1e-2

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import difflm
-from difflm.train import Trainer, batch_indices, build_model, heldout_loss, lr_at, prepare_data
+from difflm.run import build_model
+from difflm.text.dataset import prepare_data
+from difflm.train import Trainer, batch_indices, heldout_loss, lr_at
 from tests.conftest import tiny_config, train_interrupted_then_resumed
 
 TEMPLATE = re.compile(r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food in the (city centre|riverside) \.$")
@@ -101,7 +103,7 @@ def test_two_process_torchrun_job_trains(tmp_path, toy_corpus):
 
 
 def test_overlong_skip_drops_and_counts_only_what_does_not_fit(tmp_path):
-    from difflm.train import prepare_data
+    from difflm.text.dataset import prepare_data
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(["a b c"] * 20 + ["a b c d e f g"] * 10) + "\n")

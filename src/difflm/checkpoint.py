@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,57 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+
+
+class RunLock:
+    """One writer per run directory: RUN/.lock holds the writer's host and process id.
+
+    Taken with O_CREAT | O_EXCL, so of two processes exactly one gets it. A lock whose
+    process is gone (same host, pid not running) is stale and taken over.
+
+    Raises:
+        ValueError: another live process holds the lock (named in the message).
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / self.NAME
+        self.owner = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):  # a second try after removing a stale lock
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.path.read_text(encoding="utf-8").strip() if self.path.is_file() else ""
+                if not self._stale(holder):
+                    raise ValueError(f"{run_dir} is being written by another process (host and pid: {holder or 'unknown'}); "
+                                     f"wait for it to finish, or remove {self.path} if it is gone") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.owner + "\n")
+            return
+        raise ValueError(f"could not lock {run_dir}: another process keeps taking {self.path}")
+
+    @staticmethod
+    def _stale(holder: str) -> bool:
+        """Whether the process named in a lock file is gone (only decidable on this host)."""
+        host, _, pid = holder.rpartition(" ")
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+
+    def release(self) -> None:
+        """Remove the lock if it is still this process's."""
+        try:
+            if self.path.read_text(encoding="utf-8").strip() == self.owner:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass

@@ -33,13 +33,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from difflm.sampling import SAMPLERS
+    from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
     from difflm.sampling.grid import GRIDS
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
-    p.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="the sampling algorithm")
-    p.add_argument("--steps", type=int, default=50,
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sorted(SAMPLERS), help="the sampling algorithm")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help="sampling steps K ≤ T (one denoiser evaluation each; two with self-conditioning guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")
@@ -49,11 +49,17 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-from", type=float, default=None, metavar="T",
                    help="distilled: re-noise the one-step draft to time T in (0, 1) and refine it with the "
                    "remaining steps (default 0.5)")
-    p.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE, metavar="TAU",
+    p.add_argument("--temperature", type=float, default=None, metavar="TAU",
                    help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
                    f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)")
     p.add_argument("--clamp-from", type=int, default=None, metavar="T",
                    help="snap x̂0 to the nearest word embedding at training steps ≤ T")
+    p.add_argument("--sc-guidance", type=float, default=None, metavar="W",
+                   help="self-conditioned runs: guide away from the prediction without the self-conditioning "
+                   "input with scale W (1 = off); default 2 on self-conditioned runs (the best measured), which "
+                   "makes two denoiser evaluations per step after the first")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--device", default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample sentences from a trained run")
     p.add_argument("run", help="run directory")
     _add_sampling_args(p)
-    p.add_argument("--sc-guidance", type=float, default=None, metavar="W",
-                   help="self-conditioned runs: guide away from the prediction without the self-conditioning "
-                   "input with scale W (1 = off); default 2 on self-conditioned runs (the best measured), which "
-                   "makes two denoiser evaluations per step after the first")
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
-    p.add_argument("--weights", choices=["ema", "model"], default="ema")
-    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("control", help="sample under constraints (length, infilling, keywords, POS, syntax, "
                        "attributes) with gradient guidance, or classifier-free guidance on a conditioned run")
@@ -97,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--weight", dest="constraint_weights", nargs="+", action="extend", default=[], metavar="NAME=W",
                        help="weight of a constraint in the sum (default 1), e.g. --weight keywords=2")
     _add_sampling_args(p)
-    p.set_defaults(sampler="ddpm")  # the ancestral step Diffusion-LM guides (its DDIM with η = 1)
     guide = p.add_argument_group("guidance (unset: the defaults of difflm.control.GradientGuidance)")
     guide.add_argument("--guidance-steps", type=int, metavar="K", help="gradient steps after each sampler step")
     guide.add_argument("--step-size", type=float, metavar="η", help="size of each gradient step")
@@ -107,8 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="guide only while t_min ≤ t ≤ t_max (t = 1 is pure noise)")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="jsonl adds whether each constraint is satisfied (and the classifier constraints' scores)")
-    p.add_argument("--weights", choices=["ema", "model"], default="ema")
-    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("train-classifier", help="train a classifier on a run's noisy latents (for --pos, --tree, "
                        "--span, --attribute of difflm control)")
@@ -136,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sampling_options(args: argparse.Namespace) -> dict:
-    options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from,
-               "temperature": args.temperature}
+    """The options of `Pipeline.generate` given on the command line (the rest keep its defaults)."""
+    options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from}
     # Sampler-specific options only when given: a sampler without them rejects them by name.
-    options.update({key: value for key in ("eta", "grid", "refine_from", "sc_guidance")
+    options.update({key: value for key in ("temperature", "eta", "grid", "refine_from", "sc_guidance")
                     if (value := getattr(args, key, None)) is not None})
     return options
 
@@ -167,7 +164,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_control(args: argparse.Namespace) -> None:
     import difflm
     from difflm import control
-    from difflm.control.classifier_constraints import judge_of
+    from difflm.control.judges import judge_of
     from difflm.control.classifiers import has_classifier
     from difflm.text.slots import parse_pair
 
@@ -188,15 +185,11 @@ def cmd_control(args: argparse.Namespace) -> None:
     if any(spec is not None for spec in specs.values()) or condition is None:
         constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights,
                                                     run=args.run)
-    given = {"guidance_steps": args.guidance_steps, "step_size": args.step_size, "optimizer": args.optimizer,
+    given = {"steps": args.guidance_steps, "step_size": args.step_size, "optimizer": args.optimizer,
              "fluency_weight": args.fluency_weight, "active": args.active}
-    settings = {key: value for key, value in given.items() if value is not None}
-    options = _sampling_options(args)
-    sampler_options = {key: options.pop(key) for key in ("temperature", "clamp_from", "eta", "grid", "refine_from")
-                       if key in options}
-    if condition is not None:
-        settings.update(condition=condition, cfg_scale=args.cfg_scale)
-    output = control.generate(pipe, constraints, args.n, sampler_options=sampler_options, **options, **settings)
+    guidance = {key: value for key, value in given.items() if value is not None}
+    cfg = {} if condition is None else {"condition": condition, "cfg_scale": args.cfg_scale}
+    output = pipe.generate(args.n, constraints=constraints, guidance=guidance, **cfg, **_sampling_options(args))
     texts = pipe.decode(output.tokens)
     checks += [c for c in constraints if isinstance(c, control.Checkable)]
     verdicts = [{c.name: c.satisfied(text.split()) for c in checks} for text in texts]
@@ -213,7 +206,7 @@ def cmd_control(args: argparse.Namespace) -> None:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
-    from difflm.control.train_classifier import train_classifier
+    from difflm.train_classifier import train_classifier
 
     directory = train_classifier(args.run, args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                  seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress)
@@ -224,7 +217,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import difflm
     from difflm.eval.report import evaluate, read_texts
-    from difflm.train import split_sentences
+    from difflm.text.dataset import split_sentences
 
     texts = read_texts(args.file)
     teacher, training, reference = None, None, None
@@ -246,6 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     import difflm
     from difflm.config import load_config
+    from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
     from difflm.train import train
 
@@ -255,15 +249,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if "valid" in last:
         print(f"held-out loss {last['valid']['loss']:.3f}")
     pipe = difflm.load(args.out)
-    texts = pipe.sample(DEMO_SAMPLES, sampler="ddpm", steps=50, seed=0)
+    texts = pipe.sample(DEMO_SAMPLES, seed=0)
     judged = config.data.corpus == "grammar"
     if judged:
-        from difflm.text.grammar import default_grammar
+        from difflm.text.grammar import default_parser
 
-        verdicts = [r.grammatical for r in default_grammar().parse([t.split() for t in texts])]
+        verdicts = [r.grammatical for r in default_parser().parse([t.split() for t in texts])]
     else:
         verdicts = [None] * len(texts)
-    heading = f"unconditional samples (DDPM, 50 steps, temperature {SAMPLING_TEMPERATURE:g})"
+    heading = f"unconditional samples ({DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps, temperature {SAMPLING_TEMPERATURE:g})"
     print(f"\n{heading}" + (", ✓ = grammatical under the bundled grammar:" if judged else ":"))
     for text, ok in list(zip(texts, verdicts))[:10]:
         print(f"  {'' if ok is None else ('✓ ' if ok else '✗ ')}{text}")
@@ -280,9 +274,8 @@ def _demo_control(pipe) -> None:  # noqa: ANN001 - a diffusion Pipeline
     if keyword not in pipe.vocab:
         return  # a corpus without the demo's keyword: nothing sensible to show
     constraints = [control.Length(length, max_len=pipe.config.data.max_len), control.Keywords([keyword], pipe.vocab)]
-    output = control.generate(pipe, constraints, 5, steps=50, seed=0)
-    print(f"\ncontrolled samples (length = {length} words and the keyword '{keyword}'; DDPM 50 steps + guidance):")
-    for text in pipe.decode(output.tokens):
+    print(f"\ncontrolled samples (length = {length} words and the keyword '{keyword}'; gradient guidance):")
+    for text in pipe.sample(5, constraints=constraints, seed=0):
         ok = all(c.satisfied(text.split()) for c in constraints)
         print(f"  {'✓' if ok else '✗'} {text}")
 

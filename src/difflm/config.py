@@ -66,7 +66,7 @@ class ModelConfig:
             slot values (grammar or E2E MR) for classifier-free guidance; the label set
             is saved as conditions.json in the run directory.
         generator: what the network is trained to be: `diffusion` (the denoiser of
-            `diffusion/losses.py`), or a one/few-step model: `shortcut` (Frans et al.
+            `objectives/diffusion.py`), or a one/few-step model: `shortcut` (Frans et al.
             2024), `meanflow` (Geng et al. 2025) or `consistency` (Song et al. 2023;
             distilled when `train.teacher` is set). Each has its config section and
             its sampler of the same name.
@@ -157,7 +157,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ShortcutConfig:
-    """The shortcut model (`model.generator=shortcut`; `diffusion/shortcut.py`).
+    """The shortcut model (`model.generator=shortcut`; `objectives/shortcut.py`).
 
     Attributes:
         levels: log2 M: jumps d ∈ {1, 1/2, ..., 2^-levels} of the path are trained, so
@@ -172,7 +172,7 @@ class ShortcutConfig:
 
 @dataclass(frozen=True)
 class MeanFlowConfig:
-    """MeanFlow (`model.generator=meanflow`; `diffusion/meanflow.py`).
+    """MeanFlow (`model.generator=meanflow`; `objectives/meanflow.py`).
 
     Attributes:
         jump_share: share of each batch with r < t (the rest has r = t: flow matching).
@@ -191,7 +191,7 @@ class MeanFlowConfig:
 
 @dataclass(frozen=True)
 class ConsistencyConfig:
-    """Consistency models (`model.generator=consistency`; `diffusion/consistency.py`).
+    """Consistency models (`model.generator=consistency`; `objectives/consistency.py`).
 
     Attributes:
         num_scales: N, the noise levels of the discretised ODE (a Karras grid, ρ = 7,
@@ -206,7 +206,7 @@ class ConsistencyConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Sampler distillation (`model.generator=distilled`; `diffusion/distillation.py`).
+    """Sampler distillation (`model.generator=distilled`; `objectives/distillation.py`).
 
     Attributes:
         sampler: the teacher's sampler, `ddpm` (with noise tied to x_T; its students draft
@@ -279,7 +279,9 @@ class Config:
             (self.data.overlong in ("truncate", "skip", "refuse"), f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'"),
             (self.model.kind in ("diffusion", "autoregressive"), f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'"),
             (self.model.predict in ("x0", "eps", "v", "logits"), f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'"),
-            (self.model.hidden % self.model.heads == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),
+            (self.model.hidden >= 1 and self.model.heads >= 1,
+             f"model.hidden and model.heads must be ≥ 1, got {self.model.hidden} and {self.model.heads}"),
+            (self.model.hidden % max(self.model.heads, 1) == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),
             (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),
             (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
             (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),

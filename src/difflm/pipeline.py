@@ -1,22 +1,34 @@
-"""Load a trained run and sample from it: `difflm.load(RUN).sample(...)`."""
+"""Load a trained run and sample from it: `difflm.load(RUN).sample(...)`.
+
+`Pipeline.generate` is the one way of sampling a diffusion run: `difflm sample`,
+`difflm control`, the demo and the benches all call it. It owns the seed, the shape, the
+denoiser wrappers (classifier-free guidance, self-conditioning guidance, gradient
+guidance with its constraints) and the evaluation count.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from difflm import checkpoint
 from difflm.config import Config
+from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
+from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
-from difflm.sampling import get_sampler
+from difflm.run import load_run
+from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, get_sampler
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
-from difflm.text.vocab import Vocab
+from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
-from difflm.train import build_model, load_conditions, resolve_device
+from difflm.text.vocab import Vocab
+
+Condition = Mapping[str, str] | Iterable[str] | str
 
 
 class Pipeline:
@@ -27,7 +39,7 @@ class Pipeline:
         vocab: its vocabulary.
         model: the (EMA) denoiser or causal LM, in eval mode.
         conditions: the slot=value labels of a run trained with model.condition=slots
-            (classifier-free guidance, `difflm.control`), else None.
+            (classifier-free guidance), else None.
     """
 
     def __init__(
@@ -39,19 +51,10 @@ class Pipeline:
         self.conditions = conditions
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str = "auto") -> "Pipeline":
+    def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str = "auto") -> Pipeline:
         """Load `config.json`, `vocab.json` and `{weights}.safetensors` from a run directory."""
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise ValueError(f"run directory not found: {run_dir}")
-        if weights not in ("ema", "model"):
-            raise ValueError(f"weights must be 'ema' or 'model', got '{weights}'")
-        config = Config.load_run(run_dir)
-        vocab = Vocab.load(run_dir / "vocab.json")
-        conditions = load_conditions(config, run_dir)
-        model = build_model(config, len(vocab), len(conditions) if conditions else 0)
-        checkpoint.load_weights(model, run_dir / f"{weights}.safetensors")
-        return cls(config, vocab, model.to(resolve_device(device)), conditions)
+        run = load_run(run_dir, weights=weights, device=device)
+        return cls(run.config, run.vocab, run.model, run.conditions)
 
     @property
     def device(self) -> torch.device:
@@ -70,44 +73,87 @@ class Pipeline:
         self,
         n: int,
         *,
-        sampler: str = "ddpm",
-        steps: int = 50,
+        sampler: str = DEFAULT_SAMPLER,
+        steps: int = DEFAULT_STEPS,
         seed: int | None = 0,
         length: int | None = None,
-        temperature: float = SAMPLING_TEMPERATURE,
+        temperature: float | None = None,
         sc_guidance: float | None = None,
-        **options,
+        constraints: Sequence[Constraint] = (),
+        condition: Condition | None = None,
+        cfg_scale: float = 1.0,
+        guidance: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> SampleOutput:
         """Run a diffusion sampler for n sentences of `length` positions (default: the model's L).
 
-        `temperature` sharpens x̂0 (`difflm.sampling.rounding`); 1 follows the model exactly.
-        `sc_guidance` w ≠ 1 guides a self-conditioned run away from its own prediction
-        without the self-conditioning input (`difflm.sampling.autoguidance`); the output's
-        nfe then counts both halves of every guided call. None: `SC_GUIDANCE` on a
-        self-conditioned run (better than unguided sampling with as many evaluations), else 1.
+        One generator, seeded by `seed`, drives x_T, every sampler step's noise and the
+        constraints' overwrite hooks, so a seed reproduces the whole run.
+
+        Args:
+            n: number of sentences.
+            sampler, steps: a registered sampler and its number of steps K.
+            seed: None draws a fresh seed.
+            length: positions per sentence (default data.max_len).
+            temperature: x̂0 = softmax(logits/τ)·EMB (`difflm.sampling.rounding`); None:
+                `SAMPLING_TEMPERATURE`; 1 follows the model exactly.
+            sc_guidance: w ≠ 1 guides a self-conditioned run away from its own prediction
+                without the self-conditioning input (`difflm.sampling.autoguidance`). None:
+                `SC_GUIDANCE` on a self-conditioned run, else 1 (off).
+            constraints: gradient guidance (Diffusion-LM §5) towards Σ_c w_c·log p(c | x).
+            condition: slot values for classifier-free guidance, {"food": "Italian"},
+                ["food=Italian"] or "food=Italian"; needs a run trained with
+                model.condition=slots. The constraints then read the guided prediction.
+            cfg_scale: w ≥ 0 of classifier-free guidance (0 unconditional, 1 conditional).
+            guidance: settings of `GradientGuidance` (steps, step_size, optimizer,
+                fluency_weight, active).
+            **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
+
+        Returns:
+            The sampler's output, the known positions' tokens fixed, and nfe the network
+            evaluations per sample (every guidance's included).
+
+        Raises:
+            ValueError: an autoregressive run, n < 1, or a bad option (named).
         """
         if self.is_autoregressive:
             raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
-        shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
+        if condition is None and cfg_scale != 1.0:
+            raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
+        if guidance and not constraints:
+            raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
+        model = self.model
+        assert isinstance(model, Denoiser)
+        counted = CountedDenoiser(model)
+        denoiser: Denoiser | DenoiserWrapper = counted
+        if condition is not None:
+            denoiser = ClassifierFreeGuidance(denoiser, condition_of(self.conditions, condition, self.device), cfg_scale)
         if sc_guidance is None:
-            sc_guidance = SC_GUIDANCE if self.model.self_conditioning else 1.0
-        denoiser = self.model if check_scale(sc_guidance) == 1.0 else SelfConditioningGuidance(self.model, sc_guidance)
+            sc_guidance = SC_GUIDANCE if model.self_conditioning else 1.0
+        if check_scale(sc_guidance) != 1.0:
+            denoiser = SelfConditioningGuidance(denoiser, sc_guidance)
+        generator = self._generator(seed)
+        gradient = GradientGuidance(denoiser, constraints, generator=generator, **(guidance or {})) if constraints else None
+        shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
+        temperature = SAMPLING_TEMPERATURE if temperature is None else temperature
         output = get_sampler(sampler)(
-            denoiser, shape, steps=steps, generator=self._generator(seed), temperature=temperature, **options
+            denoiser, shape, steps=steps, generator=generator, guidance=gradient, temperature=temperature, **options
         )
-        return output if denoiser is self.model else replace(output, nfe=denoiser.evaluations)
+        if gradient is not None:
+            output = gradient.finalize(output)
+        return replace(output, nfe=counted.per_sample(n))
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""
         return [" ".join(self.vocab.decode(row.tolist())) for row in tokens]
 
-    def sample(self, n: int = 8, *, seed: int | None = 0, **options) -> list[str]:
+    def sample(self, n: int = 8, *, seed: int | None = 0, **options: Any) -> list[str]:
         """Sample n sentences.
 
-        Diffusion runs take the options of `generate` (sampler, steps, eta, clamp_from, …);
-        autoregressive runs take temperature and top_p.
+        Diffusion runs take the options of `generate` (sampler, steps, constraints,
+        condition, eta, clamp_from, …); autoregressive runs take temperature and top_p.
         """
         if not self.is_autoregressive:
             return self.decode(self.generate(n, seed=seed, **options).tokens)
@@ -116,9 +162,10 @@ class Pipeline:
         unknown = set(options) - {"temperature", "top_p"}
         if unknown:
             raise ValueError(f"unknown option(s) for an autoregressive run: {sorted(unknown)}")
+        assert isinstance(self.model, CausalLM)
         return self.decode(self.model.generate(n, generator=self._generator(seed), **options))
 
 
-def load(run_dir: str | Path, **kwargs) -> Pipeline:
+def load(run_dir: str | Path, **kwargs: Any) -> Pipeline:
     """Load a trained run directory; see `Pipeline.from_run`."""
     return Pipeline.from_run(run_dir, **kwargs)

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import torch
@@ -22,189 +23,51 @@ from tqdm import tqdm
 
 from difflm import checkpoint
 from difflm.config import Config
-from difflm.diffusion.consistency import consistency_loss
-from difflm.diffusion.distillation import distillation_loss
-from difflm.diffusion.losses import e2e_loss
-from difflm.diffusion.meanflow import meanflow_loss
-from difflm.diffusion.schedules import make_schedule
-from difflm.diffusion.shortcut import shortcut_loss
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
-from difflm.text.corpora import Corpus, read_corpus, split
-from difflm.text.slots import SlotLabels
+from difflm.objectives import Batch, Frozen, get_objective
+from difflm.run import CONDITIONS_FILE, build_model, load_conditions, load_teacher, resolve_device
+from difflm.sampling.teacher import teacher_words
+from difflm.text.corpora import Corpus
+from difflm.text.dataset import prepare_data
 from difflm.text.vocab import Vocab
 
 #: Keys of `train` that may change when a run is resumed (extend it, or bound its time).
 RESUMABLE_CHANGES = {"steps", "time_limit", "eval_every", "checkpoint_every", "log_every", "threads"}
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; under torchrun each process takes its local GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device
+class TrainingDiverged(ValueError):
+    """The loss or the gradient became non-finite: training stops, the last finite checkpoint stays."""
 
 
-#: The file of a conditioned run's slot=value labels (`SlotLabels`).
-CONDITIONS_FILE = "conditions.json"
-
-
-@dataclass
-class Dataset:
-    """Padded id tensors of the training and held-out splits, and their conditions if the model has them."""
-
-    vocab: Vocab
-    train: torch.Tensor  # [N, L]
-    valid: torch.Tensor  # [M, L]
-    report: dict[str, int]
-    conditions: SlotLabels | None = None
-    train_cond: torch.Tensor | None = None  # [N, P] multi-hot
-    valid_cond: torch.Tensor | None = None  # [M, P]
-
-
-def prepare_data(
-    config: Config, corpus: Corpus | None = None, vocab: Vocab | None = None, conditions: SlotLabels | None = None
-) -> Dataset:
-    """Read the corpus, split off the held-out sentences, build (or reuse) the vocabulary and the
-    condition labels (model.condition=slots: the training sentences' slot=value pairs), pad."""
-    corpus = corpus or read_corpus(config.data.corpus)
-    holdout = config.data.holdout
-    train_ex, valid_ex = split(corpus.examples, int(holdout) if holdout >= 1 else holdout, config.train.seed)
-    dropped = 0
-    if config.data.overlong == "skip":
-        # Dropped after the split, so the held-out sentences are the same at every max_len.
-        room = config.data.max_len - 2  # START and END take two positions
-        kept_train = [ex for ex in train_ex if len(ex.tokens) <= room]
-        kept_valid = [ex for ex in valid_ex if len(ex.tokens) <= room]
-        dropped = len(train_ex) + len(valid_ex) - len(kept_train) - len(kept_valid)
-        if not kept_train or not kept_valid:
-            raise ValueError(f"no sentence fits data.max_len={config.data.max_len} (START and END included)")
-        train_ex, valid_ex = kept_train, kept_valid
-    overlong = "refuse" if config.data.overlong == "skip" else config.data.overlong
-    sentences = [ex.tokens for ex in train_ex]
-    vocab = vocab or Vocab.build(sentences, min_count=config.data.min_count)
-    train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=overlong)
-    valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=overlong)
-    report = {"train": len(train_ex), "valid": len(valid_ex), "vocab": len(vocab), "truncated": cut_train + cut_valid}
-    if dropped:
-        report["skipped_overlong"] = dropped
-    report.update({f"skipped_{k}": v for k, v in corpus.skipped.items()})
-    data = Dataset(vocab, train_ids, valid_ids, report)
-    if config.model.condition == "slots":
-        data.conditions = conditions or SlotLabels.build(ex.slots for ex in train_ex)
-        data.train_cond = data.conditions.encode([ex.slots for ex in train_ex])
-        # A held-out pair that training never saw cannot be encoded: it is left out.
-        data.valid_cond = data.conditions.encode([ex.slots for ex in valid_ex], strict=False)
-        report["conditions"] = len(data.conditions)
-    return data
-
-
-def load_conditions(config: Config, run_dir: str | Path) -> SlotLabels | None:
-    """A conditioned run's label set (RUN/conditions.json), None for an unconditioned run."""
-    return SlotLabels.load(Path(run_dir) / CONDITIONS_FILE) if config.model.condition != "none" else None
-
-
-def split_sentences(config: Config, vocab: Vocab | None = None) -> tuple[list[list[str]], list[list[str]]]:
-    """The run's training and held-out sentences as the model sees them (vocab words, cut to L).
-
-    This is the split `prepare_data` makes, decoded back to tokens: what novelty and the
-    human reference rows of an evaluation are measured against.
-    """
-    data = prepare_data(config, vocab=vocab)
-    return [data.vocab.decode(row.tolist()) for row in data.train], [data.vocab.decode(row.tolist()) for row in data.valid]
-
-
-def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Denoiser | CausalLM:
-    """The network a config describes: the diffusion denoiser (conditioned on P = num_conditions
-    slot=value pairs when model.condition is set) or the causal LM."""
-    if config.model.kind == "autoregressive":
-        return CausalLM(config.model, vocab_size, config.data.max_len)
-    schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
-    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions)
-
-
-def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
-    """The frozen diffusion model of `train.teacher` (EMA weights) and its vocabulary.
-
-    Raises:
-        ValueError: the run is missing, or it is not a diffusion model with the student's
-            model (but for its generator), diffusion and length settings.
-    """
-    run = Path(config.train.teacher)
-    if not (run / "config.json").is_file():
-        raise ValueError(f"train.teacher: no difflm run at {run}")
-    saved = Config.load_run(run)
-    if saved.model.kind != "diffusion" or saved.model.generator != "diffusion":
-        raise ValueError(f"train.teacher: {run} is not a diffusion model (model.kind={saved.model.kind}, "
-                         f"model.generator={saved.model.generator})")
-    mine, theirs = config.to_dict(), saved.to_dict()
-    mine["model"]["generator"] = "diffusion"
-    differ = [f"{section}.{key} (teacher {theirs[section][key]!r}, here {mine[section][key]!r})"
-              for section in ("model", "diffusion") for key in theirs[section] if mine[section][key] != theirs[section][key]]
-    differ += [] if mine["data"]["max_len"] == theirs["data"]["max_len"] else ["data.max_len"]
-    if differ:
-        raise ValueError(f"train.teacher: the student starts from the teacher's weights, but {', '.join(differ)} "
-                         f"differ; start from its config with --config {run / 'config.json'}")
-    vocab = Vocab.load(run / "vocab.json")
-    teacher = build_model(saved, len(vocab))
-    checkpoint.load_weights(teacher, run / "ema.safetensors")
-    return teacher.eval().requires_grad_(False), vocab
-
-
-#: The loss of each one/few-step `model.generator`, loss(model, ids, config, *, generator,
-#: target, teacher) -> LossOutput, with what it may read: the EMA weights (`target`; the
-#: shortcut model's bootstrap targets) and the frozen teacher (consistency and sampler distillation).
-GENERATOR_LOSSES = {
-    "shortcut": shortcut_loss,
-    "meanflow": meanflow_loss,
-    "consistency": consistency_loss,
-    "distilled": distillation_loss,
-}
-
-
-@dataclass(frozen=True)
-class FrozenNetworks:
-    """Networks a loss reads but never trains. A plain container, not a Module, so that DDP
-    neither syncs nor checkpoints them with the objective."""
-
-    target: Denoiser | None = None
-    teacher: Denoiser | None = None
+def frozen_networks(config: Config, target: Denoiser | None, teacher: Denoiser | None) -> Frozen:
+    """What the run's objective reads without training it: the EMA target, the teacher, and
+    for sampler distillation the teacher's sampler S(x_T)."""
+    words = None
+    if teacher is not None and config.model.generator == "distilled":
+        dc = config.distill
+        words = partial(teacher_words, teacher, sampler=dc.sampler, steps=dc.teacher_steps, temperature=dc.temperature)
+    return Frozen(target=target, teacher=teacher, teacher_words=words)
 
 
 class Objective(torch.nn.Module):
-    """A model's training loss as a module, so that DDP can wrap the whole computation.
+    """A run's training loss (`difflm.objectives`) as a module, so that DDP can wrap the whole computation.
 
-    forward(ids [B, L], generator, cond [B, P] or None) -> (loss, {term: float}).
+    forward(batch, generator) -> (loss, {term: float}).
 
     Args:
         model: the network being trained.
-        config: the run config; `model.generator` picks the loss (`e2e_loss` or one of
-            `GENERATOR_LOSSES`).
-        target: EMA weights for targets that use them (default: the model itself).
-        teacher: the frozen teacher of consistency or sampler distillation.
+        config: the run config; it picks the loss (`objectives.get_objective`).
+        frozen: the networks the loss reads but does not train.
     """
 
-    def __init__(self, model: Denoiser | CausalLM, config: Config, *, target: Denoiser | None = None,
-                 teacher: Denoiser | None = None) -> None:
+    def __init__(self, model: Denoiser | CausalLM, config: Config, frozen: Frozen = Frozen()) -> None:
         super().__init__()
-        self.model, self.config = model, config
-        self.frozen = FrozenNetworks(target, teacher)
+        self.model, self.config, self.frozen = model, config, frozen
+        self.loss = get_objective(config)
 
-    def forward(
-        self, ids: torch.Tensor, generator: torch.Generator, cond: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        if isinstance(self.model, CausalLM):
-            loss = self.model.loss(ids)
-            return loss, {"loss": loss.item()}
-        if self.config.model.generator == "diffusion":
-            out = e2e_loss(self.model, ids, self.config.diffusion, generator=generator, cond=cond)
-        else:  # unconditioned (Config.validate)
-            out = GENERATOR_LOSSES[self.config.model.generator](
-                self.model, ids, self.config, generator=generator, target=self.frozen.target, teacher=self.frozen.teacher
-            )
+    def forward(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.loss(self.model, batch, self.config, generator=generator, frozen=self.frozen)
         return out.loss, out.terms
 
 
@@ -242,16 +105,20 @@ HELDOUT_BATCH = 64
 @torch.no_grad()
 def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512,
                  cond: torch.Tensor | None = None, *, teacher: Denoiser | None = None) -> dict[str, float]:
-    """Mean loss terms on held-out rows (conditions cond [M, P], if any), with fixed noise so points on the curve compare."""
+    """Mean loss terms on held-out rows (conditions cond [M, P], if any), with fixed noise so points on the curve compare.
+
+    Targets that training reads from the EMA weights are read from the evaluated weights themselves.
+    """
     was_training = model.training
     model.eval()
-    objective = Objective(model, config, teacher=teacher)
+    objective = Objective(model, config, frozen_networks(config, None, teacher))
     generator = torch.Generator().manual_seed(12345)
     rows = ids[:max_rows]
     mean = RunningMean()
     for start in range(0, len(rows), HELDOUT_BATCH):
         end = start + HELDOUT_BATCH
-        mean.add(objective(rows[start:end].to(device), generator, None if cond is None else cond[start:end].to(device))[1])
+        batch = Batch(rows[start:end].to(device), None if cond is None else cond[start:end].to(device))
+        mean.add(objective(batch, generator)[1])
     model.train(was_training)
     return mean.result()
 
@@ -292,11 +159,15 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # wall-clock seconds of training, across resumes
         self.cpu_seconds = 0.0  # CPU time of this process (all its threads), across resumes
-        resuming = (self.run_dir / "train_state.json").is_file()
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ValueError(f"{self.run_dir} is a file, not a run directory; choose a new --out")
+        resuming = self._has_checkpoint()
         if resuming:
             config = self._check_resume_config(config)
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+        elif self.run_dir.exists() and any(p.name != checkpoint.RunLock.NAME for p in self.run_dir.iterdir()):
             raise ValueError(f"{self.run_dir} exists and is not a difflm run; choose a new --out")
+        self.resuming = resuming
+        self.lock: checkpoint.RunLock | None = None
         self.config = config
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
@@ -316,17 +187,28 @@ class Trainer:
         )
         if resuming:
             self._load_state()
-        self.objective: torch.nn.Module = Objective(self.model, config, target=self.ema, teacher=self.teacher)
+        self.objective: torch.nn.Module = Objective(self.model, config, frozen_networks(config, self.ema, self.teacher))
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         self.progress = progress and self.rank == 0
-        if self.rank == 0 and not resuming:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir / "config.json")
-            self.data.vocab.save(self.run_dir / "vocab.json")
-            if self.data.conditions is not None:
-                self.data.conditions.save(self.run_dir / CONDITIONS_FILE)
+
+    def _start_writing(self) -> None:
+        """Lock the run directory (rank 0), then write a new run's files or trim a resumed run's log.
+
+        Nothing is written before the lock is held, so a second trainer on the same
+        directory stops, naming the first, without touching its files.
+        """
+        if self.rank != 0:
+            return
+        self.lock = checkpoint.RunLock(self.run_dir)
+        if self.resuming:
+            self._truncate_metrics()
+            return
+        self.config.save(self.run_dir / "config.json")
+        self.data.vocab.save(self.run_dir / "vocab.json")
+        if self.data.conditions is not None:
+            self.data.conditions.save(self.run_dir / CONDITIONS_FILE)
 
     # -- resume -------------------------------------------------------------------------
     def _check_resume_config(self, requested: Config) -> Config:
@@ -349,8 +231,11 @@ class Trainer:
         checkpoint.optimizer_from_tensors(
             self.optimizer, checkpoint.load_tensors(self.run_dir / "optimizer.safetensors"), state["optimizer"]
         )
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingDiverged(f"cannot resume {self.run_dir}: its saved weights are not finite ({name}); "
+                                       f"start a new run with a lower train.lr")
         self.step, self.elapsed, self.cpu_seconds = state["step"], state["elapsed"], state.get("cpu_seconds", 0.0)
-        self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
         """Drop metric rows logged after the checkpoint: the resumed run logs them again."""
@@ -384,15 +269,16 @@ class Trainer:
         torch.manual_seed(seed)  # dropout
         generator = torch.Generator().manual_seed(seed)  # t, ε, self-conditioning coins
         rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
-        ids = self.data.train[rows].to(self.device)
-        cond = None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device)
+        batch = Batch(self.data.train[rows].to(self.device),
+                      None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device))
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.config)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-            loss, terms = self.objective(ids, generator, cond)
+            loss, terms = self.objective(batch, generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        self._stop_if_diverged(loss, grad_norm)
         self.optimizer.step()
         # EMA with a warm-up of its decay, so short runs are not dominated by the init.
         decay = min(tc.ema_decay, (1 + self.step) / (10 + self.step))
@@ -402,8 +288,38 @@ class Trainer:
         self.step += 1
         return {**terms, "grad_norm": float(grad_norm)}
 
+    def _stop_if_diverged(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Raise `TrainingDiverged` before a non-finite loss or gradient reaches the weights.
+
+        Nothing is saved: the run directory keeps its last checkpoint, all of whose weights
+        were finite. Under DDP every process stops at the same step.
+        """
+        bad = (~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)).float().reshape(())
+        if self.world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item():
+            saved = checkpoint.read_json(self.run_dir / "train_state.json")["step"] if self._has_checkpoint() else None
+            kept = f"the run keeps its checkpoint of step {saved}" if saved is not None else "nothing was saved"
+            raise TrainingDiverged(f"training diverged at step {self.step + 1} (loss {loss.item():.4g}, gradient norm "
+                                   f"{float(grad_norm):.4g}); {kept}; lower train.lr (now {self.config.train.lr:g})")
+
+    def _has_checkpoint(self) -> bool:
+        return (self.run_dir / "train_state.json").is_file()
+
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
-        """Train until `train.steps` (or the time limit); returns the last logged rows."""
+        """Train until `train.steps` (or the time limit); returns the last logged rows.
+
+        Holds the run directory's lock meanwhile (`checkpoint.RunLock`).
+        """
+        self._start_writing()
+        try:
+            return self._loop(on_log)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _loop(self, on_log: Callable[[dict], None] | None) -> dict:
         tc = self.config.train
         tokens_per_step = tc.batch_size * self.config.data.max_len * self.world
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train", dynamic_ncols=True)

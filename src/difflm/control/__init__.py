@@ -1,41 +1,31 @@
-"""Controllable generation: constraints on the latent and the gradient guidance that enforces
+"""Controllable generation: constraints on the latent, the gradient guidance that enforces
 them, and classifier-free guidance for runs trained with a condition.
+
+Every constraint is used through `Pipeline.generate` (the one way of sampling):
 
     import difflm
     from difflm import control
     pipe = difflm.load("runs/demo")
     length = control.Length(10, max_len=pipe.config.data.max_len)
     zizzi = control.Keywords(["Zizzi"], pipe.vocab)
-    texts = control.sample(pipe, [length, zizzi], n=8, steps=50)
+    texts = pipe.sample(8, constraints=[length, zizzi], steps=50)
     # a run trained with --set model.condition=slots:
-    texts = control.sample(pipe, [], n=8, condition={"food": "Italian"}, cfg_scale=3)
+    texts = pipe.sample(8, condition={"food": "Italian"}, cfg_scale=3)
+
+`FACTORIES` is the command line's registry of constraint kinds: a new constraint is one
+class with a `from_spec` and one entry here.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
-
-import torch
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from difflm.control.classifier_constraints import POS, Attribute, ClassifierConstraint, Span, Tree
 from difflm.control.classifier_free import ClassifierFreeGuidance, Expresses, condition_of
-from difflm.control.constraints import (
-    FACTORIES,
-    Checkable,
-    Infill,
-    Keywords,
-    Length,
-    SpecContext,
-    parse_constraint_args,
-)
+from difflm.control.constraints import Checkable, Infill, Keywords, Length
 from difflm.control.guidance import OPTIMIZERS, Constraint, FixesPositions, GradientGuidance
-from difflm.sampling import get_sampler
-from difflm.sampling.base import SampleOutput
-from difflm.sampling.rounding import SAMPLING_TEMPERATURE
-
-if TYPE_CHECKING:
-    from difflm.pipeline import Pipeline
+from difflm.control.specs import SpecContext
+from difflm.text.vocab import Vocab
 
 __all__ = [
     "FACTORIES",
@@ -56,87 +46,73 @@ __all__ = [
     "SpecContext",
     "Tree",
     "condition_of",
-    "generate",
     "parse_constraint_args",
-    "sample",
 ]
 
 
-def generate(
-    pipe: Pipeline,
-    constraints: Sequence[Constraint],
-    n: int,
+#: factory(spec, context, weight) -> Constraint: builds a constraint from its option's string.
+Factory = Callable[[str, SpecContext, float], Constraint]
+#: Constraint kinds the CLI knows, by option name.
+FACTORIES: dict[str, Factory] = {
+    "length": Length.from_spec,
+    "infill": Infill.from_spec,
+    "keywords": Keywords.from_spec,
+    "pos": POS.from_spec,
+    "tree": Tree.from_spec,
+    "span": Span.from_spec,
+    "attribute": Attribute.from_spec,
+}
+
+
+def parse_weights(items: Iterable[str]) -> dict[str, float]:
+    """`["keywords=2", "length=0.5"]` -> {"keywords": 2.0, "length": 0.5}."""
+    weights: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"bad weight {item!r}: expected NAME=WEIGHT, e.g. keywords=2")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"bad weight {item!r}: {value!r} is not a number") from None
+    return weights
+
+
+def parse_constraint_args(
+    specs: Mapping[str, str | None],
+    vocab: Vocab,
+    max_len: int,
+    weights: Iterable[str] = (),
     *,
-    condition: Mapping[str, str] | Iterable[str] | str | None = None,
-    cfg_scale: float = 1.0,
-    sampler: str = "ddpm",
-    steps: int = 50,
-    seed: int | None = 0,
-    sampler_options: Mapping[str, Any] | None = None,
-    **guidance_settings: Any,
-) -> SampleOutput:
-    """Sample n sequences from a diffusion run under gradient guidance, classifier-free guidance, or both.
-
-    One generator, seeded by `seed`, drives x_T, every sampler step's noise and the
-    overwrite hooks' noise, so a seed reproduces the whole run.
-
-    With a `condition`, the sampler and the constraints all read the classifier-free
-    guided prediction f̃ = f(∅) + w·(f(c) − f(∅)) (`ClassifierFreeGuidance`).
+    run: str | Path | None = None,
+) -> list[Constraint]:
+    """Build the constraints named on the command line.
 
     Args:
-        pipe: a loaded diffusion run.
-        constraints: combined as Σ_c w_c·log p(c | x); may be empty when a condition is given.
-        n: number of sequences.
-        condition: slot values for classifier-free guidance, {"food": "Italian"},
-            ["food=Italian"] or "food=Italian"; needs a run trained with model.condition=slots.
-        cfg_scale: w ≥ 0 (0 unconditional, 1 plain conditional sampling, > 1 stronger).
-        sampler: a registered sampler; the default "ddpm" is the ancestral step that
-            Diffusion-LM guides (its DDIM with η = 1).
-        steps: sampling steps K ≤ T.
-        seed: None draws a fresh seed.
-        sampler_options: further sampler options (temperature, default
-            `SAMPLING_TEMPERATURE` as in `Pipeline.generate`; eta, clamp_from, ...).
-        **guidance_settings: keyword arguments of `GradientGuidance` (steps is
-            `guidance_steps` here, to keep it apart from the sampler's).
+        specs: option name -> its string, e.g. {"length": "10", "keywords": "Zizzi"};
+            None means the option was not given.
+        vocab: the run's vocabulary.
+        max_len: L of the run.
+        weights: `NAME=WEIGHT` strings; constraints without one weigh 1.
+        run: the run directory; needed by the classifier constraints (pos, tree, span,
+            attribute), which load its classifiers once each.
 
     Returns:
-        The sampler's output with the known positions' tokens fixed and nfe counting every
-        network evaluation per sample (the guidance's, and both halves of a CFG call).
+        One constraint per given option, in `specs` order.
 
     Raises:
-        ValueError: an autoregressive run, n < 1, neither constraints nor a condition,
-            guidance settings without a constraint, or a bad setting (see
-            `GradientGuidance`, `ClassifierFreeGuidance`, `condition_of`).
+        ValueError: no constraint, an unknown kind, a malformed value, a weight for
+            a constraint that was not given, or a classifier the run does not have.
     """
-    if pipe.is_autoregressive:
-        raise ValueError("this run is an autoregressive LM: guidance needs a diffusion run")
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
-    if condition is None and cfg_scale != 1.0:
-        raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
-    if not constraints and condition is None:
-        raise ValueError("nothing to control: give at least one constraint or a condition")
-    settings = dict(guidance_settings)
-    if "guidance_steps" in settings:
-        settings["steps"] = settings.pop("guidance_steps")
-    if settings and not constraints:
-        raise ValueError(f"gradient guidance settings ({', '.join(sorted(settings))}) need a constraint")
-    denoiser = pipe.model
-    if condition is not None:
-        denoiser = ClassifierFreeGuidance(pipe.model, condition_of(pipe, condition), cfg_scale)
-    generator = torch.Generator(device=pipe.device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    guidance = GradientGuidance(denoiser, constraints, generator=generator, **settings) if constraints else None
-    shape = (n, pipe.config.data.max_len, pipe.config.model.embed_dim)
-    options = {"temperature": SAMPLING_TEMPERATURE, **(sampler_options or {})}
-    output = get_sampler(sampler)(denoiser, shape, steps=steps, generator=generator, guidance=guidance, **options)
-    if guidance is not None:
-        output = guidance.finalize(output)
-    if isinstance(denoiser, ClassifierFreeGuidance):
-        output = replace(output, nfe=denoiser.evaluations)  # sampler and guidance calls, both CFG halves
-    return output
-
-
-def sample(pipe: Pipeline, constraints: Sequence[Constraint], n: int = 8, **options: Any) -> list[str]:
-    """Like `generate`, decoded to sentences."""
-    return pipe.decode(generate(pipe, constraints, n, **options).tokens)
+    given = {name: spec for name, spec in specs.items() if spec is not None}
+    unknown = sorted(set(given) - set(FACTORIES))
+    if unknown:
+        raise ValueError(f"unknown constraint(s) {', '.join(unknown)}; valid: {', '.join(FACTORIES)}")
+    if not given:
+        raise ValueError(f"no constraint given; use one or more of: {', '.join('--' + name for name in FACTORIES)}")
+    weight_of = parse_weights(weights)
+    stray = sorted(set(weight_of) - set(given))
+    if stray:
+        raise ValueError(f"weight given for {', '.join(stray)} but no such constraint is set")
+    context = SpecContext(vocab, max_len, None if run is None else Path(run))
+    return [FACTORIES[name](spec, context, weight_of.get(name, 1.0)) for name, spec in given.items()]

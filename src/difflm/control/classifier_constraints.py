@@ -18,14 +18,12 @@ of real text would need a constituency parser, which is not available offline.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from difflm.config import Config
 from difflm.control.classifiers import (
     AttributeClassifier,
     LatentClassifier,
@@ -34,37 +32,16 @@ from difflm.control.classifiers import (
     load_classifier,
 )
 from difflm.control.guidance import check_weight
-from difflm.control.train_classifier import TrainOptions, spacy_pos_tags
-from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, slot_match, span_match, substring_match
-from difflm.text.grammar import ParseResult, default_grammar
+from difflm.control.judges import JUDGES, expressed, grammar_parse, judge_of
+from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, span_match
 from difflm.text.grammar.tree import Tree as ParseTree
 from difflm.text.slots import parse_pair
+from difflm.text.tagging import SPACY_MODEL, spacy_pos_tags
 
 if TYPE_CHECKING:
-    from difflm.control.constraints import SpecContext
+    from difflm.control.specs import SpecContext
 
 RunOrClassifier = str | Path | LatentClassifier
-JUDGES = ("grammar", "text")
-
-
-def judge_of(run_dir: str | Path) -> str:
-    """How a run's outputs are judged: "grammar" for a run on the bundled grammar corpus, else "text"."""
-    config = Config.load_run(run_dir)
-    return "grammar" if config.data.corpus == "grammar" else "text"
-
-
-@functools.lru_cache(maxsize=4096)
-def _grammar_parse(words: tuple[str, ...]) -> ParseResult:
-    """The exact parser's verdict on one sentence; cached because `score`, `satisfied` and
-    every constraint of a sample ask about the same sentence."""
-    return default_grammar().parse([list(words)])[0]
-
-
-def expressed(words: Sequence[str], slot: str, value: str, judge: str) -> float:
-    """1.0 if the words express slot = value: the parser's slots ("grammar") or a substring ("text"), else 0.0."""
-    if judge == "grammar":
-        return slot_match(_grammar_parse(tuple(words)).slots, slot, value)
-    return substring_match(words, value)
 
 
 class ClassifierConstraint:
@@ -131,7 +108,7 @@ class ClassifierConstraint:
                 f"checking a {self.name} constraint on real text needs a constituency parser (benepar), "
                 "which is not available offline; tree and span checks work on the bundled grammar corpus"
             )
-        result = _grammar_parse(tuple(words))
+        result = grammar_parse(tuple(words))
         return ParseTree.from_string(result.tree) if result.grammatical else None
 
     def _on(self, device: torch.device) -> LatentClassifier:
@@ -186,8 +163,8 @@ class POS(ClassifierConstraint):
     def output_tags(self, words: Sequence[str]) -> tuple[str, ...] | None:
         """The output's tags: the parser's Viterbi tags (None if ungrammatical), or spaCy's on real text."""
         if self._judged() == "grammar":
-            return _grammar_parse(tuple(words)).pos
-        return spacy_pos_tags([words], TrainOptions.spacy_model)[0]
+            return grammar_parse(tuple(words)).pos
+        return spacy_pos_tags([words], SPACY_MODEL)[0]
 
     def score(self, words: Sequence[str]) -> float:
         """Word-level tag accuracy against the target (`pos_accuracy`)."""

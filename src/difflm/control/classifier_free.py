@@ -30,24 +30,28 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from difflm.control.classifier_constraints import JUDGES, expressed
+from difflm.control.judges import JUDGES, expressed
 from difflm.model.denoiser import Prediction
 from difflm.sampling.autoguidance import GuidedDenoiser, extrapolate
-from difflm.text.slots import parse_pair
+from difflm.sampling.wrappers import DenoiserWrapper
+from difflm.text.slots import SlotLabels, parse_pair
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
-    from difflm.pipeline import Pipeline
 
 
-def condition_of(pipe: Pipeline, condition: Mapping[str, str] | Iterable[str] | str) -> torch.Tensor:
-    """The multi-hot c [P] of slot values, e.g. {"food": "Italian"}, ["food=Italian"] or "food=Italian", on the run's device.
+def condition_of(
+    conditions: SlotLabels | None, condition: Mapping[str, str] | Iterable[str] | str, device: torch.device
+) -> torch.Tensor:
+    """The multi-hot c [P] of slot values, e.g. {"food": "Italian"}, ["food=Italian"] or "food=Italian", on `device`.
+
+    `conditions` is the run's label set (None: a run trained without conditioning).
 
     Raises:
         ValueError: the run was trained without conditioning, no slot value is given, or a
             slot=value pair the run never saw in training (all such pairs named).
     """
-    if pipe.conditions is None:
+    if conditions is None:
         raise ValueError("this run was trained without conditioning: classifier-free guidance needs a run "
                          "trained with --set model.condition=slots")
     if isinstance(condition, str):
@@ -55,7 +59,7 @@ def condition_of(pipe: Pipeline, condition: Mapping[str, str] | Iterable[str] | 
     slots = dict(condition) if isinstance(condition, Mapping) else dict(parse_pair(item) for item in condition)
     if not slots:
         raise ValueError("classifier-free guidance needs at least one slot=value condition")
-    return pipe.conditions.encode([slots])[0].to(pipe.device)
+    return conditions.encode([slots])[0].to(device)
 
 
 class Expresses:
@@ -98,15 +102,12 @@ class ClassifierFreeGuidance(GuidedDenoiser):
         cond: c, a multi-hot [P] (every row) or [B, P].
         scale: w ≥ 0.
 
-    Attributes:
-        evaluations: network evaluations per sample so far (2 per call unless w ∈ {0, 1}).
-
     Raises:
         ValueError: a denoiser without conditioning, a negative or non-finite w, or a
             condition of the wrong size.
     """
 
-    def __init__(self, denoiser: Denoiser, cond: torch.Tensor, scale: float) -> None:
+    def __init__(self, denoiser: Denoiser | DenoiserWrapper, cond: torch.Tensor, scale: float) -> None:
         num_conditions = getattr(denoiser, "num_conditions", 0)
         if not num_conditions:
             raise ValueError("this model was trained without conditioning: classifier-free guidance needs a run "
@@ -128,9 +129,7 @@ class ClassifierFreeGuidance(GuidedDenoiser):
             raise ValueError(f"the condition has {c.shape[0]} rows but the batch has {B}")
         w = self.scale
         if w in (0.0, 1.0):  # one call: exactly the unconditional (∅) or the conditional (c) model
-            self.evaluations += 1
             return self.denoiser(x_t, t, cond=c if w == 1.0 else None, self_cond=self_cond)
-        self.evaluations += 2
         both = self.denoiser(
             torch.cat([x_t, x_t]),
             torch.cat([t, t]),

@@ -1,5 +1,4 @@
-"""Constraints that need no classifier (length, infilling, keywords), and `FACTORIES`, the
-command line's registry of every constraint kind (these and the classifier ones).
+"""Constraints that need no classifier: length, infilling, keywords.
 
 Notation (Li et al. 2022 §5, §7; positions follow `Vocab.encode_batch`):
 
@@ -22,20 +21,17 @@ it stays exact (and its gradient informative) when p(S) → 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from difflm.control.classifier_constraints import POS, Attribute, Span, Tree, judge_of
-from difflm.control.classifiers import LatentClassifier, load_classifier
-from difflm.control.guidance import Constraint, check_weight
+from difflm.control.guidance import check_weight
 from difflm.diffusion.process import q_sample
 from difflm.text.vocab import Vocab
 
 if TYPE_CHECKING:
+    from difflm.control.specs import SpecContext
     from difflm.model.denoiser import Denoiser
 
 
@@ -239,104 +235,3 @@ class Keywords:
         return all(k in words for k in self.words)
 
 
-@dataclass
-class SpecContext:
-    """What a constraint built from a command-line string may need besides the string.
-
-    Attributes:
-        vocab: the run's vocabulary.
-        max_len: L of the run.
-        run: the run directory, where classifier constraints find RUN/classifiers/<task>/;
-            None when only classifier-free constraints are built.
-    """
-
-    vocab: Vocab
-    max_len: int
-    run: Path | None = None
-    _classifiers: dict[str, LatentClassifier] = field(default_factory=dict, repr=False)
-
-    def classifier(self, task: str) -> LatentClassifier:
-        """The run's `task` classifier, loaded once: --tree and --span share the tree classifier.
-
-        Raises:
-            ValueError: no run directory, or the run has no such classifier (naming the command that trains it).
-        """
-        if self.run is None:
-            raise ValueError(f"a {task} constraint needs a run directory with a trained {task} classifier")
-        if task not in self._classifiers:
-            self._classifiers[task] = load_classifier(self.run, task)
-        return self._classifiers[task]
-
-    def judge(self) -> str:
-        """How classifier constraints check outputs: "grammar" or "text" (`judge_of` the run)."""
-        if self.run is None:
-            raise ValueError("judging a classifier constraint needs the run directory")
-        return judge_of(self.run)
-
-
-#: factory(spec, context, weight) -> Constraint: builds a constraint from its option's string.
-Factory = Callable[[str, SpecContext, float], Constraint]
-#: Constraint kinds the CLI knows, by option name.
-FACTORIES: dict[str, Factory] = {
-    "length": Length.from_spec,
-    "infill": Infill.from_spec,
-    "keywords": Keywords.from_spec,
-    "pos": POS.from_spec,
-    "tree": Tree.from_spec,
-    "span": Span.from_spec,
-    "attribute": Attribute.from_spec,
-}
-
-
-def parse_weights(items: Iterable[str]) -> dict[str, float]:
-    """`["keywords=2", "length=0.5"]` -> {"keywords": 2.0, "length": 0.5}."""
-    weights: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"bad weight {item!r}: expected NAME=WEIGHT, e.g. keywords=2")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"bad weight {item!r}: {value!r} is not a number") from None
-    return weights
-
-
-def parse_constraint_args(
-    specs: Mapping[str, str | None],
-    vocab: Vocab,
-    max_len: int,
-    weights: Iterable[str] = (),
-    *,
-    run: str | Path | None = None,
-) -> list[Constraint]:
-    """Build the constraints named on the command line.
-
-    Args:
-        specs: option name -> its string, e.g. {"length": "10", "keywords": "Zizzi"};
-            None means the option was not given.
-        vocab: the run's vocabulary.
-        max_len: L of the run.
-        weights: `NAME=WEIGHT` strings; constraints without one weigh 1.
-        run: the run directory; needed by the classifier constraints (pos, tree, span,
-            attribute), which load its classifiers once each.
-
-    Returns:
-        One constraint per given option, in `specs` order.
-
-    Raises:
-        ValueError: no constraint, an unknown kind, a malformed value, a weight for
-            a constraint that was not given, or a classifier the run does not have.
-    """
-    given = {name: spec for name, spec in specs.items() if spec is not None}
-    unknown = sorted(set(given) - set(FACTORIES))
-    if unknown:
-        raise ValueError(f"unknown constraint(s) {', '.join(unknown)}; valid: {', '.join(FACTORIES)}")
-    if not given:
-        raise ValueError(f"no constraint given; use one or more of: {', '.join('--' + name for name in FACTORIES)}")
-    weight_of = parse_weights(weights)
-    stray = sorted(set(weight_of) - set(given))
-    if stray:
-        raise ValueError(f"weight given for {', '.join(stray)} but no such constraint is set")
-    context = SpecContext(vocab, max_len, None if run is None else Path(run))
-    return [FACTORIES[name](spec, context, weight_of.get(name, 1.0)) for name, spec in given.items()]

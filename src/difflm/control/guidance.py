@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.wrappers import DenoiserWrapper
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser, Prediction
@@ -89,21 +90,20 @@ class FixesPositions(Protocol):
         ...
 
 
-class SharedDenoiser:
-    """The denoiser as constraints see it: counts evaluations and shares the last one.
+class SharedDenoiser(DenoiserWrapper):
+    """The denoiser as constraints see it: the last prediction is shared.
 
     Several constraints usually read the same prediction f(x, t). A call with the very
     tensor x and the same t as the previous call returns that prediction (with its
     autograd graph), so one inner guidance step costs one evaluation however many
-    constraints read it. Every other attribute is the wrapped denoiser's.
+    constraints read it.
 
     Args:
-        denoiser: the x̂0 network being sampled.
+        denoiser: the x̂0 network being sampled (or a wrapper of it).
     """
 
-    def __init__(self, denoiser: Denoiser) -> None:
-        self.denoiser = denoiser
-        self.calls = 0
+    def __init__(self, denoiser: Denoiser | DenoiserWrapper) -> None:
+        super().__init__(denoiser)
         self._last: tuple[torch.Tensor, torch.Tensor, Prediction] | None = None
 
     def __call__(
@@ -113,7 +113,6 @@ class SharedDenoiser:
         if plain and self._last is not None and self._last[0] is x_t and torch.equal(self._last[1], t):
             return self._last[2]
         prediction = self.denoiser(x_t, t, cond=cond, self_cond=self_cond)
-        self.calls += 1
         if plain:
             self._last = (x_t, t, prediction)
         return prediction
@@ -121,11 +120,6 @@ class SharedDenoiser:
     def forget(self) -> None:
         """Drop the shared prediction (and the graph it holds)."""
         self._last = None
-
-    def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, ...
-        if name == "denoiser":  # not set yet (copy/unpickle): do not recurse
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)
 
 
 def _active_predicate(active: tuple[float, float] | Callable[[float], bool]) -> Callable[[float], bool]:
@@ -160,17 +154,13 @@ class GradientGuidance:
             e.g. DDIM with η = 0).
         generator: randomness of the overwrite hooks' forward-noising.
 
-    Attributes:
-        nfe: denoiser evaluations spent by guidance so far (each is one batched call,
-            i.e. one evaluation per sample), to add to the sampler's own.
-
     Raises:
         ValueError: no constraints, or a setting out of range.
     """
 
     def __init__(
         self,
-        denoiser: Denoiser,
+        denoiser: Denoiser | DenoiserWrapper,
         constraints: Sequence[Constraint],
         *,
         steps: int = 3,
@@ -204,10 +194,6 @@ class GradientGuidance:
         self.fallback_variance = fallback_variance
         self.generator = generator
         self._hooks = [c for c in self.constraints if isinstance(c, FixesPositions)]
-
-    @property
-    def nfe(self) -> int:
-        return self.denoiser.calls
 
     def objective(self, x: torch.Tensor, t: float, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """J(x) = Σ_c w_c·log p(c | x) − λ·‖x − μ‖²/σ², per sample: [B]."""
@@ -247,13 +233,12 @@ class GradientGuidance:
         return x
 
     def finalize(self, output: SampleOutput) -> SampleOutput:
-        """The sampler's output with known positions' tokens set exactly and nfe including guidance.
+        """The sampler's output with known positions' tokens set exactly.
 
         The last sampler step lands on x̂0 without a guidance call, so positions that a
         constraint knows outright are set here (in the tokens; x̂0 is left as sampled).
-        Call it once per sampler run: it adds the guidance's evaluations so far.
         """
         tokens = output.tokens
         for hook in self._hooks:
             tokens = hook.fix_tokens(tokens)
-        return replace(output, tokens=tokens, nfe=output.nfe + self.nfe)
+        return replace(output, tokens=tokens)

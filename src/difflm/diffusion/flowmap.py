@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from difflm.diffusion.paths import denoise_rf, per_example, rf_to_vp, tau_of_t
+from typing import Any
+
+from difflm.diffusion.paths import Network, denoise_rf, per_example, rf_to_vp, tau_of_t
 from difflm.diffusion.schedules import NoiseSchedule
-from difflm.model.denoiser import Denoiser, Prediction
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class FlowPath:
         scale, _ = rf_to_vp(self.schedule, self.tau_max * s)
         return x_vp * per_example(scale, x_vp)
 
-    def predict(self, denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, jump: torch.Tensor, **kwargs) -> Prediction:
+    def predict(self, denoiser: Network, x: torch.Tensor, s: torch.Tensor, jump: torch.Tensor, **kwargs: Any) -> Any:
         """f(x_s, s, jump): the prediction that serves the jump from s to s − jump."""
         return denoise_rf(denoiser, x, self.tau_max * s, jump=jump, **kwargs)
 

@@ -20,10 +20,20 @@ Jacobian-vector product through it).
 """
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 
 from difflm.diffusion.schedules import NoiseSchedule
-from difflm.model.denoiser import Denoiser, Prediction
+
+
+class Network(Protocol):
+    """What the path views need of an x̂0 network (`difflm.model.denoiser.Denoiser`): its
+    schedule, and a call at a VP point (x_t, t) that returns its prediction."""
+
+    schedule: NoiseSchedule
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> Any: ...
 
 
 def per_example(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -53,7 +63,7 @@ def edm_to_vp(schedule: NoiseSchedule, sigma: torch.Tensor) -> tuple[torch.Tenso
     return (1 + sigma**2).sqrt(), schedule.t_from_log_snr(-2 * torch.log(sigma))
 
 
-def denoise_rf(denoiser: Denoiser, x: torch.Tensor, tau: torch.Tensor, **kwargs) -> Prediction:
+def denoise_rf(denoiser: Network, x: torch.Tensor, tau: torch.Tensor, **kwargs: Any) -> Any:
     """The network's prediction at the RF point x = (1 − τ)·x0 + τ·ε, τ [B] in (0, 1).
 
     Extra keyword arguments (jump, cond) go to the denoiser unchanged.
@@ -62,7 +72,7 @@ def denoise_rf(denoiser: Denoiser, x: torch.Tensor, tau: torch.Tensor, **kwargs)
     return denoiser(x / per_example(scale, x), t, **kwargs)
 
 
-def denoise_edm(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, **kwargs) -> Prediction:
+def denoise_edm(denoiser: Network, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> Any:
     """The network's prediction at the EDM point x = x0 + σ·ε, σ [B] > 0."""
     scale, t = edm_to_vp(denoiser.schedule, sigma)
     return denoiser(x / per_example(scale, x), t, **kwargs)

@@ -49,9 +49,9 @@ def read_texts(path: str | Path) -> list[str]:
 
 def grammar_scores(sentences: Sequence[Sequence[str]]) -> dict[str, float]:
     """Share judged grammatical by the exact parser, and the grammar's NLL per token on those."""
-    from difflm.text.grammar import default_grammar
+    from difflm.text.grammar import default_parser
 
-    results = default_grammar().parse(sentences)
+    results = default_parser().parse(sentences)
     good = [(r, s) for r, s in zip(results, sentences) if r.grammatical]
     return {
         "grammatical": len(good) / len(sentences),

@@ -8,6 +8,12 @@ from difflm.sampling.base import SampleOutput
 
 Sampler = Callable[..., SampleOutput]
 
+#: The sampler and step count of every way of sampling through `difflm.pipeline` (the CLI,
+#: `difflm.load(RUN).sample()`, `difflm control`, the demo); the x̂0 temperature is
+#: `rounding.SAMPLING_TEMPERATURE`. DDPM is the ancestral step Diffusion-LM guides.
+DEFAULT_SAMPLER = "ddpm"
+DEFAULT_STEPS = 50
+
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": ddpm.sample,
     "ddim": ddim.sample,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from difflm.model.denoiser import Prediction
+from difflm.sampling.wrappers import DenoiserWrapper
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -56,28 +57,16 @@ def extrapolate(denoiser: Denoiser, strong: Prediction, weak: Prediction, scale:
     return Prediction(x0=x0, logits=denoiser.embedding.logits(x0))
 
 
-class GuidedDenoiser:
-    """What every guidance wrapper shares: the wrapped denoiser, the scale w and a call count.
-
-    A wrapper is called like the denoiser; every other attribute (.schedule, .embedding,
-    .config, ...) is the wrapped denoiser's.
-
-    Attributes:
-        evaluations: network evaluations per sample so far.
+class GuidedDenoiser(DenoiserWrapper):
+    """A wrapper that guides with a scale w: f̃ = f_weak + w·(f − f_weak) (`extrapolate`).
 
     Raises:
         ValueError: a negative or non-finite w.
     """
 
-    def __init__(self, denoiser: Denoiser, scale: float) -> None:
+    def __init__(self, denoiser: Denoiser | DenoiserWrapper, scale: float) -> None:
         self.scale = check_scale(scale)
-        self.denoiser = denoiser
-        self.evaluations = 0
-
-    def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, .config, ...
-        if name == "denoiser":  # not set yet (copy/unpickle): do not recurse
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)
+        super().__init__(denoiser)
 
 
 class SelfConditioningGuidance(GuidedDenoiser):
@@ -93,14 +82,11 @@ class SelfConditioningGuidance(GuidedDenoiser):
             or a wrapper of one (classifier-free guidance).
         scale: w ≥ 0.
 
-    Attributes:
-        evaluations: network evaluations per sample so far (2 per call unless w = 1).
-
     Raises:
         ValueError: a denoiser without self-conditioning, or a negative or non-finite w.
     """
 
-    def __init__(self, denoiser: Denoiser, scale: float) -> None:
+    def __init__(self, denoiser: Denoiser | DenoiserWrapper, scale: float) -> None:
         if not getattr(denoiser, "self_conditioning", False):
             raise ValueError("self-conditioning guidance needs a run trained with self-conditioning "
                              "(--set model.self_condition=true)")
@@ -111,9 +97,7 @@ class SelfConditioningGuidance(GuidedDenoiser):
     ) -> Prediction:
         # Before the first draft (self_cond None or zeros) both halves would be the same call.
         if self.scale == 1.0 or self_cond is None or not self_cond.any():
-            self.evaluations += 1
             return self.denoiser(x_t, t, cond=cond, self_cond=self_cond)
-        self.evaluations += 2
         both = self.denoiser(
             torch.cat([x_t, x_t]),
             torch.cat([t, t]),

@@ -164,7 +164,7 @@ def walk(
     callback: Callback | None = None,
     guidance: Guidance | None = None,
     cond: object = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     clamp_from: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
@@ -187,7 +187,7 @@ def walk(
         callback: called with a StepInfo after each step.
         guidance: edits x_s after each step but the last.
         cond: passed unchanged to the denoiser.
-        temperature: x̂0 = softmax(logits/τ)·EMB (1: the model's own x̂0; see `rounding`).
+        temperature: x̂0 = softmax(logits/τ)·EMB (None or 1: the model's own x̂0; see `rounding`).
         clamp_from: snap x̂0 to the nearest word embedding at times t ≤ (clamp_from+1)/T,
             i.e. training indices i ≤ clamp_from (Diffusion-LM's clamping trick); None
             never clamps.

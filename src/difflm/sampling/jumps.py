@@ -39,7 +39,7 @@ def jump_walk(
     callback: Callback | None = None,
     guidance: Guidance | None = None,
     cond: object = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     clamp_from: int | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
@@ -54,7 +54,7 @@ def jump_walk(
         callback: called with a StepInfo after each jump.
         guidance: edits the VP state after each jump but the last.
         cond: passed unchanged to the denoiser.
-        temperature: x̂0 = softmax(logits/τ)·EMB (1: the model's own x̂0; see `rounding`).
+        temperature: x̂0 = softmax(logits/τ)·EMB (None or 1: the model's own x̂0; see `rounding`).
         clamp_from: snap x̂0 to the nearest word embedding at schedule times t ≤ (clamp_from + 1)/T.
         return_trajectory: keep the VP state after every jump.
         progress: show a tqdm bar.

@@ -1,6 +1,8 @@
 """How a sampler reads the denoiser's prediction: the x̂0 it steps with, and the final words.
 
-Two knobs, both off by default (the sampler then follows the model exactly):
+Two knobs. A sampler called directly leaves both off and follows the model exactly;
+every way of sampling through `difflm.pipeline` (the CLI, `difflm.load(RUN).sample()`,
+the demo, the benches) sharpens with `SAMPLING_TEMPERATURE` unless told otherwise.
 
     temperature τ   x̂0 = softmax(logits/τ)·EMB, the predicted word distribution sharpened
                     (τ < 1) before the embeddings are averaged; τ = 0 takes the argmax
@@ -12,11 +14,8 @@ Two knobs, both off by default (the sampler then follows the model exactly):
     clamp_from      Diffusion-LM's clamping trick: snap x̂0 to the nearest word embedding
                     at times t ≤ (clamp_from + 1)/T.
 
-Measured (docs/benchmarks.md, "Sampling temperature"): on the grammar corpus a
-20-CPU-minute model writes 5.1% grammatical sentences with DDPM 50 at τ = 1, 19% at
-τ = 0.3, 24% at τ = 0.1 and 26% at τ = 0, with the lowest lm-score (25, against 254 at
-τ = 1) at τ = 0.1. Sharpening is mode-seeking: the sentences also get shorter (8.7 words
-against 14.1 at τ = 1) and less varied.
+How the temperature trades quality, length and diversity is measured in docs/benchmarks.md
+("Sampling temperature"). Sharpening is mode-seeking: sentences get shorter and less varied.
 """
 from __future__ import annotations
 
@@ -25,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-#: The temperature `difflm.load(RUN).sample()`, `difflm.control`, the CLI and the demo use;
-#: the samplers themselves default to 1. Best measured lm-score on the grammar corpus (above).
+#: The temperature of every way of sampling through `difflm.pipeline` (the CLI, the demo,
+#: the benches): the best measured lm-score on the grammar corpus.
 SAMPLING_TEMPERATURE = 0.1
 
 if TYPE_CHECKING:
@@ -56,12 +55,14 @@ class Rounding:
     clamp_at: float | None = None
 
     @classmethod
-    def of(cls, schedule: NoiseSchedule, *, temperature: float = 1.0, clamp_from: int | None = None) -> Rounding:
-        """Validate the sampler options `temperature` and `clamp_from`.
+    def of(cls, schedule: NoiseSchedule, *, temperature: float | None = None, clamp_from: int | None = None) -> Rounding:
+        """Validate the sampler options `temperature` (None: 1, the model's own x̂0) and `clamp_from`.
 
         Raises:
             ValueError: a negative or non-numeric temperature, or a bad clamp_from.
         """
+        if temperature is None:
+            return cls(clamp_at=clamp_time(schedule, clamp_from))
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
             raise ValueError(f"temperature must be a number ≥ 0 (1 = the model's own x̂0), got {temperature!r}")
         return cls(temperature=float(temperature), clamp_at=clamp_time(schedule, clamp_from))

@@ -2,13 +2,12 @@
 
 Demos and tests train on sentences sampled from a hand-written PCFG of E2E-style
 restaurant descriptions, so they run offline and generated text can be judged exactly:
-:meth:`Grammar.parse` says whether a token sequence is grammatical and gives its exact
+:class:`ChartParser` says whether a token sequence is grammatical and gives its exact
 log-probability and most probable tree.
 
-    >>> from difflm.text.grammar import default_grammar
-    >>> g = default_grammar()
-    >>> s = g.sample(1, seed=0)[0]
-    >>> g.parse([s.tokens])[0].grammatical
+    >>> from difflm.text.grammar import default_grammar, default_parser
+    >>> s = default_grammar().sample(1, seed=0)[0]
+    >>> default_parser().parse([s.tokens])[0].grammatical
     True
 
 Importing this module registers the corpus ``"grammar"`` (the train split) with
@@ -37,6 +36,7 @@ __all__ = [
     "Terminal",
     "Tree",
     "default_grammar",
+    "default_parser",
     "load_split",
     "make_splits",
 ]
@@ -48,6 +48,12 @@ SPLITS = ("train", "valid", "test")
 def default_grammar() -> Grammar:
     """The bundled restaurant grammar (built once)."""
     return restaurant_grammar()
+
+
+@functools.cache
+def default_parser() -> ChartParser:
+    """The exact parser of the bundled grammar (compiled once)."""
+    return ChartParser(default_grammar())
 
 
 def make_splits(

@@ -29,12 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple, Union
+from typing import NamedTuple, Union
 
 from difflm.text.grammar.tree import Tree
-
-if TYPE_CHECKING:
-    from difflm.text.grammar.parser import ChartParser, ParseResult
 
 UPOS_TAGS = frozenset(
     "ADJ ADP ADV AUX CCONJ DET INTJ NOUN NUM PART PRON PROPN PUNCT SCONJ SYM VERB X".split()
@@ -233,21 +230,6 @@ class Grammar:
         rule_ids, cumulative = self._choices[symbol]
         r = rule_ids[bisect_right(cumulative, rng.random())] if len(rule_ids) > 1 else rule_ids[0]
         return r, tuple(self._draw(x, rng) if type(x) is int else x for x in self._rhs[r])
-
-    # ----------------------------------------------------------------- parsing
-
-    def parse(self, sentences: Sequence[Sequence[str]]) -> list[ParseResult]:
-        """Parses token sequences exactly: grammaticality, inside log-prob and Viterbi tree.
-
-        See :class:`difflm.text.grammar.parser.ChartParser`.
-        """
-        return self._parser.parse(sentences)
-
-    @cached_property
-    def _parser(self) -> ChartParser:
-        from difflm.text.grammar.parser import ChartParser  # the parser imports this module
-
-        return ChartParser(self)
 
     # ----------------------------------------------------------------- derivations
 

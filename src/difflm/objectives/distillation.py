@@ -33,78 +33,49 @@ an L = 24 run the DDPM teacher's student drafts better than the DDIM teacher's (
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
-from difflm.config import TEACHER_SAMPLERS, Config
-from difflm.diffusion.losses import Draws, LossOutput, e2e_loss, word_nll
+from difflm.config import Config
 from difflm.model.denoiser import Denoiser
-from difflm.sampling import ddim, ddpm
-from difflm.sampling.grid import walk
-
-
-def step_rotation(step: int, dim: int) -> torch.Tensor:
-    """Q_k: a fixed orthogonal [d, d] matrix for step k (float64)."""
-    generator = torch.Generator().manual_seed(step)
-    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
-    return q
-
-
-def tied_noise(x_T: torch.Tensor, step: int) -> torch.Tensor:
-    """z_k = x_T·Q_k at every position: N(0, I), and a fixed function of x_T."""
-    return x_T @ step_rotation(step, x_T.shape[-1]).to(x_T)
-
-
-def teacher_words(teacher: Denoiser, x_T: torch.Tensor, *, sampler: str, steps: int, temperature: float) -> torch.Tensor:
-    """S(x_T): the word ids [B, L] that `steps` steps of the teacher's sampler write from x_T.
-
-    `sampler` is "ddim" (η = 0) or "ddpm" (with the tied noise z_k).
-    """
-    if sampler not in TEACHER_SAMPLERS:
-        raise ValueError(f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got {sampler!r}")
-    update = ddpm.update if sampler == "ddpm" else partial(ddim.update, eta=0.0)
-    return walk(
-        update, teacher, tuple(x_T.shape), steps=steps, grid="trailing", temperature=temperature,
-        start=x_T, noise=lambda n: tied_noise(x_T, n),
-    ).tokens
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.diffusion import e2e_loss
 
 
 def distillation_loss(
     denoiser: Denoiser,
-    ids: torch.Tensor,
+    batch: Batch,
     config: Config,
     *,
     generator: torch.Generator | None = None,
-    target: Denoiser | None = None,
-    teacher: Denoiser | None = None,
+    frozen: Frozen = Frozen(),
 ) -> LossOutput:
     """The student's loss on a batch: distillation at t = 1 plus the diffusion objective on `ids`.
 
     Args:
         denoiser: the student (`model.generator=distilled`), initialised from the teacher.
-        ids: word ids [B, L] of corpus sentences (for the diffusion term; B also sets the
-            number of teacher samples).
+        batch: word ids [B, L] of corpus sentences (for the diffusion term; B also sets
+            the number of teacher samples).
         config: the run config (`distill` section, `diffusion` for the denoising term).
         generator: source of x_T and of the diffusion term's draws.
-        target: unused.
-        teacher: the frozen diffusion model whose sampler is distilled.
+        frozen: `teacher_words`, S(x_T) of the frozen teacher whose sampler is distilled
+            (`difflm.sampling.teacher.teacher_words`).
 
     Raises:
         ValueError: no teacher.
     """
-    if teacher is None:
+    ids = batch.ids
+    if frozen.teacher_words is None:
         raise ValueError("model.generator=distilled needs a teacher run (train.teacher)")
     dc = config.distill
     B, L = ids.shape
     x_T = Draws(generator, ids.device).randn((B, L, denoiser.embedding.dim))
     with torch.no_grad():
-        words = teacher_words(teacher, x_T, sampler=dc.sampler, steps=dc.teacher_steps, temperature=dc.temperature)
+        words = frozen.teacher_words(x_T)
     draft = denoiser(x_T, torch.ones(B, device=ids.device))
     distill = word_nll(draft.logits, words)
     if dc.denoise_weight == 0:
         return LossOutput.of(distill, {"distill": distill})
-    diffusion = e2e_loss(denoiser, ids, config.diffusion, generator=generator)
+    diffusion = e2e_loss(denoiser, batch, config, generator=generator)
     loss = distill + dc.denoise_weight * diffusion.loss
     terms = {key: value for key, value in diffusion.terms.items() if key != "loss"}
     return LossOutput(loss=loss, terms={"loss": loss.item(), "distill": distill.item(), **terms})

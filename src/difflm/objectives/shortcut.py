@@ -43,7 +43,7 @@ import torch
 
 from difflm.config import Config
 from difflm.diffusion.flowmap import FlowPath, jump
-from difflm.diffusion.losses import Draws, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.diffusion.paths import per_example
 from difflm.model.denoiser import Denoiser
 
@@ -70,23 +70,22 @@ def bootstrap_target(
 
 def shortcut_loss(
     denoiser: Denoiser,
-    ids: torch.Tensor,
+    batch: Batch,
     config: Config,
     *,
     generator: torch.Generator | None = None,
-    target: Denoiser | None = None,
-    teacher: Denoiser | None = None,
+    frozen: Frozen = Frozen(),
 ) -> LossOutput:
     """The shortcut objective on a batch of padded sentences.
 
     Args:
         denoiser: the network being trained (`model.generator=shortcut`).
-        ids: word ids [B, L].
+        batch: word ids [B, L] (unconditioned).
         config: the run config (`shortcut` section, `diffusion.rounding_weight`).
         generator: source of ε, times and jump sizes.
-        target: θ⁻ for the self-consistency targets (default: the denoiser itself).
-        teacher: unused (no distillation).
+        frozen: `target`, θ⁻ for the self-consistency targets (default: the denoiser itself).
     """
+    ids = batch.ids
     levels, M = config.shortcut.levels, 2**config.shortcut.levels
     path = FlowPath.of(denoiser.schedule)
     B = ids.shape[0]
@@ -119,7 +118,7 @@ def shortcut_loss(
     # 4. Self-consistency: one jump of size d should land where two of size d/2 do.
     if boot.any():
         half_input = torch.where(k < levels, d_boot / 2, torch.zeros_like(d_boot))[boot]
-        theta_minus = target if target is not None else denoiser
+        theta_minus = frozen.target if frozen.target is not None else denoiser
         with torch.no_grad():
             x0_star = bootstrap_target(theta_minus, path, x_s[boot], s[boot], d[boot], half_input)
         terms["shortcut"] = ((pred.x0[boot] - x0_star) ** 2).mean()

@@ -19,67 +19,34 @@ one network learns both f(x_t, t, c) and f(x_t, t, ∅).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
-from difflm.config import DiffusionConfig
+from difflm.config import Config
 from difflm.diffusion import process
 from difflm.model.denoiser import Denoiser
-
-
-@dataclass
-class LossOutput:
-    """The total loss and each term of it (detached floats for logging)."""
-
-    loss: torch.Tensor
-    terms: dict[str, float]
-
-    @classmethod
-    def of(cls, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> "LossOutput":
-        return cls(loss=loss, terms={"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
-
-
-class Draws:
-    """A loss's randomness: drawn on the generator's device (reproducible), then moved to the model's."""
-
-    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
-        self.device = device
-        self.kwargs = {"generator": generator, "device": generator.device if generator is not None else device}
-
-    def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, **self.kwargs).to(self.device)
-
-    def rand(self, n: int) -> torch.Tensor:
-        return torch.rand(n, **self.kwargs).to(self.device)
-
-    def randint(self, low: int, high: int, n: int) -> torch.Tensor:
-        return torch.randint(low, high, (n,), **self.kwargs).to(self.device)
-
-
-def word_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Mean −log p(w) of word logits [B, L, V] at the words ids [B, L]."""
-    return F.cross_entropy(logits.transpose(1, 2), ids)
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 
 
 def e2e_loss(
     denoiser: Denoiser,
-    ids: torch.Tensor,
-    config: DiffusionConfig,
+    batch: Batch,
+    config: Config,
     *,
     generator: torch.Generator | None = None,
-    cond: torch.Tensor | None = None,
+    frozen: Frozen = Frozen(),
 ) -> LossOutput:
     """Diffusion-LM's end-to-end loss on a batch of padded sentences.
 
     Args:
         denoiser: the model (its schedule and embedding are used).
-        ids: word ids [B, L].
-        config: objective settings (rounding weight, self-conditioning and condition-drop probabilities).
+        batch: word ids [B, L], and the rows' conditions [B, P] for a conditioned
+            denoiser (None trains unconditionally).
+        config: the run config; `diffusion` holds the rounding weight, self-conditioning
+            and condition-drop probabilities.
         generator: source of t, ε and the self-conditioning and condition-drop coin flips.
-        cond: the rows' conditions [B, P] (a conditioned denoiser only); None trains unconditionally.
+        frozen: unused.
     """
+    ids, cond, dc = batch.ids, batch.cond, config.diffusion
     schedule = denoiser.schedule
     B, device = ids.shape[0], ids.device
     alphas_cumprod = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -98,7 +65,7 @@ def e2e_loss(
 
     # 3. Condition dropout: a share p of the rows see ∅ (c = 0), teaching f(x_t, t, ∅).
     if cond is not None:
-        keep = draws.rand(B) >= config.cond_drop
+        keep = draws.rand(B) >= dc.cond_drop
         cond = cond * keep[:, None].to(cond.dtype)
 
     # 4. Self-conditioning (Analog Bits): for a random half, a first no-grad pass
@@ -106,15 +73,15 @@ def e2e_loss(
     self_cond = None
     if denoiser.self_conditioning:
         self_cond = torch.zeros_like(x_t)
-        use = draws.rand(B) < config.self_cond_prob
+        use = draws.rand(B) < dc.self_cond_prob
         if use.any():
             x_prev, t_prev = x_t[use], t[use]
-            if config.self_cond_gap > 0:
+            if dc.self_cond_gap > 0:
                 # A sampler's previous step was noisier (by 1/K of the path with K steps): take
                 # the first pass at x_t' ~ q(x_t' | x_t) with t' − t ~ U[0, gap] (in whole
                 # training steps), so that few-step sampling feeds the network the kind of
                 # self-conditioning input it was trained on (FastDiSS).
-                gap = (draws.rand(len(x_prev)) * config.self_cond_gap * schedule.num_steps).long()
+                gap = (draws.rand(len(x_prev)) * dc.self_cond_gap * schedule.num_steps).long()
                 j = (i[use] + gap).clamp(max=schedule.num_steps - 1)
                 ratio = (alphas_cumprod[j] / alphas_cumprod[i[use]])[:, None, None]
                 x_prev = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * draws.randn(tuple(x_prev.shape))
@@ -148,5 +115,5 @@ def e2e_loss(
     # 7. Rounding: −log p(w | x0) with the tied head.
     terms["rounding"] = word_nll(denoiser.embedding.logits(x0), ids)
 
-    loss = denoise + terms["prior"] + config.rounding_weight * terms["rounding"]
+    loss = denoise + terms["prior"] + dc.rounding_weight * terms["rounding"]
     return LossOutput.of(loss, terms)

@@ -42,7 +42,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from difflm.config import Config
 from difflm.diffusion.flowmap import FlowPath, average_velocity
-from difflm.diffusion.losses import Draws, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.diffusion.paths import per_example
 from difflm.model.denoiser import Denoiser
 
@@ -84,23 +84,22 @@ def meanflow_target(dudt: torch.Tensor, v: torch.Tensor, r: torch.Tensor, s: tor
 
 def meanflow_loss(
     denoiser: Denoiser,
-    ids: torch.Tensor,
+    batch: Batch,
     config: Config,
     *,
     generator: torch.Generator | None = None,
-    target: Denoiser | None = None,
-    teacher: Denoiser | None = None,
+    frozen: Frozen = Frozen(),
 ) -> LossOutput:
     """The MeanFlow objective on a batch of padded sentences.
 
     Args:
         denoiser: the network being trained (`model.generator=meanflow`).
-        ids: word ids [B, L].
+        batch: word ids [B, L] (unconditioned).
         config: the run config (`meanflow` section, `diffusion.rounding_weight`).
         generator: source of ε and the times.
-        target: unused (the target is the network's own, stop-gradient).
-        teacher: unused (no distillation).
+        frozen: unused (the target is the network's own, stop-gradient).
     """
+    ids = batch.ids
     mf = config.meanflow
     path = FlowPath.of(denoiser.schedule)
     B = ids.shape[0]

@@ -1,0 +1,52 @@
+"""Training objectives: one signature (`base.py`), one registry.
+
+A run's objective is picked by its config: `model.kind=autoregressive` trains the causal LM,
+otherwise `model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's
+end-to-end loss) or a one/few-step generator's.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from difflm.config import Config
+from difflm.objectives.autoregressive import autoregressive_loss
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.consistency import consistency_loss
+from difflm.objectives.diffusion import e2e_loss
+from difflm.objectives.distillation import distillation_loss
+from difflm.objectives.meanflow import meanflow_loss
+from difflm.objectives.shortcut import shortcut_loss
+
+__all__ = ["OBJECTIVES", "Batch", "Draws", "Frozen", "LossOutput", "Objective", "get_objective", "objective_name",
+           "word_nll"]
+
+
+class Objective(Protocol):
+    def __call__(
+        self, model: Any, batch: Batch, config: Config, *, generator: torch.Generator | None = None, frozen: Frozen = ...
+    ) -> LossOutput: ...
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "diffusion": e2e_loss,
+    "shortcut": shortcut_loss,
+    "meanflow": meanflow_loss,
+    "consistency": consistency_loss,
+    "distilled": distillation_loss,
+    "autoregressive": autoregressive_loss,
+}
+
+
+def objective_name(config: Config) -> str:
+    """The registry key of a run's objective."""
+    return "autoregressive" if config.model.kind == "autoregressive" else config.model.generator
+
+
+def get_objective(config: Config) -> Objective:
+    """The loss function a config trains with."""
+    name = objective_name(config)
+    if name not in OBJECTIVES:
+        raise ValueError(f"no objective {name!r}; valid: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
