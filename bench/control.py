@@ -51,7 +51,7 @@ import yaml
 import difflm
 from difflm import control
 from difflm.control.classifiers import LatentClassifier, has_classifier, load_classifier
-from difflm.train_classifier import annotated_splits, train_classifier
+from difflm.train_classifier import annotated_splits, classifier_training, train_classifier
 from difflm.eval.control_metrics import ROOT_LABELS
 from difflm.model.autoregressive import perplexity
 from difflm.text.grammar import default_parser
@@ -103,7 +103,7 @@ class Context:
             else:
                 if not has_classifier(self.run, task) and self.train_steps:
                     print(f"training the {task} classifier for {self.train_steps} steps", file=sys.stderr)
-                    train_classifier(self.run, task, steps=self.train_steps)
+                    train_classifier(self.run, task, training=classifier_training(steps=self.train_steps))
                 self._classifiers[task] = load_classifier(self.run, task)
         return self._classifiers[task]
 

@@ -11,7 +11,7 @@ import torch
 import difflm
 from difflm.control.classifier_constraints import POS, Attribute, Span, Tree
 from difflm.control.classifiers import LatentClassifier, classifier_dir, load_classifier
-from difflm.train_classifier import TrainOptions, annotated_splits, make_target, noisy_latents, train_classifier
+from difflm.train_classifier import ClassifierOptions, annotated_splits, classifier_training, make_target, noisy_latents, train_classifier
 from tests.conftest import tiny_config
 
 TASKS = ("pos", "tree", "attribute")
@@ -19,13 +19,11 @@ L = 32
 MARGIN = 0.15  # held-out accuracy on clean inputs must beat the majority baseline by this much
 # A few hundred steps on the less noisy half of the diffusion: well above the baseline in seconds.
 FAST = {
-    "steps": 300,
-    "batch_size": 32,
-    "lr": 6e-3,
+    "training": classifier_training(steps=300, batch_size=32, lr=6e-3, eval_every=300),
     "max_rows": 3000,
     "progress": False,
     "architecture": {"hidden": 64, "layers": 2},
-    "options": TrainOptions(eval_every=300, eval_rows=200, max_time=0.5),
+    "options": ClassifierOptions(eval_rows=200, max_time=0.5),
 }
 
 
@@ -43,7 +41,7 @@ def grammar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(grammar_run: Path) -> dict[str, LatentClassifier]:
     for task in TASKS:
-        assert train_classifier(grammar_run, task, seed=0, **FAST) == classifier_dir(grammar_run, task)
+        assert train_classifier(grammar_run, task, **FAST) == classifier_dir(grammar_run, task)
     return {task: load_classifier(grammar_run, task) for task in TASKS}
 
 

@@ -12,7 +12,7 @@ from difflm import control
 from difflm.cli import main
 from difflm.control import parse_constraint_args
 from difflm.sampling.wrappers import CountedDenoiser
-from difflm.train_classifier import TrainOptions, train_classifier
+from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Prediction
 from difflm.model.embedding import WordEmbedding
@@ -260,9 +260,9 @@ def test_length_and_keywords_compose(pipe, unguided):
 
 def test_attribute_classifier_guidance_expresses_the_value(slot_run):
     # A quick attribute classifier on the toy corpus's slots (the less noisy half of the diffusion).
-    train_classifier(slot_run, "attribute", steps=100, batch_size=32, lr=6e-3, progress=False,
-                     architecture={"hidden": 32, "layers": 1},
-                     options=TrainOptions(eval_every=100, eval_rows=64, prior_rows=256, max_time=0.5))
+    train_classifier(slot_run, "attribute", training=classifier_training(steps=100, batch_size=32, lr=6e-3, eval_every=100),
+                     progress=False, architecture={"hidden": 32, "layers": 1},
+                     options=ClassifierOptions(eval_rows=64, prior_rows=256, max_time=0.5))
     slot_pipe = difflm.load(slot_run)
     italian = control.Attribute("food", "Italian", run=slot_run)  # judged on text: the value is a substring
     unguided = [text.split() for text in slot_pipe.sample(N, sampler="ddpm", steps=STEPS, seed=SEED)]

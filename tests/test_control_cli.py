@@ -12,7 +12,7 @@ import torch
 from difflm.cli import main
 from difflm.control import POS, Attribute, Span
 from difflm.control.classifiers import classifier_dir
-from difflm.train_classifier import TrainOptions, train_classifier
+from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 from difflm.eval.control_metrics import (
     bracket_f1,
     pos_accuracy,
@@ -29,8 +29,8 @@ torch.set_num_threads(1)
 
 L = 32
 # Classifiers only as good as the CLI tests need: they check wiring, not accuracy.
-QUICK = {"steps": 20, "batch_size": 16, "max_rows": 500, "progress": False, "architecture": {"hidden": 32, "layers": 1},
-         "options": TrainOptions(eval_every=20, eval_rows=32, prior_rows=256)}
+QUICK = {"training": classifier_training(steps=20, batch_size=16, eval_every=20), "max_rows": 500, "progress": False,
+         "architecture": {"hidden": 32, "layers": 1}, "options": ClassifierOptions(eval_rows=32, prior_rows=256)}
 
 
 @pytest.fixture(scope="module")

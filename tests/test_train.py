@@ -11,7 +11,8 @@ import torch
 import difflm
 from difflm.run import build_model
 from difflm.text.dataset import prepare_data
-from difflm.train import Trainer, batch_indices, heldout_loss, lr_at
+from difflm.loop import lr_at
+from difflm.train import Trainer, batch_indices, heldout_loss
 from tests.conftest import tiny_config, train_interrupted_then_resumed
 
 TEMPLATE = re.compile(r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food in the (city centre|riverside) \.$")
@@ -61,10 +62,10 @@ def test_out_dir_that_is_not_a_run_is_refused(tmp_path, toy_corpus):
 
 def test_lr_warms_up_then_decays_to_zero(toy_corpus):
     config = tiny_config(f"lines:{toy_corpus}", "train.steps=100", "train.warmup=10", "train.lr=1.0")
-    assert lr_at(0, config) == pytest.approx(0.1)
-    assert lr_at(9, config) == pytest.approx(1.0)
-    assert lr_at(55, config) == pytest.approx(0.5)
-    assert lr_at(100, config) == 0.0
+    assert lr_at(0, config.train) == pytest.approx(0.1)
+    assert lr_at(9, config.train) == pytest.approx(1.0)
+    assert lr_at(55, config.train) == pytest.approx(0.5)
+    assert lr_at(100, config.train) == 0.0
 
 
 def test_batches_cover_each_epoch_once_and_ranks_do_not_overlap():

@@ -206,10 +206,11 @@ def cmd_control(args: argparse.Namespace) -> None:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:
-    from difflm.train_classifier import train_classifier
+    from difflm.train_classifier import classifier_training, train_classifier
 
-    directory = train_classifier(args.run, args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                 seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress)
+    training = classifier_training(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    directory = train_classifier(args.run, args.task, training=training, max_rows=args.max_rows,
+                                 progress=not args.no_progress)
     metrics = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("metrics", {})
     print(json.dumps({"classifier": str(directory), **{k: round(v, 4) for k, v in metrics.items()}}))
 

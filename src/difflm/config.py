@@ -349,11 +349,18 @@ class Config:
             for (section, key), value in RUN_DEFAULTS.items():
                 if isinstance(raw.get(section), dict):
                     raw[section].setdefault(key, value)
+            for (section, key), value in REMOVED_KEYS.items():
+                # A removed option set to what every run now does is dropped; any other value
+                # stays and is refused by name: this version cannot reproduce that run.
+                if isinstance(raw.get(section), dict) and raw[section].get(key, object()) == value:
+                    del raw[section][key]
         return cls.from_dict(raw)
 
 
 #: Values of keys added after runs were saved without them: the behaviour those runs had.
 RUN_DEFAULTS: dict[tuple[str, str], Any] = {("model", "posterior_input"): False}
+#: Keys that were removed, with the value that means today's behaviour.
+REMOVED_KEYS: dict[tuple[str, str], Any] = {("diffusion", "time_sampling"): "uniform"}
 
 
 def _build_section(section_cls: type, section: str, values: dict[str, Any]) -> Any:

@@ -19,18 +19,15 @@ metrics.jsonl).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from difflm import checkpoint
-from difflm.config import Config
+from difflm.config import Config, TrainConfig
 from difflm.control.classifiers import (
     CLASSES,
     NO_SPAN,
@@ -43,6 +40,7 @@ from difflm.control.classifiers import (
 )
 from difflm.diffusion.process import q_sample
 from difflm.diffusion.schedules import NoiseSchedule
+from difflm.loop import TrainingLoop
 from difflm.model.denoiser import Denoiser
 from difflm.run import load_run
 from difflm.text.corpora import read_corpus
@@ -55,35 +53,34 @@ from difflm.text.vocab import Vocab
 Label = Any  # a task's raw annotation of one sentence: POS tags, a Tree, or a slot mapping
 
 
+#: How classifiers train unless told otherwise: the trainer's settings (`TrainConfig`), with
+#: the classifiers' own step count, learning rate and intervals.
+CLASSIFIER_TRAINING = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=50, grad_clip=1.0, log_every=50,
+                                  eval_every=250, checkpoint_every=250)
+
+
+def classifier_training(**changes: Any) -> TrainConfig:
+    """`CLASSIFIER_TRAINING` with some settings changed, e.g. classifier_training(steps=300, lr=6e-3)."""
+    return replace(CLASSIFIER_TRAINING, **changes)
+
+
 @dataclass(frozen=True)
-class TrainOptions:
-    """Settings of classifier training beyond the basic ones of `train_classifier`.
+class ClassifierOptions:
+    """What classifier training needs beyond the trainer's settings.
 
     Attributes:
-        warmup: steps of linear learning-rate warmup (then linear decay to 0).
-        weight_decay: AdamW weight decay.
-        grad_clip: max global gradient norm (0 = off).
-        log_every: steps between training-loss rows of metrics.jsonl.
-        eval_every: steps between held-out accuracy rows (and one at the end).
         eval_rows: held-out sentences scored at each evaluation.
         eval_times: the noise levels t at which held-out accuracy is measured.
         prior_rows: training sentences whose label frequencies initialise the output bias.
         max_time: train on t ∈ [0, max_time] only (1 = the whole diffusion, as in Diffusion-LM).
         spacy_model: spaCy pipeline that tags real text for POS classifiers.
-        device: `auto` (CUDA when present), `cpu`, `cuda`, ...
     """
 
-    warmup: int = 50
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    log_every: int = 50
-    eval_every: int = 250
     eval_rows: int = 512
     eval_times: tuple[float, ...] = (0.0, 0.3, 0.6)
     prior_rows: int = 2048
     max_time: float = 1.0
     spacy_model: str = SPACY_MODEL
-    device: str = "auto"
 
 
 @dataclass
@@ -95,7 +92,7 @@ class LabelledSplit:
 
 
 def annotated_splits(config: Config, task: str, *, max_rows: int | None = None, eval_rows: int | None = None,
-                     spacy_model: str = TrainOptions.spacy_model) -> tuple[list[tuple[Sequence[str], Label]], list[tuple[Sequence[str], Label]]]:
+                     spacy_model: str = SPACY_MODEL) -> tuple[list[tuple[Sequence[str], Label]], list[tuple[Sequence[str], Label]]]:
     """(tokens, label) pairs of the run's train and held-out sentences, split as the run split them.
 
     Args:
@@ -206,32 +203,79 @@ def majority_accuracy(classifier: LatentClassifier, train: LabelledSplit, held: 
     return correct / max(total, 1)
 
 
+class ClassifierTrainer(TrainingLoop):
+    """Trains a latent classifier on noisy latents x_t of a run's frozen embeddings, in the one
+    training loop (`difflm.loop`): no EMA, a checkpoint is the classifier itself.
+
+    Args:
+        classifier: the classifier, on the device of `table`.
+        tc: the trainer's settings (steps, batch size, learning rate, intervals, seed).
+        directory: RUN/classifiers/<task>/.
+        table: the frozen EMB [V, d].
+        schedule: the run's noise schedule.
+        train, held: the labelled training and held-out sentences.
+        options: the classifier-specific settings.
+        extra: what `save` writes into config.json besides the architecture.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, classifier: LatentClassifier, tc: TrainConfig, directory: Path, *, table: torch.Tensor,
+                 schedule: NoiseSchedule, train: LabelledSplit, held: LabelledSplit, options: ClassifierOptions,
+                 extra: dict[str, Any], progress: bool) -> None:
+        super().__init__(classifier, tc, directory, ema=False, progress=progress,
+                         desc=f"train {classifier.config.task} classifier")
+        self.classifier, self.table, self.schedule = classifier, table, schedule
+        self.train_data, self.held_data, self.options, self.extra = train, held, options, extra
+        self.last_k = int(options.max_time * schedule.num_steps)
+        self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)  # batches and noise
+        self.majority = majority_accuracy(classifier, train, held, tc.batch_size)
+
+    def start_writing(self) -> None:
+        (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)  # a retrained classifier starts a new log
+
+    def batch_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        B, L = self.tc.batch_size, self.train_data.ids.shape[1]
+        batch = torch.randint(len(self.train_data.labels), (B,), generator=self.generator, device=self.device)
+        ids = self.train_data.ids[batch.cpu()].to(self.device)
+        target = make_target(self.classifier, [self.train_data.labels[i] for i in batch.tolist()], L).to(self.device)
+        t = torch.randint(0, self.last_k + 1, (B,), generator=self.generator, device=self.device) / self.schedule.num_steps
+        loss = self.classifier.loss(noisy_latents(self.table, ids, self.schedule, t, self.generator), t, target)
+        return loss, {"loss": loss.item()}
+
+    def evaluate(self) -> dict[str, float]:
+        row = {"majority": self.majority}
+        for t in self.options.eval_times:
+            row[f"accuracy@t={t:g}"] = heldout_accuracy(self.classifier, self.held_data, self.table, self.schedule, t,
+                                                         self.tc.batch_size)
+        return row
+
+    def save(self) -> None:
+        self.classifier.save(self.out_dir, extra=self.extra)
+
+
 def train_classifier(
     run_dir: str | Path,
     task: str,
     *,
-    steps: int = 2000,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    seed: int = 0,
+    training: TrainConfig = CLASSIFIER_TRAINING,
+    options: ClassifierOptions = ClassifierOptions(),
     max_rows: int | None = None,
     progress: bool = True,
     architecture: Mapping[str, Any] | None = None,
-    options: TrainOptions | None = None,
+    device: str = "auto",
 ) -> Path:
     """Train the run's `task` classifier on noisy latents of its frozen embeddings.
 
     Args:
         run_dir: a trained diffusion run.
         task: "attribute", "pos" or "tree".
-        steps: optimizer steps.
-        batch_size: sentences per step.
-        lr: peak AdamW learning rate.
-        seed: seed of the initialisation, batches and noise.
+        training: the trainer's settings (`classifier_training(...)`: steps, batch size,
+            learning rate, intervals, seed of the initialisation, batches and noise).
+        options: the classifier-specific settings (see `ClassifierOptions`).
         max_rows: use at most this many training sentences.
         progress: show a progress bar.
         architecture: `ClassifierConfig` fields (hidden, layers, heads, dropout).
-        options: the remaining settings (see `TrainOptions`).
+        device: `auto` (CUDA when present), `cpu`, `cuda`, ...
 
     Returns:
         The classifier directory RUN/classifiers/<task>/.
@@ -239,12 +283,12 @@ def train_classifier(
     Raises:
         ValueError: not a diffusion run, unknown task or settings, or no labels for the task.
     """
-    options = options or TrainOptions()
-    if steps < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"steps and batch_size must be ≥ 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+    if training.steps < 1 or training.batch_size < 1 or training.lr <= 0:
+        raise ValueError(f"steps and batch_size must be ≥ 1 and lr > 0, got {training.steps}, {training.batch_size}, "
+                         f"{training.lr}")
     if not 0 <= options.max_time <= 1:
         raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
-    run = load_run(run_dir, device=options.device)
+    run = load_run(run_dir, device=device)
     if not isinstance(run.model, Denoiser):
         raise ValueError(f"{run_dir} is an autoregressive run: classifiers guide diffusion runs")
     config, denoiser = run.config, run.model
@@ -266,54 +310,20 @@ def train_classifier(
     except TypeError as err:
         raise ValueError(f"bad classifier architecture {dict(architecture or {})}: {err}") from None
 
-    device = next(denoiser.parameters()).device
-    torch.manual_seed(seed)  # initialisation and dropout
-    classifier = CLASSES[task](shape).to(device).train()
-    classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device))
-    table = denoiser.embedding.table().detach()  # frozen EMB, [V, d]
-    schedule = denoiser.schedule
-    last_k = int(options.max_time * schedule.num_steps)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=options.weight_decay)
-    decay = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(options.warmup, 1)) * max(0.0, 1 - s / steps)
-    )
-    generator = torch.Generator(device=device).manual_seed(seed)
+    device_of_run = next(denoiser.parameters()).device
+    torch.manual_seed(training.seed)  # initialisation and dropout
+    classifier = CLASSES[task](shape).to(device_of_run).train()
+    classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device_of_run))
     directory = classifier_dir(run_dir, task)
-    rows: list[dict] = []
-    majority = majority_accuracy(classifier, train_data, held_data, batch_size)
-
-    bar = tqdm(range(steps), disable=not progress, desc=f"train {task} classifier", dynamic_ncols=True)
-    running: list[float] = []
-    for step in bar:
-        batch = torch.randint(len(train_data.labels), (batch_size,), generator=generator, device=device)
-        ids = train_data.ids[batch.cpu()].to(device)
-        target = make_target(classifier, [train_data.labels[i] for i in batch.tolist()], L).to(device)
-        t = torch.randint(0, last_k + 1, (batch_size,), generator=generator, device=device) / schedule.num_steps
-        loss = classifier.loss(noisy_latents(table, ids, schedule, t, generator), t, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if options.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(classifier.parameters(), options.grad_clip)
-        optimizer.step()
-        decay.step()
-        running.append(loss.item())
-        done = step + 1
-        if done % options.log_every == 0 or done == steps:
-            rows.append({"step": done, "split": "train", "loss": sum(running) / len(running), "lr": decay.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
-            running = []
-        if done % options.eval_every == 0 or done == steps:
-            row = {"step": done, "split": "valid", "majority": majority}
-            for t_eval in options.eval_times:
-                row[f"accuracy@t={t_eval:g}"] = heldout_accuracy(classifier, held_data, table, schedule, t_eval, batch_size)
-            rows.append(row)
-            checkpoint.atomic_write_text(directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    bar.close()
-    training = {"run": str(run_dir), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "train_rows": len(train_data.labels), "heldout_rows": len(held_data.labels), "skipped_overlong": skipped,
-                "options": asdict(options)}
-    final = {k: v for k, v in rows[-1].items() if k not in ("step", "split")}
-    return classifier.save(directory, extra={"training": training, "metrics": final})
+    extra: dict[str, Any] = {"training": {"run": str(run_dir), "train_rows": len(train_data.labels),
+                                          "heldout_rows": len(held_data.labels), "skipped_overlong": skipped,
+                                          "train": asdict(training), "options": asdict(options)}}
+    trainer = ClassifierTrainer(classifier, training, directory, table=denoiser.embedding.table().detach(),
+                                schedule=denoiser.schedule, train=train_data, held=held_data, options=options,
+                                extra=extra, progress=progress)
+    last = trainer.run()
+    extra["metrics"] = {k: v for k, v in last["valid"].items() if k not in ("step", "split", "elapsed", "cpu_seconds")}
+    return classifier.save(directory, extra=extra)
 
 
 def _labelled(vocab: Vocab, pairs: Sequence[tuple[Sequence[str], Label]], length: int) -> LabelledSplit:

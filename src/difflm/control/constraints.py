@@ -21,7 +21,7 @@ it stays exact (and its gradient informative) when p(S) → 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
