@@ -32,6 +32,7 @@ TASK=DIR`, or are trained there with `--train-classifiers STEPS` when missing. G
 `GradientGuidance`'s defaults with the paper's fluency weight λ per task; `--guidance KEY=VALUE`
 overrides a setting for every task. Writes result.json and table.md under --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,14 +52,14 @@ import yaml
 import difflm
 from difflm import control
 from difflm.control.classifiers import LatentClassifier, has_classifier, load_classifier
-from difflm.train_classifier import annotated_splits, classifier_training, train_classifier
 from difflm.eval.control_metrics import ROOT_LABELS
 from difflm.model.autoregressive import perplexity
-from difflm.text.grammar import default_parser
 from difflm.sampling import DEFAULT_SAMPLER
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
-from difflm.text.vocab import Vocab
 from difflm.text.dataset import split_sentences
+from difflm.text.grammar import default_parser
+from difflm.text.vocab import Vocab
+from difflm.train_classifier import annotated_splits, classifier_training, train_classifier
 
 #: Diffusion-LM's ctrl success on E2E (Table 2, %), the reference column.
 PAPER_E2E = {"semantic": 81.2, "pos": 90.0, "tree": 86.0, "spans": 93.8, "length": 99.9}
@@ -96,7 +97,7 @@ class Context:
         return self.pipe.config.data.max_len - 2
 
     def classifier(self, task: str) -> LatentClassifier:
-        """The task's classifier: --classifier DIR, else RUN/classifiers/TASK (trained first with --train-classifiers)."""
+        """The task's classifier: --classifier DIR, else RUN/classifiers/TASK (trained first: --train-classifiers)."""
         if task not in self._classifiers:
             if task in self.classifier_dirs:
                 self._classifiers[task] = LatentClassifier.load(self.classifier_dirs[task])
@@ -118,8 +119,9 @@ class Context:
         """Held-out sentences as the model sees them (vocabulary words; none with UNK), that fit."""
         if "sentences" not in self._labels:
             _, held = split_sentences(self.config, self.pipe.vocab)
-            self._labels["sentences"] = [s for s in held[: self.pool]
-                                         if 0 < len(s) <= self.max_words and Vocab.UNK not in s]
+            self._labels["sentences"] = [
+                s for s in held[: self.pool] if 0 < len(s) <= self.max_words and Vocab.UNK not in s
+            ]
         return self._labels["sentences"]
 
     def draw(self, items: list, k: int) -> list:
@@ -180,8 +182,11 @@ def spans(ctx: Context, k: int) -> list[Target]:
     known = set(ctx.classifier("tree").span_labels())
     targets = []
     for tokens, gold in ctx.draw(ctx.heldout("tree"), k):
-        choices = [(i, j, label) for i, j, label in gold.spans()
-                   if label not in ROOT_LABELS and label in known and (i, j) != (0, len(tokens))]
+        choices = [
+            (i, j, label)
+            for i, j, label in gold.spans()
+            if label not in ROOT_LABELS and label in known and (i, j) != (0, len(tokens))
+        ]
         if choices:
             i, j, label = ctx.rng.choice(choices)
             constraint = control.Span(i, j, label, run=ctx.classifier("tree"), judge=ctx.judge)
@@ -219,7 +224,9 @@ def keywords(ctx: Context, k: int) -> list[Target]:
         words = sorted({w for w in sentence if w.isalpha()})
         if words:
             constraint = control.Keywords(ctx.rng.sample(words, min(2, len(words))), ctx.pipe.vocab)
-            targets.append(Target(",".join(constraint.words), lambda w, c=constraint: float(c.satisfied(w)), [constraint]))
+            targets.append(
+                Target(",".join(constraint.words), lambda w, c=constraint: float(c.satisfied(w)), [constraint])
+            )
     return targets
 
 
@@ -243,18 +250,37 @@ def lm_score(teacher: difflm.Pipeline | None, texts: list[str]) -> float | None:
     return round(perplexity(teacher.model, ids), 3)
 
 
-def run_task(key: str, targets: list[Target], ctx: Context, args: argparse.Namespace, unguided: list[list[str]],
-             teacher: difflm.Pipeline | None, settings: dict[str, Any]) -> dict[str, Any]:
+def run_task(
+    key: str,
+    targets: list[Target],
+    ctx: Context,
+    args: argparse.Namespace,
+    unguided: list[list[str]],
+    teacher: difflm.Pipeline | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
     """Generate --n samples per target; success, unguided success, lm-score and compute per sample."""
     scores, unguided_scores, texts = [], [], []
     nfe = classifier_calls = 0  # per sample, summed over targets
     start = time.perf_counter()
     for index, target in enumerate(targets):
-        guidance = {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings} if target.constraints else {}
+        guidance = (
+            {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings}
+            if target.constraints
+            else {}
+        )
         cfg = {"condition": target.condition, "cfg_scale": args.cfg_scale} if target.condition else {}
-        out = ctx.pipe.generate(args.n, constraints=target.constraints, sampler=args.sampler, steps=args.steps,
-                                seed=args.seed + 1 + index, temperature=args.temperature, sc_guidance=args.sc_guidance,
-                                guidance=guidance, **cfg)
+        out = ctx.pipe.generate(
+            args.n,
+            constraints=target.constraints,
+            sampler=args.sampler,
+            steps=args.steps,
+            seed=args.seed + 1 + index,
+            temperature=args.temperature,
+            sc_guidance=args.sc_guidance,
+            guidance=guidance,
+            **cfg,
+        )
         samples = ctx.pipe.decode(out.tokens)
         texts += samples
         scores += [target.score(s.split()) for s in samples]
@@ -280,7 +306,8 @@ def table(result: dict[str, Any]) -> str:
         f"Controllable generation on `{result['corpus']}` (judge: {result['judge']}); {result['sampler']} "
         f"{result['steps']} steps, {result['n']} samples × up to {result['targets']} targets per task.",
         "",
-        "| task | ctrl ↑ (%) | unguided ctrl (%) | lm-score ↓ | NFE / classifier evals per sample | Diffusion-LM, E2E (paper) |",
+        "| task | ctrl ↑ (%) | unguided ctrl (%) | lm-score ↓ | NFE / classifier evals per sample "
+        "| Diffusion-LM, E2E (paper) |",
         "|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
@@ -289,13 +316,18 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"| {row['label']} | – | – | – | – | {paper} |")
             continue
         lm = "–" if row["lm_score"] is None else row["lm_score"]
-        lines.append(f"| {row['label']} | {row['success']} | {row['unguided_success']} | {lm} | "
-                     f"{row['nfe_per_sample']:g} / {row['classifier_evals_per_sample']:g} | {paper} |")
+        lines.append(
+            f"| {row['label']} | {row['success']} | {row['unguided_success']} | {lm} | "
+            f"{row['nfe_per_sample']:g} / {row['classifier_evals_per_sample']:g} | {paper} |"
+        )
     skipped = [f"- {row['label']}: {row['skipped']}" for row in result["rows"] if "skipped" in row]
     if result.get("unguided_lm_score") is not None:
         lines += ["", f"lm-score of the unguided samples: {result['unguided_lm_score']}."]
     if result["judge"] == "text" and any(row["task"] == "infill" and "skipped" not in row for row in result["rows"]):
-        lines += ["", "Infilling on real text counts the given words kept and every blank filled (no grammaticality judge)."]
+        lines += [
+            "",
+            "Infilling on real text counts the given words kept and every blank filled (no grammaticality judge).",
+        ]
     return "\n".join(lines + ([""] + ["Skipped:"] + skipped if skipped else [])) + "\n"
 
 
@@ -320,16 +352,36 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000, help="held-out sentences to draw targets from")
     parser.add_argument("--sampler", default=DEFAULT_SAMPLER)
     parser.add_argument("--steps", type=int, default=200, help="sampler steps (the paper's control runs: 200)")
-    parser.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE,
-                        help="x̂0 temperature of the sampler (1 = the model's own x̂0)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=SAMPLING_TEMPERATURE,
+        help="x̂0 temperature of the sampler (1 = the model's own x̂0)",
+    )
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale w")
-    parser.add_argument("--sc-guidance", type=float, default=None, metavar="W",
-                        help="self-conditioning guidance scale (default: the pipeline's, 2 on self-conditioned runs; 1 = off)")
-    parser.add_argument("--guidance", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="GradientGuidance settings for every task, e.g. steps=3 step_size=0.1")
-    parser.add_argument("--classifier", nargs="+", default=[], metavar="TASK=DIR", help="use these classifier directories")
-    parser.add_argument("--train-classifiers", type=int, metavar="STEPS",
-                        help="train missing classifiers into RUN/classifiers/ for STEPS steps")
+    parser.add_argument(
+        "--sc-guidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="self-conditioning guidance scale (default: the pipeline's, 2 on self-conditioned runs; 1 = off)",
+    )
+    parser.add_argument(
+        "--guidance",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GradientGuidance settings for every task, e.g. steps=3 step_size=0.1",
+    )
+    parser.add_argument(
+        "--classifier", nargs="+", default=[], metavar="TASK=DIR", help="use these classifier directories"
+    )
+    parser.add_argument(
+        "--train-classifiers",
+        type=int,
+        metavar="STEPS",
+        help="train missing classifiers into RUN/classifiers/ for STEPS steps",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/out/control")
@@ -344,11 +396,25 @@ def main() -> None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, corpus=args.corpus))
     judge = "grammar" if config.data.corpus == "grammar" else "text"
     settings = {key: yaml.safe_load(value) for key, value in parse_pairs(args.guidance, "guidance setting").items()}
-    ctx = Context(pipe, run, config, judge, random.Random(), args.pool,
-                  {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()}, args.train_classifiers)
+    ctx = Context(
+        pipe,
+        run,
+        config,
+        judge,
+        random.Random(),
+        args.pool,
+        {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()},
+        args.train_classifiers,
+    )
 
-    unguided_texts = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                 temperature=args.temperature, sc_guidance=args.sc_guidance)
+    unguided_texts = pipe.sample(
+        args.n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        temperature=args.temperature,
+        sc_guidance=args.sc_guidance,
+    )
     unguided = [text.split() for text in unguided_texts]
     rows = []
     for key in args.tasks:
@@ -366,11 +432,23 @@ def main() -> None:
         rows.append({"task": key, "label": label, **row})
         print(json.dumps(rows[-1]), file=sys.stderr)
 
-    result = {"run": str(run), "teacher": args.teacher, "corpus": config.data.corpus, "judge": judge,
-              "sampler": args.sampler, "steps": args.steps, "temperature": args.temperature,
-              "sc_guidance": args.sc_guidance, "n": args.n, "targets": args.targets,
-              "cfg_scale": args.cfg_scale, "guidance": settings, "seed": args.seed,
-              "unguided_lm_score": lm_score(teacher, unguided_texts), "rows": rows}
+    result = {
+        "run": str(run),
+        "teacher": args.teacher,
+        "corpus": config.data.corpus,
+        "judge": judge,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "temperature": args.temperature,
+        "sc_guidance": args.sc_guidance,
+        "n": args.n,
+        "targets": args.targets,
+        "cfg_scale": args.cfg_scale,
+        "guidance": settings,
+        "seed": args.seed,
+        "unguided_lm_score": lm_score(teacher, unguided_texts),
+        "rows": rows,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))

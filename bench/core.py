@@ -5,6 +5,7 @@
 Prints JSON and a markdown table. Speed does not depend on the weights, so the model is
 freshly initialised; the data is the bundled grammar corpus.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="sentences per sampling batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = load_config(None, ["train.log_every=1000000", "train.eval_every=1000000", "train.checkpoint_every=1000000"] + args.overrides)
+    config = load_config(
+        None, ["train.log_every=1000000", "train.eval_every=1000000", "train.checkpoint_every=1000000"] + args.overrides
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, tmp, progress=False)
@@ -43,8 +46,14 @@ def main() -> None:
 
     steps_per_s = args.train_steps / seconds
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} threads",
-        "config": {"model": config.model.__dict__, "max_len": config.data.max_len, "batch_size": config.train.batch_size, "T": config.diffusion.steps},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{args.threads} threads",
+        "config": {
+            "model": config.model.__dict__,
+            "max_len": config.data.max_len,
+            "batch_size": config.train.batch_size,
+            "T": config.diffusion.steps,
+        },
         "train_steps_per_s": round(steps_per_s, 3),
         "train_tokens_per_s": round(steps_per_s * config.train.batch_size * config.data.max_len),
         "sampling": {},
@@ -54,13 +63,19 @@ def main() -> None:
         start = time.perf_counter()
         pipe.generate(args.n, sampler="ddim", steps=steps, seed=0)
         seconds = time.perf_counter() - start
-        result["sampling"][steps] = {"sentences_per_s": round(args.n / seconds, 2), "seconds_per_batch": round(seconds, 3)}
+        result["sampling"][steps] = {
+            "sentences_per_s": round(args.n / seconds, 2),
+            "seconds_per_batch": round(seconds, 3),
+        }
 
     print(json.dumps(result, indent=2))
     print()
     print("| measure | value |")
     print("|---|---|")
-    print(f"| training steps/s (batch {config.train.batch_size} × {config.data.max_len} tokens) | {result['train_steps_per_s']} |")
+    print(
+        f"| training steps/s (batch {config.train.batch_size} × {config.data.max_len} tokens) "
+        f"| {result['train_steps_per_s']} |"
+    )
     print(f"| training tokens/s | {result['train_tokens_per_s']} |")
     for steps, row in result["sampling"].items():
         print(f"| sampling sentences/s, DDIM {steps} steps (batch {args.n}) | {row['sentences_per_s']} |")

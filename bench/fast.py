@@ -19,10 +19,12 @@ does (M CPU-minutes each, into --out/NAME).
 Every row: `--n` sentences from seed 0, timed on one thread (sentences/s, including
 decoding; a 2-sentence warm-up first), then `difflm.eval.report.evaluate`: grammatical
 share by the exact parser (grammar corpus), lm-score under the teacher (Diffusion-LM's
-protocol) and the share within the human range (`evaluate`), distinct-2, self-BLEU, mean length. Prints JSON and a markdown table; writes
+protocol) and the share within the human range (`evaluate`), distinct-2, self-BLEU, mean length. Prints JSON and a
+markdown table; writes
 result.json, table.md and quality_vs_nfe.png (log NFE axis; AR and human text as
 horizontal lines) under --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +45,18 @@ from quality import draw_metric, markdown_table, sample_timed, train_equal_time 
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 NFES = (1, 2, 4, 8, 16, 50, 200)
-COLUMNS = ["model", "sampler", "nfe", "sentences_per_s", "grammatical", "lm_score", "within_human_range", "distinct_2",
-           "self_bleu", "mean_length"]
+COLUMNS = [
+    "model",
+    "sampler",
+    "nfe",
+    "sentences_per_s",
+    "grammatical",
+    "lm_score",
+    "within_human_range",
+    "distinct_2",
+    "self_bleu",
+    "mean_length",
+]
 
 
 def generate_timed(pipe: difflm.Pipeline, n: int, sampler: str, steps: int, **options) -> tuple[list[str], float, int]:
@@ -116,19 +128,43 @@ def main() -> None:
     parser.add_argument("--diffusion", type=Path, help="diffusion run: DDPM, DDIM and DPM-Solver++ at every NFE")
     parser.add_argument("--ar", type=Path, help="autoregressive baseline run")
     parser.add_argument("--teacher", type=Path, help="autoregressive run scoring lm-score")
-    parser.add_argument("--extra", type=parse_extra, action="append", default=[], metavar="NAME=RUN",
-                        help="a run sampled with the sampler registered as NAME (repeatable)")
+    parser.add_argument(
+        "--extra",
+        type=parse_extra,
+        action="append",
+        default=[],
+        metavar="NAME=RUN",
+        help="a run sampled with the sampler registered as NAME (repeatable)",
+    )
     parser.add_argument("--nfe", type=parse_nfes, default=list(NFES), help="comma-separated NFEs")
     parser.add_argument("--n", type=int, default=256, help="sentences per row")
-    parser.add_argument("--temperature", type=parse_nonnegative, default=[SAMPLING_TEMPERATURE],
-                        help="comma-separated x̂0 temperatures, each a set of rows (1 = the model's own x̂0)")
-    parser.add_argument("--sc-guidance", type=parse_nonnegative, default=[1.0], metavar="W,...",
-                        help="comma-separated self-conditioning guidance scales, each a set of rows (1 = none)")
-    parser.add_argument("--grids", type=lambda spec: spec.split(","), default=["time"],
-                        help=f"comma-separated time grids of the diffusion samplers ({', '.join(GRIDS)})")
+    parser.add_argument(
+        "--temperature",
+        type=parse_nonnegative,
+        default=[SAMPLING_TEMPERATURE],
+        help="comma-separated x̂0 temperatures, each a set of rows (1 = the model's own x̂0)",
+    )
+    parser.add_argument(
+        "--sc-guidance",
+        type=parse_nonnegative,
+        default=[1.0],
+        metavar="W,...",
+        help="comma-separated self-conditioning guidance scales, each a set of rows (1 = none)",
+    )
+    parser.add_argument(
+        "--grids",
+        type=lambda spec: spec.split(","),
+        default=["time"],
+        help=f"comma-separated time grids of the diffusion samplers ({', '.join(GRIDS)})",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out/fast"))
-    parser.add_argument("--train-minutes", type=float, default=None, metavar="M",
-                        help="train the missing diffusion/AR/teacher runs, M CPU-minutes each, into --out")
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="train the missing diffusion/AR/teacher runs, M CPU-minutes each, into --out",
+    )
     parser.add_argument("--corpus", default="grammar", help="corpus of the runs --train-minutes trains")
     parser.add_argument("--config", default=None, help="config of the runs --train-minutes trains")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], help="overrides for --train-minutes")
@@ -163,9 +199,14 @@ def main() -> None:
 
     def row(model: str, sampler: str, nfe: int | str, texts: list[str], speed: float | None) -> dict:
         report = evaluate(texts, teacher=teacher, training=training, reference=human, grammar=grammar)
-        return {"model": model, "sampler": sampler, "nfe": nfe,
-                "sentences_per_s": None if speed is None else round(speed, 1),
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, "examples": texts[:3]}
+        return {
+            "model": model,
+            "sampler": sampler,
+            "nfe": nfe,
+            "sentences_per_s": None if speed is None else round(speed, 1),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()},
+            "examples": texts[:3],
+        }
 
     rows = [row("human", "-", "-", human, None)]
     skipped = []
@@ -176,11 +217,17 @@ def main() -> None:
         rows.append(row("autoregressive", "ancestral", ar.config.data.max_len, texts, speed))
         print(f"autoregressive: {speed:.1f} sentences/s", flush=True)
     # (model, pipe, sampler, grid); grid None: a sampler without one (the one/few-step models')
-    jobs = [("diffusion", pipes["diffusion"], s, g) for s in DIFFUSION_SAMPLERS for g in args.grids if "diffusion" in pipes]
+    jobs = [
+        ("diffusion", pipes["diffusion"], s, g) for s in DIFFUSION_SAMPLERS for g in args.grids if "diffusion" in pipes
+    ]
     jobs += [(label, pipe, name, None) for label, name, pipe in extras]
     for (model, pipe, sampler, grid), tau, w in itertools.product(jobs, args.temperature, args.sc_guidance):
-        label = (sampler + ("" if grid in (None, "time") else f" {grid}") + ("" if tau == 1 else f" τ={tau:g}")
-                 + ("" if w == 1 else f" sc-guidance {w:g}"))
+        label = (
+            sampler
+            + ("" if grid in (None, "time") else f" {grid}")
+            + ("" if tau == 1 else f" τ={tau:g}")
+            + ("" if w == 1 else f" sc-guidance {w:g}")
+        )
         options = {"temperature": tau} | ({} if grid is None else {"grid": grid}) | {"sc_guidance": w}
         for steps in args.nfe:
             try:
@@ -190,12 +237,23 @@ def main() -> None:
                 print(f"{model}, {label}, {steps} steps: skipped ({err})", flush=True)
                 continue
             rows.append(row(model, label, nfe, texts, speed))
-            print(f"{model}, {label}, NFE {nfe}: {speed:.1f} sentences/s, "
-                  f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}", flush=True)
+            print(
+                f"{model}, {label}, NFE {nfe}: {speed:.1f} sentences/s, "
+                f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}",
+                flush=True,
+            )
 
-    result = {"runs": {name: str(run) for name, run in runs.items() if run is not None}
-              | {label: str(run) for label, (_, run) in zip(labels, args.extra)},
-              "n": args.n, "temperatures": args.temperature, "sc_guidance": args.sc_guidance, "grids": args.grids, "threads": 1, "rows": rows, "skipped": skipped}
+    result = {
+        "runs": {name: str(run) for name, run in runs.items() if run is not None}
+        | {label: str(run) for label, (_, run) in zip(labels, args.extra)},
+        "n": args.n,
+        "temperatures": args.temperature,
+        "sc_guidance": args.sc_guidance,
+        "grids": args.grids,
+        "threads": 1,
+        "rows": rows,
+        "skipped": skipped,
+    }
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     table = markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])

@@ -90,7 +90,9 @@ def main() -> None:
         speeds = f"{p['grammatical_sentences_per_s']} grammatical / {p['shuffled_sentences_per_s']} shuffled"
         print(f"| parsing, {label} | {speeds} sentences/s (compile {p['compile_s']} s) |")
     t = result["train"]
-    print(f"| length (train, {t['sentences']}) | mean {t['length_mean']}, min {t['length_min']}, max {t['length_max']} |")
+    print(
+        f"| length (train, {t['sentences']}) | mean {t['length_mean']}, min {t['length_min']}, max {t['length_max']} |"
+    )
     print(f"| unique sentences in train | {t['unique_share']:.1%} |")
     print(f"| two-sentence texts | {t['two_sentence_share']:.1%} |")
     print(f"| ambiguous (> 1 derivation) | {result['ambiguity_rate']:.1%} |")

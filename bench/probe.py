@@ -14,6 +14,7 @@ For held-out sentences noised to time t (x_t ~ q(x_t | EMB(w)), the training dis
 t = 1 is plain sampling. `--clamp` snaps x̂0 to the embedding of its argmax word at every
 step (the clamping trick). Prints JSON and a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,7 @@ and evaluates them with `difflm.eval.report.evaluate`: lm-score, and on the gram
 corpus the exact parser's grammatical share and true NLL per token; diversity; novelty.
 Writes result.json, table.md and quality_vs_steps.png under --out and prints JSON + table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ def train_equal_time(
         if kind not in rates:
             rates[kind] = measure_rate(config_path, base + RUNS[kind])
             plan_path.write_text(json.dumps(rates, indent=2))
-    plans = {name: base + RUNS[name] + [f"train.steps={max(1, int(rates[kinds[name]] * minutes * 60))}"] for name in names}
+    plans = {
+        name: base + RUNS[name] + [f"train.steps={max(1, int(rates[kinds[name]] * minutes * 60))}"] for name in names
+    }
     run_parallel(out, config_path, plans, parallel=2)
     return plans
 
@@ -74,7 +77,9 @@ def draw_metric(ax, rows: list[dict], metric: str, x: str = "steps") -> None:  #
         if row.get(metric) is None:
             continue
         if row["model"] in ("autoregressive", "human"):
-            ax.axhline(row[metric], linestyle="--", color="gray" if row["model"] == "human" else "black", label=row["model"])
+            ax.axhline(
+                row[metric], linestyle="--", color="gray" if row["model"] == "human" else "black", label=row["model"]
+            )
         else:
             label = row["model"] if row["model"] == row["sampler"] else f"{row['model']}, {row['sampler']}"
             series.setdefault(label, []).append((row[x], row[metric]))
@@ -127,8 +132,14 @@ def main() -> None:
 
     def row(model: str, sampler: str, steps: int, texts: list[str], speed: float | None) -> dict:
         report = evaluate(texts, teacher=teacher, training=training, reference=human, grammar=grammar)
-        return {"model": model, "sampler": sampler, "steps": steps, "sentences_per_s": speed,
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, "examples": texts[:5]}
+        return {
+            "model": model,
+            "sampler": sampler,
+            "steps": steps,
+            "sentences_per_s": speed,
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()},
+            "examples": texts[:5],
+        }
 
     rows = [row("human", "-", 0, human, None)]
     ar = difflm.load(out / "autoregressive")
@@ -138,13 +149,22 @@ def main() -> None:
     for sampler, steps in DIFFUSION_SETTINGS:
         texts, speed = sample_timed(diffusion, args.n, sampler=sampler, steps=steps)
         rows.append(row("diffusion", sampler, steps, texts, round(speed, 1)))
-    result = {"corpus": args.corpus, "minutes": args.minutes, "steps": {k: p[-1] for k, p in plans.items()}, "rows": rows}
+    result = {
+        "corpus": args.corpus,
+        "minutes": args.minutes,
+        "steps": {k: p[-1] for k, p in plans.items()},
+        "rows": rows,
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
     metric = "grammatical" if grammar else "lm_score"
     plot(result, out / "quality_vs_steps.png", metric)
-    cols = ["model", "sampler", "steps", "sentences_per_s", "lm_score"] + (["grammatical", "grammar_nll_per_token"] if grammar else []) + ["distinct_2", "self_bleu", "novelty", "mean_length"]
+    cols = (
+        ["model", "sampler", "steps", "sentences_per_s", "lm_score"]
+        + (["grammatical", "grammar_nll_per_token"] if grammar else [])
+        + ["distinct_2", "self_bleu", "novelty", "mean_length"]
+    )
     table = markdown_table(rows, cols)
     (out / "table.md").write_text(table + "\n")
     print(table)

@@ -11,6 +11,7 @@ independent Kneser-Ney trigram LM fitted on the same training split (perplexity,
 is better; the held-out human sentences give the reference row), plus diversity and
 novelty. Prints JSON and a markdown table; writes both under --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,9 @@ RECIPES = {
 def measure_rate(config_path: str | None, overrides: list[str], probe_steps: int = 12) -> float:
     """Training steps/s of a recipe on one thread (after two warm-up steps)."""
     torch.set_num_threads(1)
-    config = load_config(config_path, overrides + ["train.log_every=100000", "train.eval_every=100000", "train.checkpoint_every=100000"])
+    config = load_config(
+        config_path, overrides + ["train.log_every=100000", "train.eval_every=100000", "train.checkpoint_every=100000"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, tmp, progress=False)
         trainer.train_step(), trainer.train_step()
@@ -123,7 +126,12 @@ def main() -> None:
 
     train_sentences, human = split_sentences(load_config(args.config, base))
     judge_lm = KneserNeyTrigram(train_sentences)
-    result = {"corpus": args.corpus, "minutes": args.minutes, "reference_judge_ppl": round(judge_lm.perplexity(human), 2), "recipes": {}}
+    result = {
+        "corpus": args.corpus,
+        "minutes": args.minutes,
+        "reference_judge_ppl": round(judge_lm.perplexity(human), 2),
+        "recipes": {},
+    }
     for name in names:
         state = json.loads((out / name / "train_state.json").read_text())
         valid = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
@@ -137,9 +145,15 @@ def main() -> None:
         }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    lines = ["| recipe | steps/s | steps | judge ppl DDIM-50 | judge ppl DDPM-200 | distinct-2 | novelty |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| recipe | steps/s | steps | judge ppl DDIM-50 | judge ppl DDPM-200 | distinct-2 | novelty |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["recipes"].items():
-        lines.append(f"| {name} | {r['steps_per_s']} | {r['steps']} | {r['ddim50']['judge_ppl']} | {r['ddpm200']['judge_ppl']} | {r['ddim50']['distinct_2']} | {r['ddim50']['novelty']} |")
+        lines.append(
+            f"| {name} | {r['steps_per_s']} | {r['steps']} | {r['ddim50']['judge_ppl']} | {r['ddpm200']['judge_ppl']} "
+            f"| {r['ddim50']['distinct_2']} | {r['ddim50']['novelty']} |"
+        )
     lines.append(f"| human held-out text | | | {result['reference_judge_ppl']} | | | |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")

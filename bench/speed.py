@@ -10,6 +10,7 @@ interleaved so that machine noise reaches them alike; the table gives the mean, 
 median, the range, and on how many seeds each row beat the AR baseline. Prints JSON and a
 markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def parse_run(spec: str) -> tuple[str, Path, list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ar", type=Path, required=True, help="autoregressive baseline run")
-    parser.add_argument("--run", type=parse_run, action="append", required=True, metavar="SAMPLER=RUN:K1,K2",
-                        help="a diffusion-family run, its sampler and step counts (repeatable)")
+    parser.add_argument(
+        "--run",
+        type=parse_run,
+        action="append",
+        required=True,
+        metavar="SAMPLER=RUN:K1,K2",
+        help="a diffusion-family run, its sampler and step counts (repeatable)",
+    )
     parser.add_argument("--n", type=int, default=512, help="sentences per timed call")
     parser.add_argument("--seeds", type=int, default=8, help="seeds 0..S-1, each timing every row once")
     args = parser.parse_args()
@@ -63,10 +70,17 @@ def main() -> None:
         print(json.dumps({"seed": seed, **{k: round(v[-1], 1) for k, v in speeds.items()}}), flush=True)
 
     base = speeds["autoregressive"]
-    table = [{"sampler": label, "mean": round(statistics.mean(v), 1), "median": round(statistics.median(v), 1),
-              "min": round(min(v), 1), "max": round(max(v), 1),
-              "faster_than_ar": "–" if label == "autoregressive" else f"{sum(a > b for a, b in zip(v, base))}/{len(v)}"}
-             for label, v in speeds.items()]
+    table = [
+        {
+            "sampler": label,
+            "mean": round(statistics.mean(v), 1),
+            "median": round(statistics.median(v), 1),
+            "min": round(min(v), 1),
+            "max": round(max(v), 1),
+            "faster_than_ar": "–" if label == "autoregressive" else f"{sum(a > b for a, b in zip(v, base))}/{len(v)}",
+        }
+        for label, v in speeds.items()
+    ]
     print(json.dumps({"n": args.n, "seeds": args.seeds, "threads": 1, "rows": table, "per_seed": speeds}, indent=2))
     print(markdown_table(table, ["sampler", "mean", "median", "min", "max", "faster_than_ar"]))
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a small corpus written by the test itself and a tiny trained run."""
+
 from __future__ import annotations
 
 import random
@@ -33,7 +34,9 @@ def write_toy_corpus(path: Path, n: int = 400, seed: int = 0, *, mr: bool = Fals
 
 
 def tiny_config(corpus: str, *overrides: str) -> Config:
-    return load_config(CONFIGS / "tiny.yaml", [f"data.corpus={corpus}", "data.max_len=16", "train.threads=1", *overrides])
+    return load_config(
+        CONFIGS / "tiny.yaml", [f"data.corpus={corpus}", "data.max_len=16", "train.threads=1", *overrides]
+    )
 
 
 def train_interrupted_then_resumed(config: Config, run_dir: Path, crash_at: int) -> None:
@@ -83,7 +86,8 @@ def slot_run(tmp_path_factory: pytest.TempPathFactory, toy_e2e_corpus: Path) -> 
 
     run = tmp_path_factory.mktemp("runs") / "slots"
     torch.set_num_threads(1)
-    config = tiny_config(f"e2e:{toy_e2e_corpus}", "train.steps=300", "train.lr=3e-3", "model.condition=slots",
-                         "diffusion.cond_drop=0.1")
+    config = tiny_config(
+        f"e2e:{toy_e2e_corpus}", "train.steps=300", "train.lr=3e-3", "model.condition=slots", "diffusion.cond_drop=0.1"
+    )
     train(config, run, progress=False)
     return run

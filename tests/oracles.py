@@ -5,6 +5,7 @@ and the exact x̂0 of any jump is μ (also the exact D of the consistency functi
 c_skip = σ_min/σ makes f the jump to σ_min). On Gaussian data x0 ~ N(μ, s0² I) the flow map is affine
 in closed form: x_τ' = (1 − τ')μ + (σ(τ')/σ(τ))·(x_τ − (1 − τ)μ), σ(τ)² = (1 − τ)²s0² + τ².
 """
+
 from types import SimpleNamespace
 
 import torch

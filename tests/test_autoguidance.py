@@ -1,4 +1,5 @@
 """Self-conditioning guidance: the guided prediction, sampling with it, the pipeline and the CLI."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,9 @@ torch.set_num_threads(1)
 
 def _denoiser(predict: str = "logits", self_condition: bool = True) -> Denoiser:
     torch.manual_seed(0)
-    config = ModelConfig(embed_dim=8, hidden=32, layers=1, heads=2, dropout=0.0, predict=predict,
-                         self_condition=self_condition)
+    config = ModelConfig(
+        embed_dim=8, hidden=32, layers=1, heads=2, dropout=0.0, predict=predict, self_condition=self_condition
+    )
     return Denoiser(config, 11, 6, make_schedule("sqrt", 100)).eval()
 
 
@@ -69,7 +71,11 @@ def test_scale_one_is_exactly_unguided_sampling_and_two_changes_it(sampler):
     def draw(denoiser):
         return sample(denoiser, (4, 6, 8), steps=10, generator=torch.Generator().manual_seed(0))
 
-    plain, same, guided = draw(model), draw(SelfConditioningGuidance(model, 1.0)), draw(SelfConditioningGuidance(model, 2.0))
+    plain, same, guided = (
+        draw(model),
+        draw(SelfConditioningGuidance(model, 1.0)),
+        draw(SelfConditioningGuidance(model, 2.0)),
+    )
     assert torch.equal(plain.x0, same.x0)
     assert not torch.equal(plain.x0, guided.x0)
 

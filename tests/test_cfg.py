@@ -1,4 +1,5 @@
 """Classifier-free guidance: condition dropout, the guided prediction, sampling on a tiny conditioned run, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,14 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.config import Config, DiffusionConfig, ModelConfig
-from difflm.objectives import Batch
-from difflm.objectives.diffusion import e2e_loss
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
-from difflm.text.slots import SlotLabels, multi_hot
+from difflm.objectives import Batch
+from difflm.objectives.diffusion import e2e_loss
 from difflm.run import CONDITIONS_FILE
 from difflm.sampling.wrappers import CountedDenoiser
 from difflm.text.dataset import prepare_data
+from difflm.text.slots import SlotLabels, multi_hot
 from tests.conftest import tiny_config
 
 torch.set_num_threads(1)
@@ -29,8 +30,16 @@ P = 5  # condition labels of the stand-in denoisers
 
 def _denoiser(predict: str = "logits", self_condition: bool = False, num_conditions: int = P) -> Denoiser:
     torch.manual_seed(0)
-    config = ModelConfig(embed_dim=8, hidden=32, layers=1, heads=2, dropout=0.0, predict=predict,
-                         self_condition=self_condition, condition="slots" if num_conditions else "none")
+    config = ModelConfig(
+        embed_dim=8,
+        hidden=32,
+        layers=1,
+        heads=2,
+        dropout=0.0,
+        predict=predict,
+        self_condition=self_condition,
+        condition="slots" if num_conditions else "none",
+    )
     return Denoiser(config, 11, 6, make_schedule("sqrt", 100), num_conditions).eval()
 
 
@@ -57,8 +66,12 @@ def test_condition_dropout_replaces_a_share_p_of_rows_by_the_null_condition(p):
     B = 400
     cond = torch.rand(B, P, generator=torch.Generator().manual_seed(1)) + 0.1  # distinct, non-null rows
     ids = torch.randint(0, 11, (B, 6))
-    e2e_loss(spy, Batch(ids, cond), Config(diffusion=DiffusionConfig(steps=100, cond_drop=p, self_cond_prob=0.5)),
-             generator=torch.Generator().manual_seed(0))
+    e2e_loss(
+        spy,
+        Batch(ids, cond),
+        Config(diffusion=DiffusionConfig(steps=100, cond_drop=p, self_cond_prob=0.5)),
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = spy.conds[-1]  # the main pass (the first, if any, is the self-conditioning pass)
     dropped = (seen == 0).all(1)
     assert torch.equal(seen[~dropped], cond[~dropped])  # kept rows see their own condition, unchanged
@@ -171,8 +184,15 @@ def test_cfg_raises_the_share_of_samples_expressing_the_slot(pipe):
 
 def test_cfg_composes_with_gradient_guidance(pipe):
     length = control.Length(9, max_len=pipe.config.data.max_len)
-    out = pipe.generate(8, constraints=[length], condition="food=Italian", cfg_scale=2, steps=10, seed=SEED,
-                        guidance={"steps": 1, "active": (0.0, 1.0)})
+    out = pipe.generate(
+        8,
+        constraints=[length],
+        condition="food=Italian",
+        cfg_scale=2,
+        steps=10,
+        seed=SEED,
+        guidance={"steps": 1, "active": (0.0, 1.0)},
+    )
     assert out.nfe == 2 * (10 + 9)  # the constraint reads the guided prediction: 2 evaluations per call
 
 
@@ -201,8 +221,22 @@ def test_cfg_needs_a_run_trained_with_conditioning(tiny_run):
 
 
 def test_cli_cfg_runs_and_reports_the_attribute(slot_run, capsys):
-    code = main(["control", str(slot_run), "--attribute", "food=Italian", "--cfg-scale", "3", "--n", "4", "--steps", "10",
-                 "--format", "jsonl"])
+    code = main(
+        [
+            "control",
+            str(slot_run),
+            "--attribute",
+            "food=Italian",
+            "--cfg-scale",
+            "3",
+            "--n",
+            "4",
+            "--steps",
+            "10",
+            "--format",
+            "jsonl",
+        ]
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 4, err

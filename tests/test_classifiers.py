@@ -1,4 +1,5 @@
 """Classifiers on noisy latents: accuracy over the majority baseline, gradients, I/O, bad inputs."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +12,14 @@ import torch
 import difflm
 from difflm.control.classifier_constraints import POS, Attribute, Span, Tree
 from difflm.control.classifiers import LatentClassifier, classifier_dir, load_classifier
-from difflm.train_classifier import ClassifierOptions, annotated_splits, classifier_training, make_target, noisy_latents, train_classifier
+from difflm.train_classifier import (
+    ClassifierOptions,
+    annotated_splits,
+    classifier_training,
+    make_target,
+    noisy_latents,
+    train_classifier,
+)
 from tests.conftest import tiny_config
 
 TASKS = ("pos", "tree", "attribute")
@@ -55,7 +63,9 @@ def heldout(grammar_run: Path, trained: dict) -> dict:
     tokens = [tokens for tokens, _ in labels["pos"]]
     ids, _ = pipe.vocab.encode_batch(tokens, L)
     assert pipe.vocab.decode(ids[0]) == list(tokens[0])  # position p holds token p−1
-    x = noisy_latents(pipe.model.embedding.table().detach(), ids, pipe.model.schedule, torch.zeros(len(ids)), torch.Generator())
+    x = noisy_latents(
+        pipe.model.embedding.table().detach(), ids, pipe.model.schedule, torch.zeros(len(ids)), torch.Generator()
+    )
     return {"x": x, **{task: [label for _, label in pairs] for task, pairs in labels.items()}}
 
 
@@ -87,8 +97,12 @@ def test_log_prob_prefers_the_true_tree(trained, heldout):
     clf = trained["tree"]
     trees = heldout["tree"]
     # Compare each tree with another held-out tree of the same length (a fair chart of the same size).
-    pairs = [(a, b) for a in range(len(trees)) for b in range(len(trees))
-             if a != b and len(trees[a].leaves()) == len(trees[b].leaves()) and str(trees[a]) != str(trees[b])]
+    pairs = [
+        (a, b)
+        for a in range(len(trees))
+        for b in range(len(trees))
+        if a != b and len(trees[a].leaves()) == len(trees[b].leaves()) and str(trees[a]) != str(trees[b])
+    ]
     rows = sorted(dict(pairs).items())
     assert len(rows) >= 10
     x = heldout["x"][[a for a, _ in rows]]
@@ -168,7 +182,9 @@ def test_missing_or_corrupt_classifier_files_raise_value_error(grammar_run, trai
     (directory / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json"):
         LatentClassifier.load(directory)
-    (directory / "config.json").write_text(json.dumps({"format": "difflm.classifier", "version": 1, "config": {"task": "pos"}}))
+    (directory / "config.json").write_text(
+        json.dumps({"format": "difflm.classifier", "version": 1, "config": {"task": "pos"}})
+    )
     with pytest.raises(ValueError, match="corrupt classifier config"):
         LatentClassifier.load(directory)
 
@@ -222,7 +238,9 @@ def test_labels_of_real_text(toy_corpus, tmp_path):
             annotated_splits(lines_config, "pos")
     e2e = tmp_path / "e2e.txt"
     foods = ["Italian", "French", "Chinese", "English"]
-    e2e.write_text("".join(f"name : Aromi | food : {f}||Aromi serves {f} food .\n" for f in foods * 25), encoding="utf-8")
+    e2e.write_text(
+        "".join(f"name : Aromi | food : {f}||Aromi serves {f} food .\n" for f in foods * 25), encoding="utf-8"
+    )
     train, held = annotated_splits(tiny_config(f"e2e:{e2e}"), "attribute")
     assert len(train) == 98 and len(held) == 2
     assert all(dict(slots) == {"name": "Aromi", "food": tokens[2]} for tokens, slots in train + held)

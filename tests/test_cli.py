@@ -14,18 +14,42 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_train_then_sample_text_and_jsonl(tmp_path, toy_corpus, capsys):
     run = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(CONFIGS / "tiny.yaml"),
-                           "--set", "train.steps=20", "data.max_len=16", "--out", str(run), "--no-progress")
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--corpus",
+        f"lines:{toy_corpus}",
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        "--set",
+        "train.steps=20",
+        "data.max_len=16",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert code == 0 and json.loads(out.splitlines()[-1])["run"] == str(run)
     code, out, _ = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", "ddpm", "--steps", "10", "--seed", "1")
     assert code == 0 and len(out.splitlines()) == 3
-    code, out, _ = run_cli(capsys, "sample", str(run), "--n", "2", "--steps", "5", "--clamp-from", "100", "--format", "jsonl")
+    code, out, _ = run_cli(
+        capsys, "sample", str(run), "--n", "2", "--steps", "5", "--clamp-from", "100", "--format", "jsonl"
+    )
     assert code == 0 and all("text" in json.loads(line) for line in out.splitlines())
 
 
 def test_demo_runs_on_the_bundled_corpus(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--config", str(CONFIGS / "tiny.yaml"),
-                           "--set", "train.steps=10", "data.max_len=24", "train.threads=1")
+    code, out, _ = run_cli(
+        capsys,
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        "--set",
+        "train.steps=10",
+        "data.max_len=24",
+        "train.threads=1",
+    )
     assert code == 0
     assert "unconditional samples" in out and "grammatical:" in out and "controlled samples" in out
 
@@ -48,9 +72,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, m
 
 
 def test_bad_sampling_options_exit_2(tiny_run, capsys):
-    for argv in (["--sampler", "euler"], ["--steps", "0"], ["--eta", "2"], ["--n", "0"], ["--grid", "karras"],
-                 ["--sampler", "consistency", "--grid", "logsnr"], ["--sampler", "dpm++2m", "--eta", "0.5"],
-                 ["--sampler", "distilled", "--refine-from", "1.5"], ["--sampler", "ddpm", "--refine-from", "0.3"]):
+    for argv in (
+        ["--sampler", "euler"],
+        ["--steps", "0"],
+        ["--eta", "2"],
+        ["--n", "0"],
+        ["--grid", "karras"],
+        ["--sampler", "consistency", "--grid", "logsnr"],
+        ["--sampler", "dpm++2m", "--eta", "0.5"],
+        ["--sampler", "distilled", "--refine-from", "1.5"],
+        ["--sampler", "ddpm", "--refine-from", "0.3"],
+    ):
         code, _, err = run_cli(capsys, "sample", str(tiny_run), *argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
 
@@ -64,8 +96,9 @@ def test_sample_with_every_registered_sampler(tiny_run, capsys):
             assert code == 2 and "jump size" in err, name
         else:
             assert code == 0 and len(out.splitlines()) == 2, name
-    code, out, _ = run_cli(capsys, "sample", str(tiny_run), "--n", "2", "--sampler", "dpm++2m", "--steps", "4",
-                           "--grid", "logsnr")
+    code, out, _ = run_cli(
+        capsys, "sample", str(tiny_run), "--n", "2", "--sampler", "dpm++2m", "--steps", "4", "--grid", "logsnr"
+    )
     assert code == 0 and len(out.splitlines()) == 2
 
 
@@ -83,8 +116,21 @@ def test_eval_with_teacher_grammar_and_reference(tmp_path, toy_corpus, capsys):
     from difflm.text.grammar import default_grammar
 
     teacher = tmp_path / "teacher"
-    code, _, _ = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(CONFIGS / "tiny.yaml"),
-                         "--set", "model.kind=autoregressive", "train.steps=30", "data.max_len=16", "--out", str(teacher), "--no-progress")
+    code, _, _ = run_cli(
+        capsys,
+        "train",
+        "--corpus",
+        f"lines:{toy_corpus}",
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        "--set",
+        "model.kind=autoregressive",
+        "train.steps=30",
+        "data.max_len=16",
+        "--out",
+        str(teacher),
+        "--no-progress",
+    )
     assert code == 0
     samples = tmp_path / "samples.txt"
     samples.write_text("Zizzi serves French food in the riverside .\nfood food food\n")
@@ -98,7 +144,9 @@ def test_eval_with_teacher_grammar_and_reference(tmp_path, toy_corpus, capsys):
     assert "grammatical" not in report["samples"]  # a lines: corpus has no grammar
 
     sentences = [" ".join(s.tokens) for s in default_grammar().sample(20, seed=3)]
-    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in sentences + [" ".join(reversed(sentences[0].split()))]))
+    (tmp_path / "g.jsonl").write_text(
+        "".join(json.dumps({"text": s}) + "\n" for s in sentences + [" ".join(reversed(sentences[0].split()))])
+    )
     code, out, _ = run_cli(capsys, "eval", str(tmp_path / "g.jsonl"), "--grammar")
     assert code == 0 and json.loads(out)["samples"]["grammatical"] == pytest.approx(20 / 21)
 

@@ -1,4 +1,5 @@
 """Gradient guidance and the classifier-free constraints: math, behaviour on a tiny run, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,13 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.control import parse_constraint_args
-from difflm.sampling.wrappers import CountedDenoiser
-from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Prediction
 from difflm.model.embedding import WordEmbedding
 from difflm.sampling.grid import respaced_indices
+from difflm.sampling.wrappers import CountedDenoiser
 from difflm.text.vocab import Vocab
+from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 
 torch.set_num_threads(1)
 
@@ -251,8 +252,10 @@ def test_length_and_keywords_compose(pipe, unguided):
     def joint(words: list[str]) -> bool:
         return length.satisfied(words) and keywords.satisfied(words)
 
-    shares = {name: _share(_words(pipe, cs), joint) for name, cs in
-              [("length", [length]), ("keywords", [keywords]), ("both", [length, keywords])]}
+    shares = {
+        name: _share(_words(pipe, cs), joint)
+        for name, cs in [("length", [length]), ("keywords", [keywords]), ("both", [length, keywords])]
+    }
     shares["none"] = _share(unguided, joint)
     print("length=9 and Zizzi:", shares)
     assert shares["both"] >= 0.9 and shares["both"] >= max(shares["length"], shares["keywords"]) + 0.2, shares
@@ -260,9 +263,14 @@ def test_length_and_keywords_compose(pipe, unguided):
 
 def test_attribute_classifier_guidance_expresses_the_value(slot_run):
     # A quick attribute classifier on the toy corpus's slots (the less noisy half of the diffusion).
-    train_classifier(slot_run, "attribute", training=classifier_training(steps=100, batch_size=32, lr=6e-3, eval_every=100),
-                     progress=False, architecture={"hidden": 32, "layers": 1},
-                     options=ClassifierOptions(eval_rows=64, prior_rows=256, max_time=0.5))
+    train_classifier(
+        slot_run,
+        "attribute",
+        training=classifier_training(steps=100, batch_size=32, lr=6e-3, eval_every=100),
+        progress=False,
+        architecture={"hidden": 32, "layers": 1},
+        options=ClassifierOptions(eval_rows=64, prior_rows=256, max_time=0.5),
+    )
     slot_pipe = difflm.load(slot_run)
     italian = control.Attribute("food", "Italian", run=slot_run)  # judged on text: the value is a substring
     unguided = [text.split() for text in slot_pipe.sample(N, sampler="ddpm", steps=STEPS, seed=SEED)]
@@ -287,8 +295,13 @@ def test_length_guidance_with_few_dpm_solver_steps(pipe):
 
 
 def test_generate_counts_guidance_evaluations(pipe):
-    out = pipe.generate(2, constraints=[control.Length(9, max_len=pipe.config.data.max_len)], steps=10, seed=SEED,
-                        guidance={"steps": 2, "active": (0.0, 1.0)})
+    out = pipe.generate(
+        2,
+        constraints=[control.Length(9, max_len=pipe.config.data.max_len)],
+        steps=10,
+        seed=SEED,
+        guidance={"steps": 2, "active": (0.0, 1.0)},
+    )
     assert out.nfe == 10 + 2 * 9  # guidance runs after every sampler step but the last
 
 
@@ -296,8 +309,28 @@ def test_generate_counts_guidance_evaluations(pipe):
 
 
 def test_cli_control_runs(tiny_run, capsys):
-    code = main(["control", str(tiny_run), "--length", "9", "--keywords", "Zizzi", "--weight", "keywords=2",
-                 "--n", "3", "--steps", "10", "--guidance-steps", "2", "--optimizer", "adagrad", "--format", "jsonl"])
+    code = main(
+        [
+            "control",
+            str(tiny_run),
+            "--length",
+            "9",
+            "--keywords",
+            "Zizzi",
+            "--weight",
+            "keywords=2",
+            "--n",
+            "3",
+            "--steps",
+            "10",
+            "--guidance-steps",
+            "2",
+            "--optimizer",
+            "adagrad",
+            "--format",
+            "jsonl",
+        ]
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 3 and set(rows[0]["satisfied"]) == {"length", "keywords"}
@@ -305,8 +338,29 @@ def test_cli_control_runs(tiny_run, capsys):
 
 
 def test_cli_control_with_dpm_solver(tiny_run, capsys):
-    code = main(["control", str(tiny_run), "--length", "9", "--n", "3", "--sampler", "dpm++2m", "--steps", "6",
-                 "--grid", "logsnr", "--guidance-steps", "1", "--active", "0", "1", "--format", "jsonl"])
+    code = main(
+        [
+            "control",
+            str(tiny_run),
+            "--length",
+            "9",
+            "--n",
+            "3",
+            "--sampler",
+            "dpm++2m",
+            "--steps",
+            "6",
+            "--grid",
+            "logsnr",
+            "--guidance-steps",
+            "1",
+            "--active",
+            "0",
+            "1",
+            "--format",
+            "jsonl",
+        ]
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 3

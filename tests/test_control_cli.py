@@ -1,4 +1,5 @@
 """Classifier-based control from the command line, and the success metrics of Diffusion-LM's evaluation."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,25 +13,23 @@ import torch
 from difflm.cli import main
 from difflm.control import POS, Attribute, Span
 from difflm.control.classifiers import classifier_dir
-from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
-from difflm.eval.control_metrics import (
-    bracket_f1,
-    pos_accuracy,
-    same_tree,
-    slot_match,
-    span_match,
-    substring_match,
-)
+from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, slot_match, span_match, substring_match
 from difflm.text.grammar import load_split
 from difflm.text.grammar.tree import Tree
+from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 from tests.conftest import tiny_config
 
 torch.set_num_threads(1)
 
 L = 32
 # Classifiers only as good as the CLI tests need: they check wiring, not accuracy.
-QUICK = {"training": classifier_training(steps=20, batch_size=16, eval_every=20), "max_rows": 500, "progress": False,
-         "architecture": {"hidden": 32, "layers": 1}, "options": ClassifierOptions(eval_rows=32, prior_rows=256)}
+QUICK = {
+    "training": classifier_training(steps=20, batch_size=16, eval_every=20),
+    "max_rows": 500,
+    "progress": False,
+    "architecture": {"hidden": 32, "layers": 1},
+    "options": ClassifierOptions(eval_rows=32, prior_rows=256),
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +49,21 @@ def trained_by_cli(grammar_run: Path) -> tuple[int, str]:
     """`difflm train-classifier RUN --task attribute`: its exit code and stdout."""
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["train-classifier", str(grammar_run), "--task", "attribute", "--steps", "20", "--batch-size", "16",
-                     "--max-rows", "300", "--no-progress"])
+        code = main(
+            [
+                "train-classifier",
+                str(grammar_run),
+                "--task",
+                "attribute",
+                "--steps",
+                "20",
+                "--batch-size",
+                "16",
+                "--max-rows",
+                "300",
+                "--no-progress",
+            ]
+        )
     return code, stdout.getvalue()
 
 
@@ -80,8 +92,20 @@ def _control(capsys: pytest.CaptureFixture, run: Path, *argv: str) -> tuple[int,
 
 
 def test_control_with_classifier_constraints_runs_end_to_end(attribute_run, capsys):
-    code, out, err = _control(capsys, attribute_run, "--pos", "PROPN AUX DET ADJ NOUN PUNCT", "--attribute", "food=Italian",
-                              "--length", "6", "--weight", "pos=0.5", "--format", "jsonl")
+    code, out, err = _control(
+        capsys,
+        attribute_run,
+        "--pos",
+        "PROPN AUX DET ADJ NOUN PUNCT",
+        "--attribute",
+        "food=Italian",
+        "--length",
+        "6",
+        "--weight",
+        "pos=0.5",
+        "--format",
+        "jsonl",
+    )
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 3, err
     for row in rows:
@@ -179,7 +203,11 @@ def test_bracket_f1_known_values():
 
 def test_span_slot_and_substring_matches():
     assert span_match(GOLD, 0, 2, "NP") == 1.0
-    assert span_match(GOLD, 0, 2, "VP") == 0.0 and span_match(GOLD, 0, 3, "NP") == 0.0 and span_match(None, 0, 2, "NP") == 0.0
+    assert (
+        span_match(GOLD, 0, 2, "VP") == 0.0
+        and span_match(GOLD, 0, 3, "NP") == 0.0
+        and span_match(None, 0, 2, "NP") == 0.0
+    )
     unary = Tree.from_string("(ROOT (S (NP (NP (PROPN Zizzi))) (PUNCT .)))")
     assert span_match(unary, 0, 1, "NP") == 1.0  # a node of a unary chain counts
     assert slot_match({"food": "Italian"}, "food", "Italian") == 1.0

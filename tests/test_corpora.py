@@ -83,9 +83,7 @@ def test_e2e_csv_matches_src1(tmp_path):
 
 def test_e2e_csv_quoted_commas_and_extra_columns(tmp_path):
     path = write(
-        tmp_path,
-        "q.csv",
-        'id,ref,mr\n7,"Near X, it\'s cheap, and ""good"".","name[Zizzi], near[Café Rouge]"\n',
+        tmp_path, "q.csv", 'id,ref,mr\n7,"Near X, it\'s cheap, and ""good"".","name[Zizzi], near[Café Rouge]"\n'
     )
     (example,) = read_corpus(f"e2e:{path}").examples
     assert example.tokens == ("Near", "X", ",", "it", "'s", "cheap", ",", "and", '"', "good", '"', ".")

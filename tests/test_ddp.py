@@ -6,6 +6,7 @@ gives them the two halves of the one-process batch; `SharedDraws` gives them the
 halves of its noise (t, ε, the self-conditioning coins), which the trainer otherwise draws
 per rank from `step_seed(seed, step, rank)`: other draws, as good, but not these.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,12 @@ WORLD, ROWS, STEPS = 2, 32, 2  # rows per rank; the one process takes WORLD * RO
 COMMON = ["train.device=cpu", "train.warmup=2", "data.holdout=100"]  # held-out: more rows than one batch
 CASES = {
     "logits": [],
-    "x0-self-cond": ["model.predict=x0", "model.posterior_input=false", "model.self_condition=true", "diffusion.steps=8"],
+    "x0-self-cond": [
+        "model.predict=x0",
+        "model.posterior_input=false",
+        "model.self_condition=true",
+        "diffusion.steps=8",
+    ],
 }
 
 
@@ -41,7 +47,7 @@ class SharedDraws:
 
     def _mine(self, full: torch.Tensor) -> torch.Tensor:
         b = len(full) // self.world
-        return full[self.rank * b:(self.rank + 1) * b].to(self.device)
+        return full[self.rank * b : (self.rank + 1) * b].to(self.device)
 
     def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
         return self._mine(torch.randn((shape[0] * self.world, *shape[1:]), generator=self.gen))
@@ -67,12 +73,14 @@ def _steps(config, run_dir: Path) -> list[dict]:
             terms = trainer.train_step()
         finally:
             scope["Draws"] = own_draws  # the held-out loss draws its own fixed noise
-        out.append({
-            "terms": terms,
-            "grad": {n: p.grad.clone() for n, p in trainer.model.named_parameters()},
-            "param": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
-            "heldout": heldout_loss(trainer.ema, trainer.data.valid, trainer.config, trainer.device, max_rows=128),
-        })
+        out.append(
+            {
+                "terms": terms,
+                "grad": {n: p.grad.clone() for n, p in trainer.model.named_parameters()},
+                "param": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+                "heldout": heldout_loss(trainer.ema, trainer.data.valid, trainer.config, trainer.device, max_rows=128),
+            }
+        )
     return out
 
 

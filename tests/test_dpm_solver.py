@@ -1,4 +1,5 @@
 """DPM-Solver++(2M): its grids, diffusers parity, oracle recovery, ODE accuracy on a Gaussian toy, hooks."""
+
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from difflm.diffusion.process import posterior_variance
 from difflm.diffusion.schedules import make_schedule
 from difflm.sampling import ddim, dpm_solver, get_sampler
 from difflm.sampling.grid import respaced_indices, time_grid, trailing_indices
-from tests.test_samplers import B, SHAPE, T, FakeDenoiser, gen, oracle, smooth
+from tests.test_samplers import SHAPE, B, FakeDenoiser, T, gen, oracle, smooth
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -29,8 +30,9 @@ def test_grids_span_exactly_the_trained_noise_levels(name, k):
         assert times.shape == (k,) and times.dtype == torch.get_default_dtype() and len(abars) == k
         assert times[0] == 1.0 and (k == 1 or times[-1] == first_trained)
         assert bool((times >= first_trained).all()) and bool((times[1:] < times[:-1]).all())
-        torch.testing.assert_close(torch.tensor(abars, dtype=torch.float64), schedule.alpha_bar(times.double()),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(abars, dtype=torch.float64), schedule.alpha_bar(times.double()), rtol=0, atol=1e-5
+        )
     times, abars = time_grid(schedule, k, "time")
     idx = respaced_indices(T, k)
     torch.testing.assert_close(times, schedule.time_of(torch.tensor(idx)), rtol=0, atol=0)
@@ -40,8 +42,9 @@ def test_grids_span_exactly_the_trained_noise_levels(name, k):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 50, 2000])
 def test_trailing_grid_matches_diffusers_and_ends_at_one_over_k(k):
     schedule = make_schedule("sqrt", 2000)
-    ref = diffusers.DDIMScheduler(num_train_timesteps=2000, trained_betas=schedule.betas.numpy(), clip_sample=False,
-                                  timestep_spacing="trailing")
+    ref = diffusers.DDIMScheduler(
+        num_train_timesteps=2000, trained_betas=schedule.betas.numpy(), clip_sample=False, timestep_spacing="trailing"
+    )
     ref.set_timesteps(k)
     assert trailing_indices(2000, k) == ref.timesteps.tolist()
     times, abars = time_grid(schedule, k, "trailing")
@@ -78,8 +81,12 @@ def test_run_equals_diffusers_dpmsolver_multistep(k):
     den = FakeDenoiser(smooth)
     out = dpm_solver.sample(den, SHAPE, steps=k, generator=gen(3), grid="time", return_trajectory=True)
     ref = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=T, trained_betas=den.schedule.betas.numpy(), prediction_type="sample",
-        algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero",
+        num_train_timesteps=T,
+        trained_betas=den.schedule.betas.numpy(),
+        prediction_type="sample",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        final_sigmas_type="zero",
     )
     ref.set_timesteps(timesteps=respaced_indices(T, k))
     g = gen(3)
@@ -106,8 +113,10 @@ def test_two_steps_are_ddim_and_more_are_not(grid):
     assert sigma == 0 and spread == pytest.approx(posterior_variance(*abars) ** 0.5) and spread > 0
     assert step(x0_hat, mean, abars[1], 1.0)[0] is x0_hat  # onto x0: the (first-order) step is x̂0
     if grid == "time":  # K = 2 on the same grid is DDIM as a whole run
-        torch.testing.assert_close(dpm_solver.sample(den, SHAPE, steps=2, generator=gen(5)).x0,
-                                   ddim.sample(den, SHAPE, steps=2, generator=gen(5)).x0)
+        torch.testing.assert_close(
+            dpm_solver.sample(den, SHAPE, steps=2, generator=gen(5)).x0,
+            ddim.sample(den, SHAPE, steps=2, generator=gen(5)).x0,
+        )
     three = dpm_solver.sample(den, SHAPE, steps=3, generator=gen(5), grid="time").x0
     assert not torch.allclose(three, ddim.sample(den, SHAPE, steps=3, generator=gen(5)).x0, atol=1e-4)
 
@@ -192,8 +201,16 @@ def test_callback_and_guidance_see_the_grid_and_the_step_spread(grid):
         assert torch.equal(x, mean)  # deterministic: the new state is the step's mean
         return x + 0.5
 
-    out = dpm_solver.sample(den, SHAPE, steps=K, generator=gen(), callback=infos.append, guidance=guidance, grid=grid,
-                            return_trajectory=True)
+    out = dpm_solver.sample(
+        den,
+        SHAPE,
+        steps=K,
+        generator=gen(),
+        callback=infos.append,
+        guidance=guidance,
+        grid=grid,
+        return_trajectory=True,
+    )
     assert [info.step for info in infos] == list(range(K))
     assert [info.t for info in infos] == times.tolist()
     assert all(torch.equal(info.x, x) for info, x in zip(infos, out.trajectory))
@@ -220,8 +237,13 @@ def test_clamp_snaps_x0_to_embeddings():
 
 def test_bad_options_raise():
     den = FakeDenoiser(smooth)
-    for options, message in [({"grid": "karras"}, "karras"), ({"grid": 2}, "grid"), ({"eta": 0.0}, "eta"),
-                             ({"order": 3}, "order"), ({"clamp_from": 0.5}, "clamp_from")]:
+    for options, message in [
+        ({"grid": "karras"}, "karras"),
+        ({"grid": 2}, "grid"),
+        ({"eta": 0.0}, "eta"),
+        ({"order": 3}, "order"),
+        ({"clamp_from": 0.5}, "clamp_from"),
+    ]:
         with pytest.raises(ValueError, match=message):
             dpm_solver.sample(den, SHAPE, steps=3, **options)
     for steps in (0, T + 1, 2.5):

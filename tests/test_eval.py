@@ -61,8 +61,11 @@ def test_loss_curves_plot_against_cpu_minutes(tmp_path):
     from difflm.eval.plots import plot_loss_curves
 
     for name, scale in (("a", 1.0), ("b", 2.0)):
-        rows = [{"step": s, "split": split, "loss": scale / s, "elapsed": 30.0 * s, "cpu_seconds": 60.0 * s}
-                for s in (1, 2, 3) for split in ("train", "valid")]
+        rows = [
+            {"step": s, "split": split, "loss": scale / s, "elapsed": 30.0 * s, "cpu_seconds": 60.0 * s}
+            for s in (1, 2, 3)
+            for split in ("train", "valid")
+        ]
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     for x in ("cpu_seconds", "elapsed", "step"):
@@ -78,7 +81,9 @@ def test_within_human_range_is_the_share_at_most_the_references_90th_percentile(
     from difflm.eval import report as report_module
 
     # A stand-in teacher whose NLL of a sentence is its length in words.
-    monkeypatch.setattr(report_module, "_teacher_nll", lambda teacher, sents: torch.tensor([float(len(s)) for s in sents]))
+    monkeypatch.setattr(
+        report_module, "_teacher_nll", lambda teacher, sents: torch.tensor([float(len(s)) for s in sents])
+    )
     teacher = type("AR", (), {"is_autoregressive": True})()
     reference = [" ".join(["w"] * k) for k in range(1, 11)]  # NLLs 1..10: 90th percentile 9.1
     samples = [" ".join(["w"] * k) for k in (2, 9, 10, 12)]

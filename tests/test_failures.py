@@ -3,6 +3,7 @@
 Diverging training (a learning rate far too high), an output path that is a file, an
 impossible model size, and two trainers on one run directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,27 @@ def _cli(capsys, *argv: str) -> tuple[int, str]:
 
 
 def _train_args(corpus, out, *settings: str) -> list[str]:
-    return ["train", "--corpus", f"lines:{corpus}", "--config", str(CONFIGS / "tiny.yaml"), "--set", "data.max_len=16",
-            "train.threads=1", *settings, "--out", str(out), "--no-progress"]
+    return [
+        "train",
+        "--corpus",
+        f"lines:{corpus}",
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        "--set",
+        "data.max_len=16",
+        "train.threads=1",
+        *settings,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def test_a_diverging_learning_rate_stops_training_with_one_line(tmp_path, toy_corpus, capsys):
     run = tmp_path / "run"
-    code, err = _cli(capsys, *_train_args(toy_corpus, run, "train.lr=1e6", "train.steps=200", "train.checkpoint_every=1000"))
+    code, err = _cli(
+        capsys, *_train_args(toy_corpus, run, "train.lr=1e6", "train.steps=200", "train.checkpoint_every=1000")
+    )
     assert code == 2 and len(err.splitlines()) == 1 and "diverged" in err and "nothing was saved" in err, err
     assert not (run / "train_state.json").exists()  # nothing was saved: no NaN weights on disk
 

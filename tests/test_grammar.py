@@ -9,18 +9,18 @@ from collections import defaultdict
 import pytest
 
 from difflm.text.corpora import SLOTS, read_corpus
-from difflm.text.grammar.restaurant import LEXICON
 from difflm.text.grammar import (
     UPOS_TAGS,
+    ChartParser,
     Grammar,
     Terminal,
     Tree,
-    ChartParser,
     default_grammar,
     default_parser,
     load_split,
     make_splits,
 )
+from difflm.text.grammar.restaurant import LEXICON
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ def test_sampled_sentences_parse_back_exactly(grammar, sampled):
 def test_a_constructed_sentence_has_exactly_its_one_derivation(grammar):
     def prob(lhs: str, rhs: str) -> float:
         (rule,) = [
-            r for r in grammar.rules
+            r
+            for r in grammar.rules
             if r.lhs == lhs and " ".join(x if isinstance(x, str) else x.word for x in r.rhs) == rhs
         ]
         return rule.prob

@@ -4,6 +4,7 @@ its own, inference never imports training, and there is no import circle.
 Every import counts, those inside functions and under TYPE_CHECKING included: they still tie
 the modules together.
 """
+
 from __future__ import annotations
 
 import ast
@@ -97,8 +98,9 @@ def test_every_import_runs_down_the_layers():
 
 def test_no_module_imports_the_package_front_door():
     # `import difflm` loads the pipeline; a library module that did so would depend on every layer.
-    offenders = [m for m, targets in _graph().items() if "difflm" in targets and m != "difflm"
-                 and _top(m) not in LAYERS[-1]]
+    offenders = [
+        m for m, targets in _graph().items() if "difflm" in targets and m != "difflm" and _top(m) not in LAYERS[-1]
+    ]
     assert not offenders, offenders
 
 
@@ -111,7 +113,7 @@ def test_there_is_no_import_circle():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                circles.append(path[path.index(nxt):] + [nxt])
+                circles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -127,7 +129,11 @@ def test_the_check_finds_an_upward_import_and_a_lazy_one(tmp_path):
     (tmp_path / "sampling").mkdir()
     (tmp_path / "model" / "net.py").write_text("def f():\n    from difflm.sampling.step import g\n")
     (tmp_path / "sampling" / "step.py").write_text("from difflm.model.net import f\n")
-    (tmp_path / "pipeline.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import difflm.train\n")
+    (tmp_path / "pipeline.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import difflm.train\n"
+    )
     (tmp_path / "train.py").write_text("")
-    assert _upward(_graph(tmp_path)) == ["difflm.model.net -> difflm.sampling.step",
-                                         "difflm.pipeline -> difflm.train (kept apart)"]
+    assert _upward(_graph(tmp_path)) == [
+        "difflm.model.net -> difflm.sampling.step",
+        "difflm.pipeline -> difflm.train (kept apart)",
+    ]

@@ -3,11 +3,11 @@ import torch
 
 from difflm.config import Config, DiffusionConfig, ModelConfig
 from difflm.diffusion import process
-from difflm.objectives import Batch
-from difflm.objectives.diffusion import e2e_loss
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
 from difflm.model.embedding import WordEmbedding
+from difflm.objectives import Batch
+from difflm.objectives.diffusion import e2e_loss
 
 V, L, D = 11, 7, 8
 
@@ -78,7 +78,9 @@ def test_nearest_and_clamp():
 def test_loss_terms_are_finite_and_reported(predict):
     model = make(predict, self_condition=True).train()
     ids = torch.randint(0, V, (6, L))
-    out = e2e_loss(model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(0))
+    out = e2e_loss(
+        model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(0)
+    )
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert {"loss", "prior", "rounding"} <= set(out.terms)
@@ -89,8 +91,12 @@ def test_loss_terms_are_finite_and_reported(predict):
 def test_loss_is_reproducible_under_a_generator():
     model = make()
     ids = torch.randint(0, V, (4, L))
-    a = e2e_loss(model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(3)).loss
-    b = e2e_loss(model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(3)).loss
+    a = e2e_loss(
+        model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(3)
+    ).loss
+    b = e2e_loss(
+        model, Batch(ids), Config(diffusion=DiffusionConfig(steps=100)), generator=torch.Generator().manual_seed(3)
+    ).loss
     assert a.item() == b.item()
 
 
@@ -130,5 +136,10 @@ def test_self_conditioning_gap_feeds_the_prediction_of_a_noisier_point_of_the_sa
     assert same < 0.8 * other
     plain = Recorder(make("logits", self_condition=True))
     with torch.no_grad():
-        e2e_loss(plain, Batch(ids), Config(diffusion=DiffusionConfig(steps=100, self_cond_prob=1.0)), generator=torch.Generator().manual_seed(0))
+        e2e_loss(
+            plain,
+            Batch(ids),
+            Config(diffusion=DiffusionConfig(steps=100, self_cond_prob=1.0)),
+            generator=torch.Generator().manual_seed(0),
+        )
     assert torch.equal(plain.calls[0][0], plain.calls[1][0])  # gap 0: Analog Bits, the same x_t

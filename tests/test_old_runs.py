@@ -42,6 +42,7 @@ weights, train_state.json, metrics.jsonl), so the tests can also resume training
 runs are far too short to write sentences; the tests check that the current code reads
 them, computes with them what the old code computed, and trains on from their checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,7 +111,10 @@ def test_old_run_loads_and_samples(name):
 
 def test_runs_older_than_posterior_input_build_the_network_they_were_trained_with():
     config = Config.load_run(OLD_RUNS / "a10093a_diffusion_selfcond")
-    assert "posterior_input" not in json.loads((OLD_RUNS / "a10093a_diffusion_selfcond" / "config.json").read_text())["model"]
+    assert (
+        "posterior_input"
+        not in json.loads((OLD_RUNS / "a10093a_diffusion_selfcond" / "config.json").read_text())["model"]
+    )
     assert config.model.posterior_input is False and config.model.condition == "none"
     assert config.model.generator == "diffusion" and config.diffusion.self_cond_gap == 0.0
 

@@ -1,19 +1,19 @@
 """The one/few-step objectives against closed forms: exact fields make their losses vanish
 (the oracles of tests/oracles.py stand in for the network)."""
+
 import pytest
 import torch
 
 from difflm.config import Config
 from difflm.diffusion.consistency import karras_sigmas, sigma_range
-from difflm.objectives import Batch, Frozen
-from difflm.objectives import consistency as cm
 from difflm.diffusion.flowmap import FlowPath, average_velocity, jump
-from difflm.objectives.meanflow import average_velocity_and_derivative, meanflow_loss, meanflow_target
 from difflm.diffusion.paths import denoise_edm, denoise_rf, sigma_of_t, tau_of_t
 from difflm.diffusion.schedules import make_schedule
+from difflm.objectives import Batch, Frozen
+from difflm.objectives import consistency as cm
+from difflm.objectives.meanflow import average_velocity_and_derivative, meanflow_loss, meanflow_target
 from difflm.objectives.shortcut import bootstrap_target, shortcut_loss
-from tests.oracles import (D, L, T, WORDS, Oracle, gaussian_flow_map, gaussian_point, gen, the_point,
-                           tiny_denoiser)
+from tests.oracles import WORDS, D, L, Oracle, T, gaussian_flow_map, gaussian_point, gen, the_point, tiny_denoiser
 
 # --- paths -----------------------------------------------------------------------------
 
@@ -66,7 +66,9 @@ def test_shortcut_loss_vanishes_for_the_exact_field_of_one_sentence():
     out = shortcut_loss(exact, Batch(ids), config, generator=gen(), frozen=Frozen(target=exact))
     assert out.terms["shortcut"] < 1e-10
     wrong = Oracle(lambda o, x, s, d: o.mu.double() + 0.3 * d)  # depends on the jump: not self-consistent
-    assert shortcut_loss(wrong, Batch(ids), config, generator=gen(), frozen=Frozen(target=wrong)).terms["shortcut"] > 1e-3
+    assert (
+        shortcut_loss(wrong, Batch(ids), config, generator=gen(), frozen=Frozen(target=wrong)).terms["shortcut"] > 1e-3
+    )
 
 
 # --- MeanFlow --------------------------------------------------------------------------
@@ -141,4 +143,9 @@ def test_consistency_loss_vanishes_for_the_exact_function_of_one_sentence(distil
     out = cm.consistency_loss(Oracle(the_point), Batch(ids), config, generator=gen(), frozen=Frozen(teacher=teacher))
     assert out.terms["consistency"] < 1e-5
     off = Oracle(lambda o, x, s, d: the_point(o, x, s, d) + 0.3)
-    assert cm.consistency_loss(off, Batch(ids), config, generator=gen(), frozen=Frozen(teacher=teacher)).terms["consistency"] > 1e-2
+    assert (
+        cm.consistency_loss(off, Batch(ids), config, generator=gen(), frozen=Frozen(teacher=teacher)).terms[
+            "consistency"
+        ]
+        > 1e-2
+    )

@@ -1,11 +1,12 @@
 """Shortcut, MeanFlow and consistency samplers: oracle recovery, grids, NFE, seeds, hooks, errors."""
+
 import pytest
 import torch
 
 from difflm.diffusion.consistency import sigma_range
 from difflm.diffusion.paths import sigma_of_t, tau_of_t
 from difflm.sampling import get_sampler
-from tests.oracles import D, L, WORDS, Oracle, gen, the_point, tiny_denoiser
+from tests.oracles import WORDS, D, L, Oracle, gen, the_point, tiny_denoiser
 
 ONE_STEP = ["shortcut", "meanflow", "consistency", "distilled"]
 SHAPE = (3, L, D)
@@ -79,8 +80,9 @@ def test_callback_trajectory_and_guidance_hooks(name):
         assert mean.shape == x.shape and isinstance(std, torch.Tensor) and 0 < t <= 1
         return x + 0.5
 
-    out = get_sampler(name)(model, SHAPE, steps=K, generator=gen(), callback=infos.append, guidance=guidance,
-                            return_trajectory=True)
+    out = get_sampler(name)(
+        model, SHAPE, steps=K, generator=gen(), callback=infos.append, guidance=guidance, return_trajectory=True
+    )
     assert [info.step for info in infos] == list(range(K)) and len(out.trajectory) == K
     times = [info.t for info in infos]
     assert times[0] == pytest.approx(1.0) and all(a > b for a, b in zip(times, times[1:]))
@@ -93,8 +95,9 @@ def test_callback_trajectory_and_guidance_hooks(name):
 def test_clamping_snaps_the_predictions_to_embeddings(name):
     model = model_for(name)
     infos = []
-    out = get_sampler(name)(model, SHAPE, steps=2, generator=gen(), clamp_from=model.schedule.num_steps - 1,
-                            callback=infos.append)
+    out = get_sampler(name)(
+        model, SHAPE, steps=2, generator=gen(), clamp_from=model.schedule.num_steps - 1, callback=infos.append
+    )
     table = model.embedding.table()
     for info in infos:
         torch.testing.assert_close(info.x0, table[model.embedding.nearest(info.x0)])

@@ -1,4 +1,5 @@
 """Training the one/few-step generators: the trainer, resume, distillation, the CLI, old runs."""
+
 import json
 from pathlib import Path
 
@@ -20,8 +21,15 @@ def _rows(run: Path, split: str = "train") -> list[dict]:
 
 @pytest.mark.parametrize("generator", ["shortcut", "meanflow", "consistency"])
 def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_corpus, generator):
-    config = tiny_config(f"lines:{toy_corpus}", f"model.generator={generator}", "train.steps=32", "train.lr=3e-3",
-                         "train.log_every=8", "train.eval_every=16", "train.checkpoint_every=16")
+    config = tiny_config(
+        f"lines:{toy_corpus}",
+        f"model.generator={generator}",
+        "train.steps=32",
+        "train.lr=3e-3",
+        "train.log_every=8",
+        "train.eval_every=16",
+        "train.checkpoint_every=16",
+    )
     Trainer(config, tmp_path / "full", progress=False).run()
     train_interrupted_then_resumed(config, tmp_path / "cut", crash_at=21)  # resumes from step 16
     full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
@@ -34,8 +42,16 @@ def test_each_objective_trains_checkpoints_and_resumes_exactly(tmp_path, toy_cor
 
 def test_consistency_distillation_starts_from_the_teacher(tmp_path, tiny_run):
     teacher_config = Config.from_dict(checkpoint.read_json(tiny_run / "config.json"))
-    config = teacher_config.with_overrides(["model.generator=consistency", f"train.teacher={tiny_run}", "train.steps=12",
-                                            "train.log_every=4", "train.eval_every=12", "train.checkpoint_every=12"])
+    config = teacher_config.with_overrides(
+        [
+            "model.generator=consistency",
+            f"train.teacher={tiny_run}",
+            "train.steps=12",
+            "train.log_every=4",
+            "train.eval_every=12",
+            "train.checkpoint_every=12",
+        ]
+    )
     trainer = Trainer(config, tmp_path / "cd", progress=False)
     teacher = difflm.load(tiny_run).model
     for (name, p), q in zip(trainer.model.named_parameters(), teacher.parameters()):
@@ -57,9 +73,18 @@ def test_consistency_distillation_starts_from_the_teacher(tmp_path, tiny_run):
 
 def test_sampler_distillation_copies_the_teacher_in_one_step_and_resumes_exactly(tmp_path, tiny_run):
     teacher_config = Config.from_dict(checkpoint.read_json(tiny_run / "config.json"))
-    config = teacher_config.with_overrides(["model.generator=distilled", f"train.teacher={tiny_run}", "train.steps=120",
-                                            "distill.teacher_steps=4", "train.lr=2e-3", "train.log_every=12",
-                                            "train.eval_every=60", "train.checkpoint_every=24"])
+    config = teacher_config.with_overrides(
+        [
+            "model.generator=distilled",
+            f"train.teacher={tiny_run}",
+            "train.steps=120",
+            "distill.teacher_steps=4",
+            "train.lr=2e-3",
+            "train.log_every=12",
+            "train.eval_every=60",
+            "train.checkpoint_every=24",
+        ]
+    )
     teacher = difflm.load(tiny_run).model
     x_T = torch.randn((64, 16, teacher.embedding.dim), generator=torch.Generator().manual_seed(7))
     words = teacher_words(teacher, x_T, sampler=config.distill.sampler, steps=4, temperature=0.1)
@@ -85,16 +110,39 @@ def test_sampler_distillation_copies_the_teacher_in_one_step_and_resumes_exactly
 
 def test_cli_distils_a_run_and_samples_and_controls_with_the_student(tmp_path, tiny_run, capsys):
     run = tmp_path / "student"
-    code, _, err = run_cli(capsys, "train", "--config", str(tiny_run / "config.json"), "--set", "model.generator=distilled",
-                           f"train.teacher={tiny_run}", "train.steps=4", "--out", str(run), "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        str(tiny_run / "config.json"),
+        "--set",
+        "model.generator=distilled",
+        f"train.teacher={tiny_run}",
+        "train.steps=4",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert code == 0, err
-    code, out, err = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", "distilled", "--steps", "2",
-                             "--refine-from", "0.3")
+    code, out, err = run_cli(
+        capsys, "sample", str(run), "--n", "3", "--sampler", "distilled", "--steps", "2", "--refine-from", "0.3"
+    )
     assert code == 0 and len(out.splitlines()) == 3, err
-    code, _, err = run_cli(capsys, "control", str(run), "--sampler", "distilled", "--steps", "3", "--length", "5", "--n", "2")
+    code, _, err = run_cli(
+        capsys, "control", str(run), "--sampler", "distilled", "--steps", "3", "--length", "5", "--n", "2"
+    )
     assert code == 0 and "denoiser evaluations" in err
-    code, _, err = run_cli(capsys, "train", "--config", str(tiny_run / "config.json"), "--set", "model.generator=distilled",
-                           "--out", str(tmp_path / "orphan"), "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--config",
+        str(tiny_run / "config.json"),
+        "--set",
+        "model.generator=distilled",
+        "--out",
+        str(tmp_path / "orphan"),
+        "--no-progress",
+    )
     assert code == 2 and "needs train.teacher" in err
 
 
@@ -123,16 +171,19 @@ def test_runs_saved_before_the_generators_load_unchanged(tiny_run):
     assert keys == set(difflm.load(tiny_run).model.state_dict()) and not any("jump" in k for k in keys)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (["model.generator=gan"], "model.generator must be one of"),
-    (["train.teacher=somewhere"], "train.teacher is only used by model.generator=consistency or distilled"),
-    (["model.generator=distilled"], "model.generator=distilled needs train.teacher"),
-    (["distill.teacher_steps=0"], "distill.teacher_steps"),
-    (["model.generator=shortcut", "model.predict=x0"], "model.predict=logits"),
-    (["model.generator=meanflow", "model.self_condition=true"], "model.self_condition"),
-    (["model.generator=consistency", "model.condition=slots"], "model.condition"),
-    (["model.generator=shortcut", "shortcut.levels=11"], "shortcut.levels"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["model.generator=gan"], "model.generator must be one of"),
+        (["train.teacher=somewhere"], "train.teacher is only used by model.generator=consistency or distilled"),
+        (["model.generator=distilled"], "model.generator=distilled needs train.teacher"),
+        (["distill.teacher_steps=0"], "distill.teacher_steps"),
+        (["model.generator=shortcut", "model.predict=x0"], "model.predict=logits"),
+        (["model.generator=meanflow", "model.self_condition=true"], "model.self_condition"),
+        (["model.generator=consistency", "model.condition=slots"], "model.condition"),
+        (["model.generator=shortcut", "shortcut.levels=11"], "shortcut.levels"),
+    ],
+)
 def test_bad_generator_settings_are_refused(toy_corpus, bad, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(f"lines:{toy_corpus}", *bad)
@@ -147,14 +198,30 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("generator", ["shortcut", "meanflow", "consistency"])
 def test_cli_trains_each_generator_and_samples_in_one_step(tmp_path, toy_corpus, capsys, generator):
     run = tmp_path / generator
-    code, out, err = run_cli(capsys, "train", "--corpus", f"lines:{toy_corpus}", "--config", str(CONFIGS / "tiny.yaml"),
-                             "--set", f"model.generator={generator}", "train.steps=6", "data.max_len=16",
-                             "train.threads=1", "--out", str(run), "--no-progress")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--corpus",
+        f"lines:{toy_corpus}",
+        "--config",
+        str(CONFIGS / "tiny.yaml"),
+        "--set",
+        f"model.generator={generator}",
+        "train.steps=6",
+        "data.max_len=16",
+        "train.threads=1",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert code == 0, err
-    code, out, err = run_cli(capsys, "sample", str(run), "--n", "3", "--sampler", generator, "--steps", "1",
-                             "--format", "jsonl")
+    code, out, err = run_cli(
+        capsys, "sample", str(run), "--n", "3", "--sampler", generator, "--steps", "1", "--format", "jsonl"
+    )
     assert code == 0 and len(out.splitlines()) == 3 and all("text" in json.loads(line) for line in out.splitlines())
-    code, _, err = run_cli(capsys, "control", str(run), "--sampler", generator, "--steps", "4", "--length", "8", "--n", "2")
+    code, _, err = run_cli(
+        capsys, "control", str(run), "--sampler", generator, "--steps", "4", "--length", "8", "--n", "2"
+    )
     assert code == 0 and "denoiser evaluations" in err  # gradient guidance runs between the jumps
     if generator == "shortcut":
         code, _, err = run_cli(capsys, "sample", str(run), "--sampler", "shortcut", "--steps", "3")

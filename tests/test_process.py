@@ -1,4 +1,5 @@
 """Forward/reverse Gaussian math: parity with diffusers, round-trips, the variational bound."""
+
 import math
 
 import pytest
@@ -53,8 +54,11 @@ def test_conversions_agree_with_definitions():
 
 def test_posterior_matches_diffusers_variance_and_mean():
     ref = diffusers.DDPMScheduler(
-        num_train_timesteps=T, trained_betas=SCHEDULE.betas.numpy(), prediction_type="sample",
-        clip_sample=False, variance_type="fixed_small",
+        num_train_timesteps=T,
+        trained_betas=SCHEDULE.betas.numpy(),
+        prediction_type="sample",
+        clip_sample=False,
+        variance_type="fixed_small",
     )
     x0, x_t = _randn(1, 3, 4, dtype=torch.float32), _randn(1, 3, 4, seed=1, dtype=torch.float32)
     for i in (0, 1, 7, T - 1):
@@ -117,8 +121,14 @@ def words():
 
 def test_step_kl_zero_for_oracle(words):
     table, ids, x0 = words
-    terms = P.vlb_terms(lambda x_t, t: x0, x0, ids, SCHEDULE, rounding_logits_fn=lambda x: x @ table.t(),
-                        generator=torch.Generator().manual_seed(0))
+    terms = P.vlb_terms(
+        lambda x_t, t: x0,
+        x0,
+        ids,
+        SCHEDULE,
+        rounding_logits_fn=lambda x: x @ table.t(),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert terms.steps.shape == (3, T) and terms.indices.tolist() == list(range(T))
     torch.testing.assert_close(terms.steps[:, 1:], torch.zeros(3, T - 1))
     # the decoder term of an oracle is the normalizer of the clipped Gaussian
@@ -131,8 +141,9 @@ def test_nll_bound_oracle_beats_zero_predictor(words):
     table, ids, x0 = words
     kwargs = dict(rounding_logits_fn=lambda x: x @ table.t())
     oracle = P.vlb_terms(lambda x_t, t: x0, x0, ids, SCHEDULE, generator=torch.Generator().manual_seed(0), **kwargs)
-    zero = P.vlb_terms(lambda x_t, t: torch.zeros_like(x_t), x0, ids, SCHEDULE,
-                       generator=torch.Generator().manual_seed(0), **kwargs)
+    zero = P.vlb_terms(
+        lambda x_t, t: torch.zeros_like(x_t), x0, ids, SCHEDULE, generator=torch.Generator().manual_seed(0), **kwargs
+    )
     nll_oracle, nll_zero = P.nll_bound_per_token(oracle), P.nll_bound_per_token(zero)
     assert nll_oracle.shape == (3,) and torch.all(nll_oracle.isfinite()) and torch.all(nll_zero.isfinite())
     assert torch.all(nll_oracle < nll_zero)

@@ -1,4 +1,5 @@
 """DDPM and DDIM samplers: diffusers parity, oracle recovery, hooks and option checking."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -85,8 +86,10 @@ def test_walk_from_a_given_state_with_given_noise():
     den = FakeDenoiser(smooth)
     start = torch.randn(SHAPE, generator=gen(3))
     fixed = torch.randn(SHAPE, generator=gen(4))
-    runs = [walk(ddpm.update, den, SHAPE, steps=3, start=start, start_index=9, noise=lambda n: fixed, generator=gen(seed))
-            for seed in (0, 1)]
+    runs = [
+        walk(ddpm.update, den, SHAPE, steps=3, start=start, start_index=9, noise=lambda n: fixed, generator=gen(seed))
+        for seed in (0, 1)
+    ]
     assert torch.equal(runs[0].x0, runs[1].x0)  # the generator is not drawn from: start and noise are given
     assert [round(float(c.t[0]) * T) for c in den.calls[:3]] == [i + 1 for i in respaced_indices(T, 3, top=9)]
     assert round(float(den.calls[0].t[0]) * T) == 10  # the first evaluation is at index 9
@@ -103,8 +106,11 @@ def test_ddpm_run_equals_diffusers_on_the_same_grid():
     K = 7
     out = ddpm.sample(den, SHAPE, steps=K, generator=gen(3), return_trajectory=True)
     ref = diffusers.DDPMScheduler(
-        num_train_timesteps=T, trained_betas=den.schedule.betas.numpy(), prediction_type="sample",
-        clip_sample=False, variance_type="fixed_small",
+        num_train_timesteps=T,
+        trained_betas=den.schedule.betas.numpy(),
+        prediction_type="sample",
+        clip_sample=False,
+        variance_type="fixed_small",
     )
     ref.set_timesteps(timesteps=respaced_indices(T, K))
     g = gen(3)
@@ -120,8 +126,11 @@ def test_ddim_run_equals_diffusers_at_full_length(eta):
     den = FakeDenoiser(smooth)
     out = ddim.sample(den, SHAPE, steps=T, generator=gen(4), eta=eta, return_trajectory=True)
     ref = diffusers.DDIMScheduler(
-        num_train_timesteps=T, trained_betas=den.schedule.betas.numpy(), prediction_type="sample",
-        clip_sample=False, set_alpha_to_one=True,
+        num_train_timesteps=T,
+        trained_betas=den.schedule.betas.numpy(),
+        prediction_type="sample",
+        clip_sample=False,
+        set_alpha_to_one=True,
     )
     ref.set_timesteps(T)
     g = gen(4)
@@ -137,8 +146,11 @@ def test_ddim_step_equals_diffusers_between_explicit_pairs(eta, n, t):
     # diffusers' DDIM steps from t to t - T//n (s < 0 means x0, ᾱ = 1): pick the pair that way
     schedule = make_schedule("sqrt", T)
     ref = diffusers.DDIMScheduler(
-        num_train_timesteps=T, trained_betas=schedule.betas.numpy(), prediction_type="sample",
-        clip_sample=False, set_alpha_to_one=True,
+        num_train_timesteps=T,
+        trained_betas=schedule.betas.numpy(),
+        prediction_type="sample",
+        clip_sample=False,
+        set_alpha_to_one=True,
     )
     ref.set_timesteps(n)
     s = t - T // n
@@ -163,8 +175,9 @@ def test_ddim_eta_one_is_ddpm():
 # --- math properties --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampler, options", [(ddim.sample, {"eta": 0.0}), (ddim.sample, {"eta": 1.0}),
-                                              (ddpm.sample, {})])
+@pytest.mark.parametrize(
+    "sampler, options", [(ddim.sample, {"eta": 0.0}), (ddim.sample, {"eta": 1.0}), (ddpm.sample, {})]
+)
 @pytest.mark.parametrize("steps", [1, 6, T])
 def test_oracle_recovers_x0_and_ids(sampler, options, steps):
     den, ids, x0 = oracle()
@@ -220,8 +233,9 @@ def test_callback_and_guidance_hooks(name):
         assert mean.shape == x.shape and isinstance(std, torch.Tensor)
         return x + 1.0
 
-    out = get_sampler(name)(den, SHAPE, steps=K, generator=gen(), callback=infos.append, guidance=guidance,
-                            return_trajectory=True)
+    out = get_sampler(name)(
+        den, SHAPE, steps=K, generator=gen(), callback=infos.append, guidance=guidance, return_trajectory=True
+    )
     assert [info.step for info in infos] == list(range(K))
     assert [info.t for info in infos] == pytest.approx([(i + 1) / T for i in idx])
     assert all(torch.equal(info.x, x) for info, x in zip(infos, out.trajectory))
@@ -248,8 +262,9 @@ def test_temperature_steps_with_the_sharpened_mean_embedding(name):
 
     def run(tau):
         seen[tau] = []
-        out = get_sampler(name)(den, SHAPE, steps=4, generator=gen(2), temperature=tau,
-                                callback=lambda info: seen[tau].append(info.x0))
+        out = get_sampler(name)(
+            den, SHAPE, steps=4, generator=gen(2), temperature=tau, callback=lambda info: seen[tau].append(info.x0)
+        )
         return out
 
     plain, default = run(1.0), get_sampler(name)(den, SHAPE, steps=4, generator=gen(2))

@@ -1,4 +1,5 @@
 """Noise schedules: known values, diffusers parity, the continuous ᾱ(t) and its inverse."""
+
 import math
 
 import pytest
@@ -73,8 +74,12 @@ def test_time_of():
 @pytest.mark.parametrize("name", NAMES)
 def test_log_snr_inverse_round_trips(name):
     s = make_schedule(name, 64)
-    t = torch.cat([torch.rand(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.999 + 1e-3,
-                   torch.arange(1, 65, dtype=torch.float64) / 64])
+    t = torch.cat(
+        [
+            torch.rand(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.999 + 1e-3,
+            torch.arange(1, 65, dtype=torch.float64) / 64,
+        ]
+    )
     lam = s.log_snr(t)
     assert torch.all(lam[:-1].isfinite())
     torch.testing.assert_close(s.t_from_log_snr(lam), t, rtol=0, atol=1e-9)

@@ -9,13 +9,16 @@ import pytest
 import torch
 
 import difflm
+from difflm.loop import lr_at
 from difflm.run import build_model
 from difflm.text.dataset import prepare_data
-from difflm.loop import lr_at
 from difflm.train import Trainer, batch_indices, heldout_loss
 from tests.conftest import tiny_config, train_interrupted_then_resumed
 
-TEMPLATE = re.compile(r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food in the (city centre|riverside) \.$")
+TEMPLATE = re.compile(
+    r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food "
+    r"in the (city centre|riverside) \.$"
+)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -38,7 +41,9 @@ def test_tiny_run_learns_the_corpus(tiny_run):
 
 
 def test_resumed_run_follows_the_uninterrupted_curve(tmp_path, toy_corpus):
-    config = tiny_config(f"lines:{toy_corpus}", "train.steps=24", "train.log_every=4", "train.eval_every=8", "train.checkpoint_every=8")
+    config = tiny_config(
+        f"lines:{toy_corpus}", "train.steps=24", "train.log_every=4", "train.eval_every=8", "train.checkpoint_every=8"
+    )
     Trainer(config, tmp_path / "full", progress=False).run()
     train_interrupted_then_resumed(config, tmp_path / "cut", crash_at=13)  # resumes from step 8
     full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
@@ -90,10 +95,27 @@ def test_heldout_loss_does_not_depend_on_the_training_batch_size(toy_corpus):
 def test_two_process_torchrun_job_trains(tmp_path, toy_corpus):
     run = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "difflm.cli", "train",
-           "--corpus", f"lines:{toy_corpus}", "--config", str(Path(__file__).parent.parent / "configs" / "tiny.yaml"),
-           "--set", "train.steps=20", "train.eval_every=10", "train.log_every=10", "data.max_len=16", "train.threads=1",
-           "--out", str(run), "--no-progress"]
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "difflm.cli",
+        "train",
+        "--corpus",
+        f"lines:{toy_corpus}",
+        "--config",
+        str(Path(__file__).parent.parent / "configs" / "tiny.yaml"),
+        "--set",
+        "train.steps=20",
+        "train.eval_every=10",
+        "train.log_every=10",
+        "data.max_len=16",
+        "train.threads=1",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

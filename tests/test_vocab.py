@@ -5,11 +5,7 @@ import torch
 
 from difflm.text.vocab import Vocab
 
-SENTENCES = [
-    ["the", "cat", "sat"],
-    ["the", "dog", "sat"],
-    ["the", "cat", "ran"],
-]
+SENTENCES = [["the", "cat", "sat"], ["the", "dog", "sat"], ["the", "cat", "ran"]]
 
 
 @pytest.fixture
@@ -145,8 +141,10 @@ def test_load_truncated_file(vocab, tmp_path):
         (b'{"format": "difflm.vocab", "version": 9, "tokens": []}', "version"),
         (b'{"format": "difflm.vocab", "version": 1, "tokens": ["a", "b"]}', "special tokens"),
         (b'{"format": "difflm.vocab", "version": 1, "tokens": "abc"}', "list of strings"),
-        (b'{"format": "difflm.vocab", "version": 1, "tokens": ["<pad>", "<s>", "</s>", "<unk>", 7]}',
-         "non-empty string"),
+        (
+            b'{"format": "difflm.vocab", "version": 1, "tokens": ["<pad>", "<s>", "</s>", "<unk>", 7]}',
+            "non-empty string",
+        ),
     ],
 )
 def test_load_corrupt_file(tmp_path, content, message):

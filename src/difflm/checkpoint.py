@@ -12,6 +12,7 @@ A run directory holds
 Every file is written to a temporary name and renamed, so an interrupted write leaves
 the previous version intact. Loading never unpickles: safetensors and JSON cannot run code.
 """
+
 from __future__ import annotations
 
 import json
@@ -105,7 +106,9 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, to
     return tensors, plain
 
 
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], plain: dict[str, Any]
+) -> None:
     """Inverse of `optimizer_to_tensors`."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in list(tensors.items()) + list(plain["scalars"].items()):
@@ -136,8 +139,10 @@ class RunLock:
             except FileExistsError:
                 holder = self.path.read_text(encoding="utf-8").strip() if self.path.is_file() else ""
                 if not self._stale(holder):
-                    raise ValueError(f"{run_dir} is being written by another process (host and pid: {holder or 'unknown'}); "
-                                     f"wait for it to finish, or remove {self.path} if it is gone") from None
+                    raise ValueError(
+                        f"{run_dir} is being written by another process (host and pid: {holder or 'unknown'}); "
+                        f"wait for it to finish, or remove {self.path} if it is gone"
+                    ) from None
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -2,6 +2,7 @@
 
 User mistakes (bad path, bad option, bad corpus) print one line and exit with code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,13 @@ import sys
 # The demo trains on the 92% of the bundled sentences that fit in L = 24 (≤ 22 words):
 # half the positions of L = 48, so twice the steps in the same minutes, which measured
 # better samples at equal CPU time (docs/benchmarks.md).
-DEMO_SETTINGS = ["data.max_len=24", "data.overlong=skip", "train.steps=2500", "train.eval_every=500", "train.checkpoint_every=500"]
+DEMO_SETTINGS = [
+    "data.max_len=24",
+    "data.overlong=skip",
+    "train.steps=2500",
+    "train.eval_every=500",
+    "train.checkpoint_every=500",
+]
 DEMO_SAMPLES = 64
 DEMO_CONTROL = (12, "cheap")  # words, keyword
 
@@ -28,8 +35,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML/JSON config file (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set train.steps=2000 model.hidden=256")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set train.steps=2000 model.hidden=256",
+    )
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -39,25 +53,53 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sorted(SAMPLERS), help="the sampling algorithm")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help="sampling steps K ≤ T (one denoiser evaluation each; two with self-conditioning guidance)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help="sampling steps K ≤ T (one denoiser evaluation each; two with self-conditioning guidance)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")
-    p.add_argument("--grid", default=None, choices=GRIDS,
-                   help="ddpm/ddim/dpm++2m evaluation times: uniform in t from 1 to 1/T (time, default), "
-                   "from 1 to 1/K (trailing; better at K ≤ 4 steps), or uniform in log-SNR")
-    p.add_argument("--refine-from", type=float, default=None, metavar="T",
-                   help="distilled: re-noise the one-step draft to time T in (0, 1) and refine it with the "
-                   "remaining steps (default 0.5)")
-    p.add_argument("--temperature", type=float, default=None, metavar="TAU",
-                   help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
-                   f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)")
-    p.add_argument("--clamp-from", type=int, default=None, metavar="T",
-                   help="snap x̂0 to the nearest word embedding at training steps ≤ T")
-    p.add_argument("--sc-guidance", type=float, default=None, metavar="W",
-                   help="self-conditioned runs: guide away from the prediction without the self-conditioning "
-                   "input with scale W (1 = off); default 2 on self-conditioned runs (the best measured), which "
-                   "makes two denoiser evaluations per step after the first")
+    p.add_argument(
+        "--grid",
+        default=None,
+        choices=GRIDS,
+        help="ddpm/ddim/dpm++2m evaluation times: uniform in t from 1 to 1/T (time, default), "
+        "from 1 to 1/K (trailing; better at K ≤ 4 steps), or uniform in log-SNR",
+    )
+    p.add_argument(
+        "--refine-from",
+        type=float,
+        default=None,
+        metavar="T",
+        help="distilled: re-noise the one-step draft to time T in (0, 1) and refine it with the "
+        "remaining steps (default 0.5)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        metavar="TAU",
+        help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
+        f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--clamp-from",
+        type=int,
+        default=None,
+        metavar="T",
+        help="snap x̂0 to the nearest word embedding at training steps ≤ T",
+    )
+    p.add_argument(
+        "--sc-guidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="self-conditioned runs: guide away from the prediction without the self-conditioning "
+        "input with scale W (1 = off); default 2 on self-conditioned runs (the best measured), which "
+        "makes two denoiser evaluations per step after the first",
+    )
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
 
@@ -77,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
 
-    p = sub.add_parser("control", help="sample under constraints (length, infilling, keywords, POS, syntax, "
-                       "attributes) with gradient guidance, or classifier-free guidance on a conditioned run")
+    p = sub.add_parser(
+        "control",
+        help="sample under constraints (length, infilling, keywords, POS, syntax, "
+        "attributes) with gradient guidance, or classifier-free guidance on a conditioned run",
+    )
     p.add_argument("run", help="run directory")
     given = p.add_argument_group("constraints (several compose: their weighted log-probabilities add up)")
     given.add_argument("--length", metavar="N", help="exactly N words")
@@ -87,28 +132,54 @@ def build_parser() -> argparse.ArgumentParser:
     # The classifier constraints need RUN/classifiers/<task>/ (difflm train-classifier). Every
     # option named like a key of difflm.control.FACTORIES is picked up by cmd_control.
     given.add_argument("--pos", metavar="TAGS", help='one UPOS tag per word, e.g. "PROPN AUX DET ADJ NOUN PUNCT"')
-    given.add_argument("--tree", metavar="TREE", help='a bracketed constituency tree, e.g. "(ROOT (S (NP ...) (VP ...)))"')
+    given.add_argument(
+        "--tree", metavar="TREE", help='a bracketed constituency tree, e.g. "(ROOT (S (NP ...) (VP ...)))"'
+    )
     given.add_argument("--span", metavar="I,J,LABEL", help="words I..J−1 (0-based) form a LABEL phrase, e.g. 0,2,NP")
-    given.add_argument("--attribute", metavar="SLOT=VALUE", help="the sentence expresses a slot value, e.g. food=Italian")
-    given.add_argument("--cfg-scale", type=float, metavar="W",
-                       help="enforce --attribute by classifier-free guidance with scale W ≥ 0 (1 = plain conditional "
-                       "sampling) on a run trained with --set model.condition=slots; add --weight attribute=X to "
-                       "also guide with the run's attribute classifier")
-    given.add_argument("--weight", dest="constraint_weights", nargs="+", action="extend", default=[], metavar="NAME=W",
-                       help="weight of a constraint in the sum (default 1), e.g. --weight keywords=2")
+    given.add_argument(
+        "--attribute", metavar="SLOT=VALUE", help="the sentence expresses a slot value, e.g. food=Italian"
+    )
+    given.add_argument(
+        "--cfg-scale",
+        type=float,
+        metavar="W",
+        help="enforce --attribute by classifier-free guidance with scale W ≥ 0 (1 = plain conditional "
+        "sampling) on a run trained with --set model.condition=slots; add --weight attribute=X to "
+        "also guide with the run's attribute classifier",
+    )
+    given.add_argument(
+        "--weight",
+        dest="constraint_weights",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=W",
+        help="weight of a constraint in the sum (default 1), e.g. --weight keywords=2",
+    )
     _add_sampling_args(p)
     guide = p.add_argument_group("guidance (unset: the defaults of difflm.control.GradientGuidance)")
     guide.add_argument("--guidance-steps", type=int, metavar="K", help="gradient steps after each sampler step")
     guide.add_argument("--step-size", type=float, metavar="η", help="size of each gradient step")
     guide.add_argument("--optimizer", help="sign (Diffusion-LM's effective update), adagrad or sgd")
     guide.add_argument("--fluency-weight", type=float, metavar="λ", help="pull of x toward the sampler's own step")
-    guide.add_argument("--active", type=float, nargs=2, metavar=("T_MIN", "T_MAX"),
-                       help="guide only while t_min ≤ t ≤ t_max (t = 1 is pure noise)")
-    p.add_argument("--format", choices=["text", "jsonl"], default="text",
-                   help="jsonl adds whether each constraint is satisfied (and the classifier constraints' scores)")
+    guide.add_argument(
+        "--active",
+        type=float,
+        nargs=2,
+        metavar=("T_MIN", "T_MAX"),
+        help="guide only while t_min ≤ t ≤ t_max (t = 1 is pure noise)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "jsonl"],
+        default="text",
+        help="jsonl adds whether each constraint is satisfied (and the classifier constraints' scores)",
+    )
 
-    p = sub.add_parser("train-classifier", help="train a classifier on a run's noisy latents (for --pos, --tree, "
-                       "--span, --attribute of difflm control)")
+    p = sub.add_parser(
+        "train-classifier",
+        help="train a classifier on a run's noisy latents (for --pos, --tree, --span, --attribute of difflm control)",
+    )
     p.add_argument("run", help="a trained diffusion run directory; the classifier goes to RUN/classifiers/TASK/")
     p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
@@ -119,12 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="score generated sentences: lm-score, grammaticality, diversity, novelty")
-    p.add_argument("file", help="sentences, one per line, or jsonl with a \"text\" field")
+    p.add_argument("file", help='sentences, one per line, or jsonl with a "text" field')
     p.add_argument("--teacher", help="autoregressive run: lm-score, and its corpus split for novelty and the reference")
-    p.add_argument("--grammar", action="store_true", help="judge with the bundled grammar's exact parser "
-                   "(on by default when the teacher was trained on the grammar corpus)")
-    p.add_argument("--reference", action="store_true", help="also score the teacher's held-out human sentences "
-                   "(within_human_range, the share of sentences scored like 90%% of them, is always reported with --teacher)")
+    p.add_argument(
+        "--grammar",
+        action="store_true",
+        help="judge with the bundled grammar's exact parser "
+        "(on by default when the teacher was trained on the grammar corpus)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also score the teacher's held-out human sentences "
+        "(within_human_range, the share of sentences scored like 90%% of them, is always reported with --teacher)",
+    )
 
     p = sub.add_parser("demo", help="train a small model on the bundled corpus and print samples")
     p.add_argument("--out", default="runs/demo", help="run directory (resumed if it exists)")
@@ -136,8 +215,13 @@ def _sampling_options(args: argparse.Namespace) -> dict:
     """The options of `Pipeline.generate` given on the command line (the rest keep its defaults)."""
     options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from}
     # Sampler-specific options only when given: a sampler without them rejects them by name.
-    options.update({key: value for key in ("temperature", "eta", "grid", "refine_from", "sc_guidance")
-                    if (value := getattr(args, key, None)) is not None})
+    options.update(
+        {
+            key: value
+            for key in ("temperature", "eta", "grid", "refine_from", "sc_guidance")
+            if (value := getattr(args, key, None)) is not None
+        }
+    )
     return options
 
 
@@ -164,8 +248,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_control(args: argparse.Namespace) -> None:
     import difflm
     from difflm import control
-    from difflm.control.judges import judge_of
     from difflm.control.classifiers import has_classifier
+    from difflm.control.judges import judge_of
     from difflm.text.slots import parse_pair
 
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
@@ -179,14 +263,22 @@ def cmd_control(args: argparse.Namespace) -> None:
             specs["attribute"] = None
             checks.append(control.Expresses(*parse_pair(args.attribute), judge_of(args.run)))
     elif args.attribute is not None and pipe.conditions is not None and not has_classifier(args.run, "attribute"):
-        raise UserError(f"no attribute classifier in {args.run}; this run was trained with conditioning: "
-                        f"use --cfg-scale W for classifier-free guidance")
+        raise UserError(
+            f"no attribute classifier in {args.run}; this run was trained with conditioning: "
+            f"use --cfg-scale W for classifier-free guidance"
+        )
     constraints = []
     if any(spec is not None for spec in specs.values()) or condition is None:
-        constraints = control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights,
-                                                    run=args.run)
-    given = {"steps": args.guidance_steps, "step_size": args.step_size, "optimizer": args.optimizer,
-             "fluency_weight": args.fluency_weight, "active": args.active}
+        constraints = control.parse_constraint_args(
+            specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights, run=args.run
+        )
+    given = {
+        "steps": args.guidance_steps,
+        "step_size": args.step_size,
+        "optimizer": args.optimizer,
+        "fluency_weight": args.fluency_weight,
+        "active": args.active,
+    }
     guidance = {key: value for key, value in given.items() if value is not None}
     cfg = {} if condition is None else {"condition": condition, "cfg_scale": args.cfg_scale}
     output = pipe.generate(args.n, constraints=constraints, guidance=guidance, **cfg, **_sampling_options(args))
@@ -209,8 +301,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
     from difflm.train_classifier import classifier_training, train_classifier
 
     training = classifier_training(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    directory = train_classifier(args.run, args.task, training=training, max_rows=args.max_rows,
-                                 progress=not args.no_progress)
+    directory = train_classifier(
+        args.run, args.task, training=training, max_rows=args.max_rows, progress=not args.no_progress
+    )
     metrics = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("metrics", {})
     print(json.dumps({"classifier": str(directory), **{k: round(v, 4) for k, v in metrics.items()}}))
 
@@ -232,8 +325,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise UserError("--reference needs --teacher (the held-out sentences come from the teacher's corpus split)")
     report = {"samples": evaluate(texts, teacher=teacher, training=training, reference=reference, grammar=grammar)}
     if args.reference:
-        report["reference"] = evaluate(reference, teacher=teacher, training=training, reference=reference,
-                                       grammar=grammar)
+        report["reference"] = evaluate(
+            reference, teacher=teacher, training=training, reference=reference, grammar=grammar
+        )
     print(json.dumps(report, indent=2))
 
 
@@ -245,7 +339,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from difflm.train import train
 
     config = load_config(args.config, DEMO_SETTINGS + list(args.overrides))
-    print(f"difflm demo: training on the bundled '{config.data.corpus}' corpus for {config.train.steps} steps -> {args.out}")
+    print(
+        f"difflm demo: training on the bundled '{config.data.corpus}' corpus for {config.train.steps} steps "
+        f"-> {args.out}"
+    )
     last = train(config, args.out)
     if "valid" in last:
         print(f"held-out loss {last['valid']['loss']:.3f}")
@@ -281,8 +378,14 @@ def _demo_control(pipe) -> None:  # noqa: ANN001 - a diffusion Pipeline
         print(f"  {'✓' if ok else '✗'} {text}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "control": cmd_control, "train-classifier": cmd_train_classifier,
-            "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "control": cmd_control,
+    "train-classifier": cmd_train_classifier,
+    "eval": cmd_eval,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

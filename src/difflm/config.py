@@ -4,6 +4,7 @@ A config is data only. `Config.from_dict` rejects unknown keys (a typo in a YAML
 or a `--set` must fail loudly, not be ignored), and `with_overrides(["train.steps=500"])`
 returns a new config with dotted keys replaced.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -239,7 +240,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
         """Build a config, rejecting unknown sections and keys by name."""
         if not isinstance(raw, dict):
             raise ValueError(f"config must be a mapping, got {type(raw).__name__}")
@@ -258,7 +259,7 @@ class Config:
         config.validate()
         return config
 
-    def with_overrides(self, assignments: list[str]) -> "Config":
+    def with_overrides(self, assignments: list[str]) -> Config:
         """Apply `section.key=value` strings; values are parsed as YAML scalars."""
         raw = self.to_dict()
         for item in assignments:
@@ -276,20 +277,43 @@ class Config:
         """Refuse values that would fail later with a less clear message."""
         checks = [
             (self.data.max_len >= 3, f"data.max_len must be ≥ 3, got {self.data.max_len}"),
-            (self.data.overlong in ("truncate", "skip", "refuse"), f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'"),
-            (self.model.kind in ("diffusion", "autoregressive"), f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'"),
-            (self.model.predict in ("x0", "eps", "v", "logits"), f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'"),
-            (self.model.hidden >= 1 and self.model.heads >= 1,
-             f"model.hidden and model.heads must be ≥ 1, got {self.model.hidden} and {self.model.heads}"),
-            (self.model.hidden % max(self.model.heads, 1) == 0, f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})"),
+            (
+                self.data.overlong in ("truncate", "skip", "refuse"),
+                f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'",
+            ),
+            (
+                self.model.kind in ("diffusion", "autoregressive"),
+                f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'",
+            ),
+            (
+                self.model.predict in ("x0", "eps", "v", "logits"),
+                f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'",
+            ),
+            (
+                self.model.hidden >= 1 and self.model.heads >= 1,
+                f"model.hidden and model.heads must be ≥ 1, got {self.model.hidden} and {self.model.heads}",
+            ),
+            (
+                self.model.hidden % max(self.model.heads, 1) == 0,
+                f"model.hidden ({self.model.hidden}) must be divisible by model.heads ({self.model.heads})",
+            ),
             (self.model.embed_dim >= 1 and self.model.layers >= 1, "model.embed_dim and model.layers must be ≥ 1"),
             (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
             (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),
             (0.0 <= self.diffusion.self_cond_gap <= 1.0, "diffusion.self_cond_gap must be in [0, 1]"),
-            (self.model.condition in CONDITIONS, f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'"),
-            (self.model.condition == "none" or self.model.kind == "diffusion",
-             f"model.condition={self.model.condition} needs model.kind=diffusion (the autoregressive LM is unconditional)"),
-            (0.0 <= self.diffusion.cond_drop <= 1.0, f"diffusion.cond_drop must be in [0, 1], got {self.diffusion.cond_drop}"),
+            (
+                self.model.condition in CONDITIONS,
+                f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'",
+            ),
+            (
+                self.model.condition == "none" or self.model.kind == "diffusion",
+                f"model.condition={self.model.condition} needs model.kind=diffusion "
+                "(the autoregressive LM is unconditional)",
+            ),
+            (
+                0.0 <= self.diffusion.cond_drop <= 1.0,
+                f"diffusion.cond_drop must be in [0, 1], got {self.diffusion.cond_drop}",
+            ),
             (self.train.steps >= 1 and self.train.batch_size >= 1, "train.steps and train.batch_size must be ≥ 1"),
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
@@ -300,24 +324,41 @@ class Config:
 
     def _generator_checks(self) -> list[tuple[bool, str]]:
         """The one/few-step generators: what they need of the model and their own settings."""
-        g, m, sc, mf, cm, dc = (self.model.generator, self.model, self.shortcut, self.meanflow, self.consistency,
-                                self.distill)
+        g, m, sc, mf, cm, dc = (
+            self.model.generator,
+            self.model,
+            self.shortcut,
+            self.meanflow,
+            self.consistency,
+            self.distill,
+        )
         if g not in GENERATORS:
             return [(False, f"model.generator must be one of {', '.join(GENERATORS)}, got '{g}'")]
         checks = [
-            (not self.train.teacher or g in ("consistency", "distilled"),
-             f"train.teacher is only used by model.generator=consistency or distilled (got model.generator={g})"),
-            (g != "distilled" or bool(self.train.teacher),
-             "model.generator=distilled needs train.teacher, the diffusion run whose sampler it learns"),
-            (dc.sampler in TEACHER_SAMPLERS,
-             f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got '{dc.sampler}'"),
+            (
+                not self.train.teacher or g in ("consistency", "distilled"),
+                f"train.teacher is only used by model.generator=consistency or distilled (got model.generator={g})",
+            ),
+            (
+                g != "distilled" or bool(self.train.teacher),
+                "model.generator=distilled needs train.teacher, the diffusion run whose sampler it learns",
+            ),
+            (
+                dc.sampler in TEACHER_SAMPLERS,
+                f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got '{dc.sampler}'",
+            ),
             (dc.teacher_steps >= 1, f"distill.teacher_steps must be ≥ 1, got {dc.teacher_steps}"),
-            (dc.temperature >= 0 and dc.denoise_weight >= 0, "distill.temperature and distill.denoise_weight must be ≥ 0"),
+            (
+                dc.temperature >= 0 and dc.denoise_weight >= 0,
+                "distill.temperature and distill.denoise_weight must be ≥ 0",
+            ),
             (0 <= sc.levels <= 10, f"shortcut.levels must be in [0, 10], got {sc.levels}"),
             (0.0 <= sc.bootstrap_share <= 1.0, "shortcut.bootstrap_share must be in [0, 1]"),
             (0.0 <= mf.jump_share <= 1.0, "meanflow.jump_share must be in [0, 1]"),
-            (mf.time_std > 0 and mf.weight_eps > 0 and mf.power >= 0,
-             "meanflow.time_std and meanflow.weight_eps must be > 0, meanflow.power ≥ 0"),
+            (
+                mf.time_std > 0 and mf.weight_eps > 0 and mf.power >= 0,
+                "meanflow.time_std and meanflow.weight_eps must be > 0, meanflow.power ≥ 0",
+            ),
             (cm.num_scales >= 2, f"consistency.num_scales must be ≥ 2, got {cm.num_scales}"),
             (cm.denoise_weight >= 0, f"consistency.denoise_weight must be ≥ 0, got {cm.denoise_weight}"),
         ]
@@ -326,7 +367,10 @@ class Config:
                 (m.kind == "diffusion", f"model.generator={g} needs model.kind=diffusion"),
                 (m.predict == "logits", f"model.generator={g} needs model.predict=logits, got '{m.predict}'"),
                 (not m.self_condition, f"model.generator={g} does not support model.self_condition"),
-                (m.condition == "none", f"model.generator={g} does not support model.condition (classifier-free guidance)"),
+                (
+                    m.condition == "none",
+                    f"model.generator={g} does not support model.condition (classifier-free guidance)",
+                ),
             ]
         return checks
 
@@ -336,7 +380,7 @@ class Config:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load_run(cls, run_dir: str | Path) -> "Config":
+    def load_run(cls, run_dir: str | Path) -> Config:
         """The config saved in a run directory (RUN/config.json).
 
         A run saves every key, so a key it lacks is newer than the run: it takes the value

@@ -6,6 +6,7 @@ A `TrainingLoop` subclass says what is trained and how it is judged and saved:
 `save()` (a checkpoint). The diffusion and AR runs (`train.Trainer`) and the latent
 classifiers (`train_classifier.ClassifierTrainer`) share everything else.
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,8 +70,18 @@ class TrainingLoop:
         tokens_per_step: tokens a step trains on, for the tokens/s column (0: not logged).
     """
 
-    def __init__(self, model: torch.nn.Module, tc: TrainConfig, out_dir: Path, *, ema: bool = True,
-                 progress: bool = True, desc: str = "train", world: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tc: TrainConfig,
+        out_dir: Path,
+        *,
+        ema: bool = True,
+        progress: bool = True,
+        desc: str = "train",
+        world: int = 1,
+        rank: int = 0,
+    ) -> None:
         self.model, self.tc, self.out_dir = model, tc, out_dir
         self.world, self.rank = world, rank
         self.device = next(model.parameters()).device
@@ -128,9 +139,11 @@ class TrainingLoop:
         if self.world > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.item():
-            raise TrainingDiverged(f"training diverged at step {self.step + 1} (loss {loss.item():.4g}, gradient norm "
-                                   f"{float(grad_norm):.4g}); {self.last_checkpoint()}; lower the learning rate "
-                                   f"(now {self.tc.lr:g})")
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1} (loss {loss.item():.4g}, gradient norm "
+                f"{float(grad_norm):.4g}); {self.last_checkpoint()}; lower the learning rate "
+                f"(now {self.tc.lr:g})"
+            )
 
     def last_checkpoint(self) -> str:
         """What a stop leaves behind, in words."""
@@ -184,8 +197,15 @@ class TrainingLoop:
                 emit(row)
                 window, window_steps, window_start = RunningMean(), 0, time.perf_counter()
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
-                emit({"step": self.step, "split": "valid", **self.evaluate(), "elapsed": self.elapsed,
-                      "cpu_seconds": self.cpu_seconds})
+                emit(
+                    {
+                        "step": self.step,
+                        "split": "valid",
+                        **self.evaluate(),
+                        "elapsed": self.elapsed,
+                        "cpu_seconds": self.cpu_seconds,
+                    }
+                )
             out_of_time = self._out_of_time()
             if self.step % tc.checkpoint_every == 0 or self.step == tc.steps or out_of_time:
                 self.save()

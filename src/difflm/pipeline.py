@@ -5,6 +5,7 @@
 denoiser wrappers (classifier-free guidance, self-conditioning guidance, gradient
 guidance with its constraints) and the evaluation count.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -129,13 +130,17 @@ class Pipeline:
         counted = CountedDenoiser(model)
         denoiser: Denoiser | DenoiserWrapper = counted
         if condition is not None:
-            denoiser = ClassifierFreeGuidance(denoiser, condition_of(self.conditions, condition, self.device), cfg_scale)
+            denoiser = ClassifierFreeGuidance(
+                denoiser, condition_of(self.conditions, condition, self.device), cfg_scale
+            )
         if sc_guidance is None:
             sc_guidance = SC_GUIDANCE if model.self_conditioning else 1.0
         if check_scale(sc_guidance) != 1.0:
             denoiser = SelfConditioningGuidance(denoiser, sc_guidance)
         generator = self._generator(seed)
-        gradient = GradientGuidance(denoiser, constraints, generator=generator, **(guidance or {})) if constraints else None
+        gradient = (
+            GradientGuidance(denoiser, constraints, generator=generator, **(guidance or {})) if constraints else None
+        )
         shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
         temperature = SAMPLING_TEMPERATURE if temperature is None else temperature
         output = get_sampler(sampler)(

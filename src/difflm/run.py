@@ -4,6 +4,7 @@ The file formats are `checkpoint`'s; this module knows which files a run holds a
 network each config builds. Inference (`pipeline`), training (`train`) and classifier
 training all load runs through it, so none of them imports another.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,16 +97,24 @@ def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
         raise ValueError(f"train.teacher: no difflm run at {run}")
     saved = Config.load_run(run)
     if saved.model.kind != "diffusion" or saved.model.generator != "diffusion":
-        raise ValueError(f"train.teacher: {run} is not a diffusion model (model.kind={saved.model.kind}, "
-                         f"model.generator={saved.model.generator})")
+        raise ValueError(
+            f"train.teacher: {run} is not a diffusion model (model.kind={saved.model.kind}, "
+            f"model.generator={saved.model.generator})"
+        )
     mine, theirs = config.to_dict(), saved.to_dict()
     mine["model"]["generator"] = "diffusion"
-    differ = [f"{section}.{key} (teacher {theirs[section][key]!r}, here {mine[section][key]!r})"
-              for section in ("model", "diffusion") for key in theirs[section] if mine[section][key] != theirs[section][key]]
+    differ = [
+        f"{section}.{key} (teacher {theirs[section][key]!r}, here {mine[section][key]!r})"
+        for section in ("model", "diffusion")
+        for key in theirs[section]
+        if mine[section][key] != theirs[section][key]
+    ]
     differ += [] if mine["data"]["max_len"] == theirs["data"]["max_len"] else ["data.max_len"]
     if differ:
-        raise ValueError(f"train.teacher: the student starts from the teacher's weights, but {', '.join(differ)} "
-                         f"differ; start from its config with --config {run / 'config.json'}")
+        raise ValueError(
+            f"train.teacher: the student starts from the teacher's weights, but {', '.join(differ)} "
+            f"differ; start from its config with --config {run / 'config.json'}"
+        )
     vocab = Vocab.load(run / "vocab.json")
     teacher = build_model(saved, len(vocab))
     checkpoint.load_weights(teacher, run / "ema.safetensors")

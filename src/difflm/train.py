@@ -6,6 +6,7 @@ Exact resume without saving RNG states: every source of randomness is re-seeded 
 same batch, noise and dropout whether or not the run was interrupted before it.
 Under `torchrun`, each process takes its own slice of every global batch.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,9 +88,17 @@ HELDOUT_BATCH = 64
 
 
 @torch.no_grad()
-def heldout_loss(model: Denoiser | CausalLM, ids: torch.Tensor, config: Config, device: torch.device, max_rows: int = 512,
-                 cond: torch.Tensor | None = None, *, teacher: Denoiser | None = None) -> dict[str, float]:
-    """Mean loss terms on held-out rows (conditions cond [M, P], if any), with fixed noise so points on the curve compare.
+def heldout_loss(
+    model: Denoiser | CausalLM,
+    ids: torch.Tensor,
+    config: Config,
+    device: torch.device,
+    max_rows: int = 512,
+    cond: torch.Tensor | None = None,
+    *,
+    teacher: Denoiser | None = None,
+) -> dict[str, float]:
+    """Mean loss terms on held-out rows (conditions cond [M, P], if any), with fixed noise: points on the curve compare.
 
     Targets that training reads from the EMA weights are read from the evaluated weights themselves.
     """
@@ -117,7 +126,9 @@ class Trainer(TrainingLoop):
         progress: show a tqdm bar (rank 0 only).
     """
 
-    def __init__(self, config: Config, run_dir: str | Path, *, corpus: Corpus | None = None, progress: bool = True) -> None:
+    def __init__(
+        self, config: Config, run_dir: str | Path, *, corpus: Corpus | None = None, progress: bool = True
+    ) -> None:
         run_dir = Path(run_dir)
         world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
         device = resolve_device(config.train.device)
@@ -159,14 +170,17 @@ class Trainer(TrainingLoop):
         torch.manual_seed(seed)  # dropout
         generator = torch.Generator().manual_seed(seed)  # t, ε, self-conditioning coins
         rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
-        batch = Batch(self.data.train[rows].to(self.device),
-                      None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device))
+        batch = Batch(
+            self.data.train[rows].to(self.device),
+            None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device),
+        )
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
             return self.objective(batch, generator)
 
     def evaluate(self) -> dict[str, float]:
-        return heldout_loss(self.ema, self.data.valid, self.config, self.device, cond=self.data.valid_cond,
-                            teacher=self.teacher)
+        return heldout_loss(
+            self.ema, self.data.valid, self.config, self.device, cond=self.data.valid_cond, teacher=self.teacher
+        )
 
     def start_writing(self) -> None:
         """Write a new run's files, or trim a resumed run's log (the lock is held).
@@ -184,8 +198,11 @@ class Trainer(TrainingLoop):
 
     def last_checkpoint(self) -> str:
         state = self.run_dir / "train_state.json"
-        return f"the run keeps its checkpoint of step {checkpoint.read_json(state)['step']}" if state.is_file() \
+        return (
+            f"the run keeps its checkpoint of step {checkpoint.read_json(state)['step']}"
+            if state.is_file()
             else "nothing was saved"
+        )
 
     def _load_state(self) -> None:
         state = checkpoint.read_json(self.run_dir / "train_state.json")
@@ -196,8 +213,10 @@ class Trainer(TrainingLoop):
         )
         for name, tensor in self.model.state_dict().items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise TrainingDiverged(f"cannot resume {self.run_dir}: its saved weights are not finite ({name}); "
-                                       f"start a new run with a lower train.lr")
+                raise TrainingDiverged(
+                    f"cannot resume {self.run_dir}: its saved weights are not finite ({name}); "
+                    f"start a new run with a lower train.lr"
+                )
         self.step, self.elapsed, self.cpu_seconds = state["step"], state["elapsed"], state.get("cpu_seconds", 0.0)
 
     def _truncate_metrics(self) -> None:
@@ -205,7 +224,11 @@ class Trainer(TrainingLoop):
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and _row_step(line) <= self.step]
+        kept = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _row_step(line) <= self.step
+        ]
         checkpoint.atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def save(self) -> None:
@@ -216,7 +239,13 @@ class Trainer(TrainingLoop):
         checkpoint.save_weights(self.run_dir / "ema.safetensors", self.ema)
         tensors, plain = checkpoint.optimizer_to_tensors(self.optimizer)
         checkpoint.save_tensors(self.run_dir / "optimizer.safetensors", tensors)
-        state = {"step": self.step, "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds, "optimizer": plain, "data": self.data.report}
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "cpu_seconds": self.cpu_seconds,
+            "optimizer": plain,
+            "data": self.data.report,
+        }
         # train_state.json last: it is what marks the checkpoint as complete.
         checkpoint.atomic_write_text(self.run_dir / "train_state.json", json.dumps(state))
 

@@ -17,6 +17,7 @@ spaCy's POS tags (an optional extra).
 The classifier and its logs go to RUN/classifiers/<task>/ (config.json, model.safetensors,
 metrics.jsonl).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -55,8 +56,9 @@ Label = Any  # a task's raw annotation of one sentence: POS tags, a Tree, or a s
 
 #: How classifiers train unless told otherwise: the trainer's settings (`TrainConfig`), with
 #: the classifiers' own step count, learning rate and intervals.
-CLASSIFIER_TRAINING = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=50, grad_clip=1.0, log_every=50,
-                                  eval_every=250, checkpoint_every=250)
+CLASSIFIER_TRAINING = TrainConfig(
+    steps=2000, batch_size=64, lr=1e-3, warmup=50, grad_clip=1.0, log_every=50, eval_every=250, checkpoint_every=250
+)
 
 
 def classifier_training(**changes: Any) -> TrainConfig:
@@ -91,8 +93,14 @@ class LabelledSplit:
     labels: list[Label]
 
 
-def annotated_splits(config: Config, task: str, *, max_rows: int | None = None, eval_rows: int | None = None,
-                     spacy_model: str = SPACY_MODEL) -> tuple[list[tuple[Sequence[str], Label]], list[tuple[Sequence[str], Label]]]:
+def annotated_splits(
+    config: Config,
+    task: str,
+    *,
+    max_rows: int | None = None,
+    eval_rows: int | None = None,
+    spacy_model: str = SPACY_MODEL,
+) -> tuple[list[tuple[Sequence[str], Label]], list[tuple[Sequence[str], Label]]]:
     """(tokens, label) pairs of the run's train and held-out sentences, split as the run split them.
 
     Args:
@@ -111,7 +119,11 @@ def annotated_splits(config: Config, task: str, *, max_rows: int | None = None, 
         sentences = load_split("train")  # the "grammar" corpus, in the same order
         train, held = split_rows(config, sentences)
         train, held = train[:max_rows], held[:eval_rows]
-        gold: dict[str, Callable] = {"pos": lambda s: s.pos, "tree": lambda s: s.parse_tree(), "attribute": lambda s: s.slots}
+        gold: dict[str, Callable] = {
+            "pos": lambda s: s.pos,
+            "tree": lambda s: s.parse_tree(),
+            "attribute": lambda s: s.slots,
+        }
         return [(s.tokens, gold[task](s)) for s in train], [(s.tokens, gold[task](s)) for s in held]
     corpus = read_corpus(config.data.corpus)
     train_ex, held_ex = split_rows(config, corpus.examples)
@@ -123,7 +135,9 @@ def annotated_splits(config: Config, task: str, *, max_rows: int | None = None, 
         )
     if task == "attribute":
         if not any(ex.slots for ex in corpus.examples):
-            raise ValueError(f"corpus {config.data.corpus!r} has no slot annotations: attribute classifiers need an e2e: corpus")
+            raise ValueError(
+                f"corpus {config.data.corpus!r} has no slot annotations: attribute classifiers need an e2e: corpus"
+            )
         return [(ex.tokens, ex.slots) for ex in train_ex], [(ex.tokens, ex.slots) for ex in held_ex]
     tags = spacy_pos_tags([ex.tokens for ex in train_ex + held_ex], spacy_model)
     pairs = [(ex.tokens, tag) for ex, tag in zip(train_ex + held_ex, tags)]
@@ -150,8 +164,9 @@ def make_target(classifier: LatentClassifier, labels: Sequence[Label], length: i
     return classifier.target(labels, length)  # type: ignore[attr-defined]
 
 
-def noisy_latents(table: torch.Tensor, ids: torch.Tensor, schedule: NoiseSchedule, t: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
+def noisy_latents(
+    table: torch.Tensor, ids: torch.Tensor, schedule: NoiseSchedule, t: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """x_t = √ᾱ(t)·EMB(w) + √(1 − ᾱ(t))·ε for ids [B, L] at times t [B] -> [B, L, d]."""
     x0 = torch.nn.functional.embedding(ids, table)
     abar = schedule.alpha_bar(t.to(torch.float64)).to(x0)[:, None, None]
@@ -160,8 +175,15 @@ def noisy_latents(table: torch.Tensor, ids: torch.Tensor, schedule: NoiseSchedul
 
 
 @torch.no_grad()
-def heldout_accuracy(classifier: LatentClassifier, data: LabelledSplit, table: torch.Tensor, schedule: NoiseSchedule,
-                     t: float, batch_size: int, seed: int = 0) -> float:
+def heldout_accuracy(
+    classifier: LatentClassifier,
+    data: LabelledSplit,
+    table: torch.Tensor,
+    schedule: NoiseSchedule,
+    t: float,
+    batch_size: int,
+    seed: int = 0,
+) -> float:
     """Share of the held-out decisions (tags, constituent labels, slot values) predicted right at noise level t.
 
     The noise is drawn from `seed`, so points of a learning curve compare.
@@ -181,7 +203,9 @@ def heldout_accuracy(classifier: LatentClassifier, data: LabelledSplit, table: t
     return correct / max(total, 1)
 
 
-def majority_accuracy(classifier: LatentClassifier, train: LabelledSplit, held: LabelledSplit, batch_size: int) -> float:
+def majority_accuracy(
+    classifier: LatentClassifier, train: LabelledSplit, held: LabelledSplit, batch_size: int
+) -> float:
     """The held-out accuracy of always predicting each group's most frequent training class."""
     device = next(classifier.parameters()).device
 
@@ -219,11 +243,23 @@ class ClassifierTrainer(TrainingLoop):
         progress: show a progress bar.
     """
 
-    def __init__(self, classifier: LatentClassifier, tc: TrainConfig, directory: Path, *, table: torch.Tensor,
-                 schedule: NoiseSchedule, train: LabelledSplit, held: LabelledSplit, options: ClassifierOptions,
-                 extra: dict[str, Any], progress: bool) -> None:
-        super().__init__(classifier, tc, directory, ema=False, progress=progress,
-                         desc=f"train {classifier.config.task} classifier")
+    def __init__(
+        self,
+        classifier: LatentClassifier,
+        tc: TrainConfig,
+        directory: Path,
+        *,
+        table: torch.Tensor,
+        schedule: NoiseSchedule,
+        train: LabelledSplit,
+        held: LabelledSplit,
+        options: ClassifierOptions,
+        extra: dict[str, Any],
+        progress: bool,
+    ) -> None:
+        super().__init__(
+            classifier, tc, directory, ema=False, progress=progress, desc=f"train {classifier.config.task} classifier"
+        )
         self.classifier, self.table, self.schedule = classifier, table, schedule
         self.train_data, self.held_data, self.options, self.extra = train, held, options, extra
         self.last_k = int(options.max_time * schedule.num_steps)
@@ -238,15 +274,19 @@ class ClassifierTrainer(TrainingLoop):
         batch = torch.randint(len(self.train_data.labels), (B,), generator=self.generator, device=self.device)
         ids = self.train_data.ids[batch.cpu()].to(self.device)
         target = make_target(self.classifier, [self.train_data.labels[i] for i in batch.tolist()], L).to(self.device)
-        t = torch.randint(0, self.last_k + 1, (B,), generator=self.generator, device=self.device) / self.schedule.num_steps
+        t = (
+            torch.randint(0, self.last_k + 1, (B,), generator=self.generator, device=self.device)
+            / self.schedule.num_steps
+        )
         loss = self.classifier.loss(noisy_latents(self.table, ids, self.schedule, t, self.generator), t, target)
         return loss, {"loss": loss.item()}
 
     def evaluate(self) -> dict[str, float]:
         row = {"majority": self.majority}
         for t in self.options.eval_times:
-            row[f"accuracy@t={t:g}"] = heldout_accuracy(self.classifier, self.held_data, self.table, self.schedule, t,
-                                                         self.tc.batch_size)
+            row[f"accuracy@t={t:g}"] = heldout_accuracy(
+                self.classifier, self.held_data, self.table, self.schedule, t, self.tc.batch_size
+            )
         return row
 
     def save(self) -> None:
@@ -284,8 +324,9 @@ def train_classifier(
         ValueError: not a diffusion run, unknown task or settings, or no labels for the task.
     """
     if training.steps < 1 or training.batch_size < 1 or training.lr <= 0:
-        raise ValueError(f"steps and batch_size must be ≥ 1 and lr > 0, got {training.steps}, {training.batch_size}, "
-                         f"{training.lr}")
+        raise ValueError(
+            f"steps and batch_size must be ≥ 1 and lr > 0, got {training.steps}, {training.batch_size}, {training.lr}"
+        )
     if not 0 <= options.max_time <= 1:
         raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
     run = load_run(run_dir, device=device)
@@ -295,8 +336,9 @@ def train_classifier(
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     L = config.data.max_len
-    train_pairs, held_pairs = annotated_splits(config, task, max_rows=max_rows, eval_rows=options.eval_rows,
-                                               spacy_model=options.spacy_model)
+    train_pairs, held_pairs = annotated_splits(
+        config, task, max_rows=max_rows, eval_rows=options.eval_rows, spacy_model=options.spacy_model
+    )
     # Drop sentences that do not fit rather than truncate them: a cut tree has no clean chart.
     train_data, held_data = (
         _labelled(run.vocab, [p for p in pairs if len(p[0]) <= L - 2], L) for pairs in (train_pairs, held_pairs)
@@ -305,8 +347,13 @@ def train_classifier(
     if not train_data.labels or not held_data.labels:
         raise ValueError(f"no training or held-out sentences fit L = {L} for the {task} classifier")
     try:
-        shape = ClassifierConfig(task, denoiser.config.embed_dim, L, label_set(task, train_data.labels + held_data.labels),
-                                 **(architecture or {}))
+        shape = ClassifierConfig(
+            task,
+            denoiser.config.embed_dim,
+            L,
+            label_set(task, train_data.labels + held_data.labels),
+            **(architecture or {}),
+        )
     except TypeError as err:
         raise ValueError(f"bad classifier architecture {dict(architecture or {})}: {err}") from None
 
@@ -315,12 +362,28 @@ def train_classifier(
     classifier = CLASSES[task](shape).to(device_of_run).train()
     classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device_of_run))
     directory = classifier_dir(run_dir, task)
-    extra: dict[str, Any] = {"training": {"run": str(run_dir), "train_rows": len(train_data.labels),
-                                          "heldout_rows": len(held_data.labels), "skipped_overlong": skipped,
-                                          "train": asdict(training), "options": asdict(options)}}
-    trainer = ClassifierTrainer(classifier, training, directory, table=denoiser.embedding.table().detach(),
-                                schedule=denoiser.schedule, train=train_data, held=held_data, options=options,
-                                extra=extra, progress=progress)
+    extra: dict[str, Any] = {
+        "training": {
+            "run": str(run_dir),
+            "train_rows": len(train_data.labels),
+            "heldout_rows": len(held_data.labels),
+            "skipped_overlong": skipped,
+            "train": asdict(training),
+            "options": asdict(options),
+        }
+    }
+    trainer = ClassifierTrainer(
+        classifier,
+        training,
+        directory,
+        table=denoiser.embedding.table().detach(),
+        schedule=denoiser.schedule,
+        train=train_data,
+        held=held_data,
+        options=options,
+        extra=extra,
+        progress=progress,
+    )
     last = trainer.run()
     extra["metrics"] = {k: v for k, v in last["valid"].items() if k not in ("step", "split", "elapsed", "cpu_seconds")}
     return classifier.save(directory, extra=extra)

@@ -15,6 +15,7 @@ Every constraint is used through `Pipeline.generate` (the one way of sampling):
 `FACTORIES` is the command line's registry of constraint kinds: a new constraint is one
 class with a `from_spec` and one entry here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping

@@ -16,6 +16,7 @@ an exact match. A run on the bundled grammar is judged by its exact parser ("gra
 real text ("text") by spaCy's tags (POS) or a substring check (Attribute). Trees and spans
 of real text would need a constituency parser, which is not available offline.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -69,7 +70,9 @@ class ClassifierConstraint:
     def __init__(self, run: RunOrClassifier, *, weight: float = 1.0, judge: str | None = None) -> None:
         classifier = run if isinstance(run, LatentClassifier) else load_classifier(run, self.task)
         if classifier.config.task != self.task:
-            raise ValueError(f"{type(self).__name__} needs a {self.task} classifier, got a {classifier.config.task} one")
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.task} classifier, got a {classifier.config.task} one"
+            )
         if judge is not None and judge not in JUDGES:
             raise ValueError(f"unknown judge {judge!r}; valid: {', '.join(JUDGES)}")
         self.classifier = classifier.eval().requires_grad_(False)  # gradients flow to x only
@@ -97,7 +100,8 @@ class ClassifierConstraint:
     def _judged(self) -> str:
         if self.judge is None:
             raise ValueError(
-                f"{type(self).__name__} was built from a loaded classifier: pass judge='grammar' or 'text' to check outputs"
+                f"{type(self).__name__} was built from a loaded classifier: "
+                "pass judge='grammar' or 'text' to check outputs"
             )
         return self.judge
 
@@ -147,8 +151,9 @@ class POS(ClassifierConstraint):
     task = "pos"
     name = "pos"
 
-    def __init__(self, tags: Sequence[str] | str, *, run: RunOrClassifier, weight: float = 1.0,
-                 judge: str | None = None) -> None:
+    def __init__(
+        self, tags: Sequence[str] | str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
+    ) -> None:
         super().__init__(run, weight=weight, judge=judge)
         self.tags = tuple(tags.split() if isinstance(tags, str) else tags)
         if not self.tags:
@@ -236,14 +241,17 @@ class Span(ClassifierConstraint):
     task = "tree"
     name = "span"
 
-    def __init__(self, i: int, j: int, label: str, *, run: RunOrClassifier, weight: float = 1.0,
-                 judge: str | None = None) -> None:
+    def __init__(
+        self, i: int, j: int, label: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
+    ) -> None:
         super().__init__(run, weight=weight, judge=judge)
         classifier: TreeClassifier = self.classifier  # type: ignore[assignment]
         self.i, self.j, self.label = i, j, label
         self._check_range(self.max_len)
         if label not in classifier.span_labels():
-            raise ValueError(f"unknown constituent label {label!r}; valid labels: {', '.join(classifier.span_labels())}")
+            raise ValueError(
+                f"unknown constituent label {label!r}; valid labels: {', '.join(classifier.span_labels())}"
+            )
 
     @classmethod
     def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Span:
@@ -286,8 +294,9 @@ class Attribute(ClassifierConstraint):
     task = "attribute"
     name = "attribute"
 
-    def __init__(self, slot: str, value: str, *, run: RunOrClassifier, weight: float = 1.0,
-                 judge: str | None = None) -> None:
+    def __init__(
+        self, slot: str, value: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
+    ) -> None:
         super().__init__(run, weight=weight, judge=judge)
         values = self.classifier.values()  # type: ignore[attr-defined]
         if slot not in values:

@@ -23,6 +23,7 @@ embeddings' convex hull and leaves the final argmax without a distribution behin
 The guidance is a wrapper with the denoiser's call signature, so every sampler (and the
 gradient guidance's constraints, which read the same guided prediction) gets it unchanged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,8 +53,10 @@ def condition_of(
             slot=value pair the run never saw in training (all such pairs named).
     """
     if conditions is None:
-        raise ValueError("this run was trained without conditioning: classifier-free guidance needs a run "
-                         "trained with --set model.condition=slots")
+        raise ValueError(
+            "this run was trained without conditioning: classifier-free guidance needs a run "
+            "trained with --set model.condition=slots"
+        )
     if isinstance(condition, str):
         condition = [condition]
     slots = dict(condition) if isinstance(condition, Mapping) else dict(parse_pair(item) for item in condition)
@@ -110,12 +113,16 @@ class ClassifierFreeGuidance(GuidedDenoiser):
     def __init__(self, denoiser: Denoiser | DenoiserWrapper, cond: torch.Tensor, scale: float) -> None:
         num_conditions = getattr(denoiser, "num_conditions", 0)
         if not num_conditions:
-            raise ValueError("this model was trained without conditioning: classifier-free guidance needs a run "
-                             "trained with --set model.condition=slots")
+            raise ValueError(
+                "this model was trained without conditioning: classifier-free guidance needs a run "
+                "trained with --set model.condition=slots"
+            )
         super().__init__(denoiser, scale)
         if cond.shape[-1] != num_conditions or cond.dim() not in (1, 2):
-            raise ValueError(f"the condition must be a multi-hot [P] or [B, P] with P = {num_conditions}, "
-                             f"got shape {list(cond.shape)}")
+            raise ValueError(
+                f"the condition must be a multi-hot [P] or [B, P] with P = {num_conditions}, "
+                f"got shape {list(cond.shape)}"
+            )
         self.cond = cond
 
     def __call__(

@@ -20,6 +20,7 @@ position, and one head per task:
 Every classifier gives `log_prob(x, t, target) -> [B]`, differentiable in x, which gradient
 guidance ascends.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,7 +94,9 @@ class LatentEncoder(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(h, config.heads, 4 * h, config.dropout, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            h, config.heads, 4 * h, config.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.out_norm = nn.LayerNorm(h)
 
@@ -123,7 +126,8 @@ class LatentClassifier(nn.Module):
         """h = encoder(x_t, t): x [B, L, d] with L ≤ max_len -> [B, L, H]."""
         if x.ndim != 3 or x.shape[-1] != self.config.embed_dim or x.shape[1] > self.config.max_len:
             raise ValueError(
-                f"x must be [B, L ≤ {self.config.max_len}, {self.config.embed_dim}] for this classifier, got {list(x.shape)}"
+                f"x must be [B, L ≤ {self.config.max_len}, {self.config.embed_dim}] for this classifier, "
+                f"got {list(x.shape)}"
             )
         t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
         if bool(((t < 0) | (t > 1)).any()):
@@ -178,7 +182,9 @@ class LatentClassifier(nn.Module):
         directory = Path(directory)
         meta = checkpoint.read_json(directory / "config.json")
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
-            raise ValueError(f"{directory / 'config.json'} is not a difflm classifier config (format {_FORMAT!r} v{_VERSION})")
+            raise ValueError(
+                f"{directory / 'config.json'} is not a difflm classifier config (format {_FORMAT!r} v{_VERSION})"
+            )
         try:
             config = ClassifierConfig(**meta["config"])
         except (KeyError, TypeError) as err:
@@ -273,7 +279,9 @@ class PosClassifier(LatentClassifier):
         out = torch.full((len(tag_rows), length), index[SPECIAL_TAG], dtype=torch.long)
         for row, tags in enumerate(tag_rows):
             if len(tags) > length - 2:
-                raise ValueError(f"POS sequence of {len(tags)} tags does not fit L = {length} (at most {length - 2} words)")
+                raise ValueError(
+                    f"POS sequence of {len(tags)} tags does not fit L = {length} (at most {length - 2} words)"
+                )
             for p, tag in enumerate(tags, start=1):
                 if tag not in index or tag == SPECIAL_TAG:
                     raise ValueError(f"unknown POS tag {tag!r}; valid tags: {', '.join(self.labels[1:])}")
@@ -406,7 +414,11 @@ class TreeClassifier(LatentClassifier):
         return (target != IGNORE) & (target != self.labels.index(NO_SPAN))
 
 
-CLASSES: dict[str, type[LatentClassifier]] = {"attribute": AttributeClassifier, "pos": PosClassifier, "tree": TreeClassifier}
+CLASSES: dict[str, type[LatentClassifier]] = {
+    "attribute": AttributeClassifier,
+    "pos": PosClassifier,
+    "tree": TreeClassifier,
+}
 
 
 def classifier_dir(run_dir: str | Path, task: str) -> Path:
@@ -425,5 +437,7 @@ def load_classifier(run_dir: str | Path, task: str) -> LatentClassifier:
     """Load the run's `task` classifier (eval mode); ValueError if it was never trained or is corrupt."""
     directory = classifier_dir(run_dir, task)
     if not has_classifier(run_dir, task):
-        raise ValueError(f"no {task} classifier in {run_dir}: train one with `difflm train-classifier {run_dir} --task {task}`")
+        raise ValueError(
+            f"no {task} classifier in {run_dir}: train one with `difflm train-classifier {run_dir} --task {task}`"
+        )
     return LatentClassifier.load(directory)

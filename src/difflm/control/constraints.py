@@ -18,6 +18,7 @@ no classifier has to be trained:
 log(1 − Σ_{v∈S} p(v)) is computed as the log-sum-exp of the other words' log-probs, so
 it stays exact (and its gradient informative) when p(S) → 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -233,5 +234,3 @@ class Keywords:
 
     def satisfied(self, words: Sequence[str]) -> bool:
         return all(k in words for k in self.words)
-
-

@@ -32,6 +32,7 @@ Constraints that fix positions (infilling) also supply hooks: `overwrite` replac
 known positions of x_s with a draw of q(x_s | EMB(w)) after the gradient steps, and
 `fix_tokens` sets the final tokens there, so the given words come out exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,9 @@ OPTIMIZERS = ("adagrad", "sign", "sgd")
 
 def check_weight(weight: float) -> float:
     """A constraint's weight w_c as a float; ValueError unless it is a finite number ≥ 0."""
-    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0):
+    if not (
+        isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0
+    ):
         raise ValueError(f"constraint weight must be a number ≥ 0, got {weight!r}")
     return float(weight)
 
@@ -178,7 +181,11 @@ class GradientGuidance:
             raise ValueError(f"guidance steps K must be an integer ≥ 0, got {steps!r}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown guidance optimizer {optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
-        for name, value in (("step_size", step_size), ("adagrad_eps", adagrad_eps), ("fallback_variance", fallback_variance)):
+        for name, value in (
+            ("step_size", step_size),
+            ("adagrad_eps", adagrad_eps),
+            ("fallback_variance", fallback_variance),
+        ):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not (math.isfinite(fluency_weight) and fluency_weight >= 0):

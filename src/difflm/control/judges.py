@@ -4,6 +4,7 @@ A run on the bundled grammar corpus is judged by its exact parser ("grammar"); r
 ("text") by spaCy's tags (POS) or a substring check (slot values), as Diffusion-LM judges
 E2E (`difflm.eval.control_metrics`).
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """What a constraint built from a command-line string may need besides the string."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -4,6 +4,7 @@ Notation (`difflm.objectives.consistency` has the full account): σ_min and σ_m
 schedule's least and most noisy trained levels in EDM form x = x0 + σ·ε; the Karras grid
 σ_0 < … < σ_{N−1}; f(x, σ) = c_skip·x + c_out·x̂0 with c_skip = σ_min/σ, c_out = 1 − c_skip.
 """
+
 from __future__ import annotations
 
 import torch

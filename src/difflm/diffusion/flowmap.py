@@ -18,13 +18,13 @@ The x0-adapter (notes §4, as in FLM) reads u from x̂0 as u = (x_s − x̂0)/s,
 and a jump to r = 0 lands on x̂0. The word logits behind x̂0 keep the cross-entropy
 and rounding terms of the diffusion objective meaningful for these models.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-
-from typing import Any
 
 from difflm.diffusion.paths import Network, denoise_rf, per_example, rf_to_vp, tau_of_t
 from difflm.diffusion.schedules import NoiseSchedule
@@ -43,7 +43,7 @@ class FlowPath:
     tau_max: float
 
     @classmethod
-    def of(cls, schedule: NoiseSchedule) -> "FlowPath":
+    def of(cls, schedule: NoiseSchedule) -> FlowPath:
         return cls(schedule, float(tau_of_t(schedule, torch.tensor(1.0, dtype=torch.float64))))
 
     def point(self, x0: torch.Tensor, eps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

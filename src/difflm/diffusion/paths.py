@@ -18,6 +18,7 @@ x0 has coefficient 1 at the clean end of all three, so the network's x̂0 needs 
 conversion back. Everything here is differentiable in x, τ and σ (MeanFlow takes a
 Jacobian-vector product through it).
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol

@@ -18,6 +18,7 @@ state "before" index 0 is x0 itself (ᾱ_{-1} = 1).
 `abar` arguments are Python floats or tensors that broadcast against x ([B, 1, 1] or
 0-dim) and have x's dtype; the functions do no reshaping of their own.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,9 +53,7 @@ def posterior_variance(abar_t: Abar, abar_s: Abar) -> Abar:
     return (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
 
 
-def posterior_between(
-    x0: torch.Tensor, x_t: torch.Tensor, abar_t: Abar, abar_s: Abar
-) -> tuple[torch.Tensor, Abar]:
+def posterior_between(x0: torch.Tensor, x_t: torch.Tensor, abar_t: Abar, abar_s: Abar) -> tuple[torch.Tensor, Abar]:
     """q(x_s | x_t, x0) for any two noise levels ᾱ_t < ᾱ_s (a respaced step, or s = t-1).
 
     Args:
@@ -72,10 +71,7 @@ def posterior_between(
 
 
 def posterior(
-    schedule_or_alphas: NoiseSchedule | torch.Tensor,
-    x0: torch.Tensor,
-    x_t: torch.Tensor,
-    i: torch.Tensor | int,
+    schedule_or_alphas: NoiseSchedule | torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, i: torch.Tensor | int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q(x_{i-1} | x_i, x0) between consecutive training indices.
 
@@ -95,9 +91,7 @@ def posterior(
     acp_prev = torch.cat([acp.new_ones(1), acp[:-1]])  # ᾱ_{i-1}, with ᾱ_{-1} = 1
     variances = posterior_variance(acp, acp_prev)
     log_variances = torch.cat([variances[1:2], variances[1:]]).log()
-    abar_t, abar_s, variance, log_variance = (
-        _at(table, i, x_t) for table in (acp, acp_prev, variances, log_variances)
-    )
+    abar_t, abar_s, variance, log_variance = (_at(table, i, x_t) for table in (acp, acp_prev, variances, log_variances))
     mean, _ = posterior_between(x0, x_t, abar_t, abar_s)
     return mean, variance, log_variance
 

@@ -14,6 +14,7 @@ Schedules defined by a continuous ᾱ(t) (`sqrt`, `cosine`) are discretized as
 β_i = min(1 − ᾱ((i+1)/T) / ᾱ(i/T), 0.999); the clip keeps the last step from
 destroying the signal completely (ᾱ(1) ≤ 0 for `sqrt`, = 0 for `cosine`).
 """
+
 from __future__ import annotations
 
 import math
@@ -125,9 +126,7 @@ def _cosine_alpha_bar(t: float) -> float:
 
 def _betas_from_alpha_bar(alpha_bar: Callable[[float], float], num_steps: int) -> torch.Tensor:
     """β_i = min(1 − ᾱ((i+1)/T) / ᾱ(i/T), 0.999), float64 [T]."""
-    betas = [
-        min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), MAX_BETA) for i in range(num_steps)
-    ]
+    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), MAX_BETA) for i in range(num_steps)]
     return torch.tensor(betas, dtype=torch.float64)
 
 

@@ -1,4 +1,5 @@
-"""Success metrics of controllable generation, as Diffusion-LM scores them (Li et al. 2022, §7; control_gen/eval_control.py).
+"""Success metrics of controllable generation, as Diffusion-LM scores them (Li et al. 2022, §7;
+control_gen/eval_control.py).
 
 Pure functions on token lists, tag lists and trees; the parse of the generated sentence
 (the bundled grammar's exact parser, or spaCy on real text) is the caller's. `None` stands
@@ -10,6 +11,7 @@ for "no parse" (an ungrammatical sentence) and scores 0.
     Span        1 if the output's tree has the exact (i, j, label) constituent, else 0
     Attribute   1 if the value is expressed: the parser's slot, or (real text) a substring
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -68,7 +70,11 @@ def bracket_f1(predicted: Tree | None, target: Tree) -> float:
 
 def same_tree(predicted: Tree | None, target: Tree) -> bool:
     """Exact match: the same number of words and the same labelled brackets."""
-    return predicted is not None and len(predicted.leaves()) == len(target.leaves()) and brackets(predicted) == brackets(target)
+    return (
+        predicted is not None
+        and len(predicted.leaves()) == len(target.leaves())
+        and brackets(predicted) == brackets(target)
+    )
 
 
 def span_match(predicted: Tree | None, i: int, j: int, label: str) -> float:

@@ -4,6 +4,7 @@ distinct-n (Li et al. 2016): unique n-grams / all n-grams over the whole sample 
 novelty: share of generated sentences not copied verbatim from the training corpus.
 self-BLEU (Zhu et al. 2018, Texygen): mean BLEU of each sentence against the others.
 """
+
 from __future__ import annotations
 
 import math

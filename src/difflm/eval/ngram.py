@@ -9,6 +9,7 @@ model cannot score well on it by exploiting its own teacher. Notation (Chen & Go
     P(w)       = (1 − ε) · N1+(· w) / N1+(· ·) + ε / V        (ε reserves mass for UNK;
                                                              V counts the words that can follow)
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,9 @@ class KneserNeyTrigram:
         self.total_bigram_types = sum(self.cont_uni.values())
 
     def _unigram(self, w: str) -> float:
-        return (1 - self.unk_mass) * self.cont_uni.get(w, 0) / self.total_bigram_types + self.unk_mass / self.num_predictable
+        return (1 - self.unk_mass) * self.cont_uni.get(
+            w, 0
+        ) / self.total_bigram_types + self.unk_mass / self.num_predictable
 
     def _bigram(self, v: str, w: str) -> float:
         denom = self.cont_ctx1.get(v, 0)

@@ -1,4 +1,5 @@
 """Plots (matplotlib is an optional extra, imported only when a plot is asked for)."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ MINUTES = {"elapsed": "training minutes (wall)", "cpu_seconds": "training CPU mi
 
 
 def plot_loss_curves(runs: dict[str, str | Path], out: str | Path, *, key: str = "loss", x: str = "elapsed") -> Path:
-    """Held-out `key` of several runs against wall minutes (x="elapsed"), CPU minutes (x="cpu_seconds") or steps (x="step")."""
+    """Held-out `key` of several runs against wall minutes (x="elapsed"), CPU minutes (x="cpu_seconds") or steps."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run in runs.items():

@@ -11,6 +11,7 @@ broken sample no longer hides behind an average. On the bundled grammar
 corpus the exact parser also gives the share of grammatical sentences and the true
 NLL per token under the grammar (over the grammatical ones).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ def read_texts(path: str | Path) -> list[str]:
         try:
             texts.append(str(json.loads(line)["text"]))
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{path}:{number}: expected a JSON object with a \"text\" field") from None
+            raise ValueError(f'{path}:{number}: expected a JSON object with a "text" field') from None
     return texts
 
 
@@ -81,8 +82,13 @@ def evaluate(
         raise ValueError("no sentences to evaluate")
     sentences = [t.split() for t in texts]
     lengths = length_stats(sentences)
-    report: dict[str, float] = {"n": len(sentences), "mean_length": lengths["mean"], "min_length": lengths["min"],
-                                "max_length": lengths["max"], "empty": lengths["empty"]}
+    report: dict[str, float] = {
+        "n": len(sentences),
+        "mean_length": lengths["mean"],
+        "min_length": lengths["min"],
+        "max_length": lengths["max"],
+        "empty": lengths["empty"],
+    }
     for n in (1, 2, 3):
         report[f"distinct_{n}"] = distinct_n(sentences, n)
     if len(sentences) > 1:
@@ -91,7 +97,9 @@ def evaluate(
         report["novelty"] = novelty(sentences, training)
     if teacher is not None:
         if not teacher.is_autoregressive:
-            raise ValueError("the teacher must be an autoregressive run (train it with --set model.kind=autoregressive)")
+            raise ValueError(
+                "the teacher must be an autoregressive run (train it with --set model.kind=autoregressive)"
+            )
         nll = _teacher_nll(teacher, sentences)
         report["lm_score"] = math.exp(float(nll.mean()))
         if reference:

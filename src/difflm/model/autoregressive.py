@@ -5,6 +5,7 @@ the model predicts ids[:, 1:] from ids[:, :-1], and PAD after the first END is i
 (the sentence ends there). Sampling keeps a key/value cache per layer, so each new
 token costs one position's worth of attention instead of a full forward pass.
 """
+
 from __future__ import annotations
 
 import math

@@ -18,6 +18,7 @@ free guidance) see the network exactly as an unconditional model would.
 The one/few-step generators that jump along their path (shortcut, MeanFlow) also get the
 jump size, embedded like t by a second MLP and added to the time embedding.
 """
+
 from __future__ import annotations
 
 import math
@@ -144,12 +145,16 @@ class Denoiser(nn.Module):
         x̂0 of flow matching, which is what DDPM and DDIM ask of any model.
         """
         if jump is not None and self.jump_mlp is None:
-            raise ValueError("this model was trained without a jump size (model.generator=shortcut or meanflow has one)")
+            raise ValueError(
+                "this model was trained without a jump size (model.generator=shortcut or meanflow has one)"
+            )
         B, L, _ = x_t.shape
         if cond is not None and self.cond_proj is None:
             raise ValueError("this model was trained without a conditioning signal (cond)")
         if cond is not None and tuple(cond.shape) != (B, self.num_conditions):
-            raise ValueError(f"cond must have shape [{B}, {self.num_conditions}] (a multi-hot per row), got {list(cond.shape)}")
+            raise ValueError(
+                f"cond must have shape [{B}, {self.num_conditions}] (a multi-hot per row), got {list(cond.shape)}"
+            )
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
         if self.self_conditioning:

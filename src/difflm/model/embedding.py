@@ -5,6 +5,7 @@ q(x0 | w) = N(EMB(w), σ0² I) lifts a sentence into the continuous space and
 p(w | x0) = softmax(x0 · EMBᵀ) rounds it back (logits are dot products with the
 same matrix, so the rounding head has no parameters of its own).
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ A run's objective is picked by its config: `model.kind=autoregressive` trains th
 otherwise `model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's
 end-to-end loss) or a one/few-step generator's.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -19,13 +20,28 @@ from difflm.objectives.distillation import distillation_loss
 from difflm.objectives.meanflow import meanflow_loss
 from difflm.objectives.shortcut import shortcut_loss
 
-__all__ = ["OBJECTIVES", "Batch", "Draws", "Frozen", "LossOutput", "Objective", "get_objective", "objective_name",
-           "word_nll"]
+__all__ = [
+    "OBJECTIVES",
+    "Batch",
+    "Draws",
+    "Frozen",
+    "LossOutput",
+    "Objective",
+    "get_objective",
+    "objective_name",
+    "word_nll",
+]
 
 
 class Objective(Protocol):
     def __call__(
-        self, model: Any, batch: Batch, config: Config, *, generator: torch.Generator | None = None, frozen: Frozen = ...
+        self,
+        model: Any,
+        batch: Batch,
+        config: Config,
+        *,
+        generator: torch.Generator | None = None,
+        frozen: Frozen = ...,
     ) -> LossOutput: ...
 
 

@@ -1,4 +1,5 @@
 """The autoregressive baseline's objective: next-token cross-entropy (the teacher LM, the AR rows)."""
+
 from __future__ import annotations
 
 import torch

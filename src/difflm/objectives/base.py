@@ -9,6 +9,7 @@ An objective is a free function with one signature:
 and `frozen` the networks the loss reads but never trains. A new model family is one such
 function and one entry in `difflm.objectives.OBJECTIVES`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -38,6 +38,7 @@ can represent exactly, where a jittered x0 lies off the embeddings.
 The noise-level curriculum of CT/iCT (N growing with training) is left out: runs here are
 short, and N is the fixed `consistency.num_scales`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -103,7 +104,11 @@ def consistency_loss(
 
     # 2. The earlier point: the teacher's ODE step (CD) or the same noise at σ_n (CT).
     with torch.no_grad():
-        x_prev = heun_step(frozen.teacher, x_next, sigma_next, sigma) if frozen.teacher is not None else x0 + per_example(sigma, x0) * z
+        x_prev = (
+            heun_step(frozen.teacher, x_next, sigma_next, sigma)
+            if frozen.teacher is not None
+            else x0 + per_example(sigma, x0) * z
+        )
 
     # 3. The target f_θ⁻(x̂_n, σ_n) with θ⁻ = sg(θ), drawing the same dropout masks as the
     #    student's pass below (fork_rng restores the generator state after the target pass).

@@ -17,6 +17,7 @@ A conditioned denoiser (classifier-free guidance, Ho & Salimans 2022) gets each 
 condition c, replaced by the null condition ∅ (c = 0) with probability p = cond_drop, so
 one network learns both f(x_t, t, c) and f(x_t, t, ∅).
 """
+
 from __future__ import annotations
 
 import torch

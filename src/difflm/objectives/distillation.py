@@ -31,6 +31,7 @@ across positions kept the quality too, 26.4%, but a student learned nothing from
 an L = 24 run the DDPM teacher's student drafts better than the DDIM teacher's (two steps:
 16.0% against 12.9% grammatical, docs/benchmarks.md), though DDIM is easier to copy.
 """
+
 from __future__ import annotations
 
 import torch

@@ -32,6 +32,7 @@ forward-AD formulas (pytorch#128971). The JVP is taken through the bare network 
 is given; under DDP the trainer wraps the whole objective, so the JVP never sees the DDP
 wrapper, and the gradients of u flow back through ordinary autograd into DDP's hooks.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -42,9 +43,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from difflm.config import Config
 from difflm.diffusion.flowmap import FlowPath, average_velocity
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.diffusion.paths import per_example
 from difflm.model.denoiser import Denoiser
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 
 
 @contextmanager

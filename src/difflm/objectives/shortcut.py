@@ -37,15 +37,16 @@ can represent exactly, where a jittered x0 lies off the embeddings.
 Target network: the official code builds targets with EMA weights; the trainer passes its
 EMA copy as `target` (held-out evaluation passes the evaluated weights themselves).
 """
+
 from __future__ import annotations
 
 import torch
 
 from difflm.config import Config
 from difflm.diffusion.flowmap import FlowPath, jump
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.diffusion.paths import per_example
 from difflm.model.denoiser import Denoiser
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 
 
 def bootstrap_target(

@@ -1,4 +1,5 @@
 """Samplers: one free function per algorithm, all with the signature of `base.py`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -25,6 +25,7 @@ from 0.46–0.52 to 0.60–0.67, where doubling DDIM's steps to as many evaluati
 (one run); on the bundled grammar it added 5–7 points of exactly grammatical samples to
 DDPM, DDIM and DPM-Solver++ at equal evaluations.
 """
+
 from __future__ import annotations
 
 import math
@@ -88,8 +89,10 @@ class SelfConditioningGuidance(GuidedDenoiser):
 
     def __init__(self, denoiser: Denoiser | DenoiserWrapper, scale: float) -> None:
         if not getattr(denoiser, "self_conditioning", False):
-            raise ValueError("self-conditioning guidance needs a run trained with self-conditioning "
-                             "(--set model.self_condition=true)")
+            raise ValueError(
+                "self-conditioning guidance needs a run trained with self-conditioning "
+                "(--set model.self_condition=true)"
+            )
         super().__init__(denoiser, scale)
 
     def __call__(

@@ -9,6 +9,7 @@ A sampler is a free function with one signature (k-diffusion style):
 `__call__`, `.schedule`, `.embedding` and `.self_conditioning`); `shape` is
 (B, L, d). Samplers never know which constraint a guidance object enforces.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

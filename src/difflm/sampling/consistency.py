@@ -19,6 +19,7 @@ re-noised point of step k is a draw of N(f, (σ_k² − σ_min²)·I), which gui
 VP view (divided by √(1 + σ_k²), at the schedule time of σ_k), as it edits DDPM's steps.
 Tokens are the nearest word embeddings of the last f.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

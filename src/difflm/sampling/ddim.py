@@ -7,6 +7,7 @@ Notation (as in diffusers' scheduling_ddim.py):
     x̂0, ε̂       the denoiser's estimate of x0 and the noise it implies
     σ_t(η)      η·√β̃, the step's noise scale; η = 0 is deterministic DDIM, η = 1 ancestral DDPM
 """
+
 from __future__ import annotations
 
 from functools import partial

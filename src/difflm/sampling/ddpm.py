@@ -11,6 +11,7 @@ Each step draws x_s ~ N(μ̃, β̃), the fixed "small" variance; on a respaced g
 becomes β_{t|s} = 1 − ᾱ_t/ᾱ_s (improved-diffusion's respacing). The step onto x0 has
 β̃ = 0, so the sample ends on x̂0.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

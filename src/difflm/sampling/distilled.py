@@ -13,6 +13,7 @@ Grammar corpus, the student of an L = 24 run's 8-step tied-noise DDPM sampler (t
 DDPM 200: 17.0% grammatical), 512 samples: one step 5.9%; two steps 13.3 / 15.2 / 16.0 /
 16.0 / 14.5% with t_r = 0.3 / 0.4 / 0.5 / 0.6 / 0.7 (docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -72,8 +73,10 @@ def sample(
     schedule = denoiser.schedule
     index = max(round(refine_from * schedule.num_steps) - 1, 0)
     if steps - 1 > index + 1:
-        raise ValueError(f"{steps - 1} refinement steps do not fit below refine_from={refine_from} "
-                         f"({index + 1} training steps); raise refine_from or lower steps")
+        raise ValueError(
+            f"{steps - 1} refinement steps do not fit below refine_from={refine_from} "
+            f"({index + 1} training steps); raise refine_from or lower steps"
+        )
     abar = float(schedule.alphas_cumprod[index])
     mean, std = abar**0.5 * draft.x0, (1 - abar) ** 0.5
     x = mean + std * torch.randn(draft.x0.shape, generator=generator, device=mean.device, dtype=mean.dtype)
@@ -82,8 +85,17 @@ def sample(
     # 3. K − 1 DDPM steps from there, numbered after the draft for the callback
     shifted = None if callback is None else lambda info: callback(replace(info, step=info.step + 1))
     refined = walk(
-        ddpm.update, denoiser, shape, steps=steps - 1, grid=grid, generator=generator, callback=shifted,
-        guidance=guidance, start=x, start_index=index, **options,
+        ddpm.update,
+        denoiser,
+        shape,
+        steps=steps - 1,
+        grid=grid,
+        generator=generator,
+        callback=shifted,
+        guidance=guidance,
+        start=x,
+        start_index=index,
+        **options,
     )
     return SampleOutput(
         x0=refined.x0, tokens=refined.tokens, trajectory=draft.trajectory + refined.trajectory, nfe=steps

@@ -39,6 +39,7 @@ then holds the edited x_s as tightly as it holds a DDPM step on the same grid, f
 its defaults were chosen. (Deterministic DDIM passes σ = 0, which guidance replaces by a
 fixed `fallback_variance`; that scale ignores how long the step is.)
 """
+
 from __future__ import annotations
 
 import math
@@ -52,6 +53,7 @@ from difflm.sampling.grid import WALK_OPTIONS, check_options, walk
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
+
 
 def half_log_snr(abar: float) -> float:
     """λ = log(α/σ) = ½·log(ᾱ/(1 − ᾱ)) for 0 < ᾱ < 1."""

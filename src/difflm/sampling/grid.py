@@ -16,6 +16,7 @@ standard deviation of the Gaussian that x_s is drawn from. An ODE solver (`draw_
 False) takes the mean as x_s; its standard deviation then only tells guidance how far
 x_s may be moved.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,7 @@ GRIDS = ("time", "trailing", "logsnr")
 
 
 def check_step_count(steps: object, limit: int | None = None) -> None:
-    """Raise ValueError unless `steps` is an integer K ≥ 1, and K ≤ `limit` (the training steps a grid can visit) if given."""
+    """Raise ValueError unless `steps` is an integer K ≥ 1, and K ≤ `limit` (the steps a grid can visit) if given."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or (limit is not None and steps > limit):
         bound = "≥ 1" if limit is None else f"in [1, {limit}] (the training steps T)"
         raise ValueError(f"steps must be an integer {bound}, got {steps!r}")

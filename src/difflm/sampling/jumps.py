@@ -10,6 +10,7 @@ The last jump lands on x̂0. The walk starts from the VP state x_T = ε of DDPM/
 hands callbacks, trajectories and guidance VP states with their schedule times, as they do;
 the steps are deterministic, so guidance gets the new state as its mean and σ = 0.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -4,6 +4,7 @@ One step is x = x_1 − u(x_1, 0, 1), which with the x0-adapter is the network's
 noise with jump 1. Any K ≥ 1 works (the jump input is continuous); the grid is uniform in
 the path time s. See `difflm.diffusion.meanflow` for the model and `sampling.jumps` for the loop.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -44,4 +45,6 @@ def sample(
     """
     check_options(options, COMMON_OPTIONS)
     check_step_count(steps)
-    return jump_walk(denoiser, shape, uniform_grid(steps), generator=generator, callback=callback, guidance=guidance, **options)
+    return jump_walk(
+        denoiser, shape, uniform_grid(steps), generator=generator, callback=callback, guidance=guidance, **options
+    )

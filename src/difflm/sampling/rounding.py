@@ -17,6 +17,7 @@ the demo, the benches) sharpens with `SAMPLING_TEMPERATURE` unless told otherwis
 How the temperature trades quality, length and diversity is measured in docs/benchmarks.md
 ("Sampling temperature"). Sharpening is mode-seeking: sentences get shorter and less varied.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class Rounding:
     clamp_at: float | None = None
 
     @classmethod
-    def of(cls, schedule: NoiseSchedule, *, temperature: float | None = None, clamp_from: int | None = None) -> Rounding:
+    def of(
+        cls, schedule: NoiseSchedule, *, temperature: float | None = None, clamp_from: int | None = None
+    ) -> Rounding:
         """Validate the sampler options `temperature` (None: 1, the model's own x̂0) and `clamp_from`.
 
         Raises:

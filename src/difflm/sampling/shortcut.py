@@ -4,6 +4,7 @@ The network was trained on jumps d ∈ {1, 1/2, …, 2^-levels} (`shortcut.level
 to 2^levels steps use trained jump sizes; K = 1 is x = f(x_1, 1, 1). See
 `difflm.diffusion.shortcut` for the model and `sampling.jumps` for the loop.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -45,4 +46,6 @@ def sample(
     check_options(options, COMMON_OPTIONS)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or steps & (steps - 1):
         raise ValueError(f"shortcut sampling takes a power of two of steps (1, 2, 4, …), got {steps!r}")
-    return jump_walk(denoiser, shape, uniform_grid(steps), generator=generator, callback=callback, guidance=guidance, **options)
+    return jump_walk(
+        denoiser, shape, uniform_grid(steps), generator=generator, callback=callback, guidance=guidance, **options
+    )

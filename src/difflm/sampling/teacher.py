@@ -8,6 +8,7 @@ Notation (`difflm.objectives.distillation` says why DDPM with tied noise is the 
     S(x_T)       the words of K steps of the teacher's sampler on the trailing grid from x_T:
                  DDPM with the step noises z_k, or DDIM with η = 0
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -35,7 +36,9 @@ def tied_noise(x_T: torch.Tensor, step: int) -> torch.Tensor:
     return x_T @ step_rotation(step, x_T.shape[-1]).to(x_T)
 
 
-def teacher_words(teacher: Denoiser, x_T: torch.Tensor, *, sampler: str, steps: int, temperature: float) -> torch.Tensor:
+def teacher_words(
+    teacher: Denoiser, x_T: torch.Tensor, *, sampler: str, steps: int, temperature: float
+) -> torch.Tensor:
     """S(x_T): the word ids [B, L] that `steps` steps of the teacher's sampler write from x_T.
 
     `sampler` is "ddim" (η = 0) or "ddpm" (with the tied noise z_k).
@@ -44,6 +47,12 @@ def teacher_words(teacher: Denoiser, x_T: torch.Tensor, *, sampler: str, steps: 
         raise ValueError(f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got {sampler!r}")
     update = ddpm.update if sampler == "ddpm" else partial(ddim.update, eta=0.0)
     return walk(
-        update, teacher, tuple(x_T.shape), steps=steps, grid="trailing", temperature=temperature,
-        start=x_T, noise=lambda n: tied_noise(x_T, n),
+        update,
+        teacher,
+        tuple(x_T.shape),
+        steps=steps,
+        grid="trailing",
+        temperature=temperature,
+        start=x_T,
+        noise=lambda n: tied_noise(x_T, n),
     ).tokens

@@ -10,6 +10,7 @@ however the wrappers above it batch their calls (CFG's 2B rows, guidance's extra
 shared prediction that makes none), rows / B is the number of network evaluations per
 sample, the one count `pipeline.generate` reports as `nfe`.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

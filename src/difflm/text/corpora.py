@@ -29,12 +29,7 @@ from typing import TypeVar
 SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
 
 # Slot names as spelled in the official CSV (canonical) and in Diffusion-LM's src1 files.
-_SLOT_ALIASES = {
-    **{s: s for s in SLOTS},
-    "Type": "eatType",
-    "price": "priceRange",
-    "family friendly": "familyFriendly",
-}
+_SLOT_ALIASES = {**{s: s for s in SLOTS}, "Type": "eatType", "price": "priceRange", "family friendly": "familyFriendly"}
 
 # Bundled corpora whose module registers them on import; imported only when asked for.
 _LAZY_MODULES = {"grammar": "difflm.text.grammar"}
@@ -145,9 +140,7 @@ def read_corpus(spec: str) -> Corpus:
         _ensure_registered(spec)
         return _REGISTRY[spec]()
     names = ", ".join(sorted({*_REGISTRY, *_LAZY_MODULES}))
-    raise CorpusError(
-        f"unknown corpus {spec!r}: expected lines:PATH, e2e:PATH[,PATH...] or a bundled name ({names})"
-    )
+    raise CorpusError(f"unknown corpus {spec!r}: expected lines:PATH, e2e:PATH[,PATH...] or a bundled name ({names})")
 
 
 def split(examples: Sequence[T], holdout: float | int, seed: int) -> tuple[list[T], list[T]]:

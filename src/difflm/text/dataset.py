@@ -4,6 +4,7 @@ The split is a function of (corpus, data.holdout, train.seed) only, so the train
 classifier trainer and evaluation (novelty, the human reference rows) see the same
 held-out sentences.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ class Dataset:
 
 
 def split_rows(config: Config, rows: Sequence[T]) -> tuple[list[T], list[T]]:
-    """The run's (training, held-out) split of corpus rows: `data.holdout` rows (a share if < 1), seeded by `train.seed`."""
+    """The run's (training, held-out) split of rows: `data.holdout` rows (a share if < 1), seeded by `train.seed`."""
     holdout = config.data.holdout
     return split(rows, int(holdout) if holdout >= 1 else holdout, config.train.seed)
 
@@ -82,4 +83,6 @@ def split_sentences(config: Config, vocab: Vocab | None = None) -> tuple[list[li
     human reference rows of an evaluation are measured against.
     """
     data = prepare_data(config, vocab=vocab)
-    return [data.vocab.decode(row.tolist()) for row in data.train], [data.vocab.decode(row.tolist()) for row in data.valid]
+    return [data.vocab.decode(row.tolist()) for row in data.train], [
+        data.vocab.decode(row.tolist()) for row in data.valid
+    ]

@@ -10,6 +10,7 @@ it. The label set is saved as JSON (never pickle) so that sampling can map
     labels.encode([{"food": "Italian"}])      # -> float tensor [1, P]
     labels.save(run / "conditions.json")
 """
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,16 @@ def pair_label(slot: str, value: str) -> str:
 
 
 def parse_pair(spec: str) -> tuple[str, str]:
-    """"food=Italian" -> ("food", "Italian"); ValueError unless it is SLOT=VALUE."""
+    """ "food=Italian" -> ("food", "Italian"); ValueError unless it is SLOT=VALUE."""
     slot, sep, value = (part.strip() for part in spec.partition("="))
     if not sep or not slot or not value:
         raise ValueError(f"attribute must be SLOT=VALUE, e.g. food=Italian, got {spec!r}")
     return slot, value
 
 
-def multi_hot(slot_maps: Sequence[Mapping[str, str]], labels: Sequence[str], *, strict: bool = True,
-              owner: str = "these labels") -> torch.Tensor:
+def multi_hot(
+    slot_maps: Sequence[Mapping[str, str]], labels: Sequence[str], *, strict: bool = True, owner: str = "these labels"
+) -> torch.Tensor:
     """Multi-hot float tensor [B, P] of the pairs each mapping holds, over `labels` (P of them).
 
     Args:
@@ -94,8 +96,9 @@ class SlotLabels:
         """
         pairs = sorted({pair_label(s, v) for slots in slot_maps for s, v in slots.items()})
         if not pairs:
-            raise ValueError("the corpus has no slot annotations: conditioning on slots needs "
-                             "the grammar corpus or an e2e: corpus")
+            raise ValueError(
+                "the corpus has no slot annotations: conditioning on slots needs the grammar corpus or an e2e: corpus"
+            )
         return cls(pairs)
 
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 The bundled grammar has gold tags; E2E-style corpora are tagged here, for POS classifiers
 and for judging POS control.
 """
+
 from __future__ import annotations
 
 import functools

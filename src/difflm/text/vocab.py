@@ -56,13 +56,7 @@ class Vocab:
             self._ids[token] = i
 
     @classmethod
-    def build(
-        cls,
-        sentences: Iterable[Sequence[str]],
-        *,
-        min_count: int = 1,
-        max_size: int | None = None,
-    ) -> Vocab:
+    def build(cls, sentences: Iterable[Sequence[str]], *, min_count: int = 1, max_size: int | None = None) -> Vocab:
         """Counts the words of a corpus and keeps the frequent ones.
 
         Args:
@@ -139,11 +133,7 @@ class Vocab:
         return words
 
     def encode_batch(
-        self,
-        sentences: Sequence[Sequence[str]],
-        max_len: int,
-        *,
-        overlong: Literal["truncate", "refuse"] = "truncate",
+        self, sentences: Sequence[Sequence[str]], max_len: int, *, overlong: Literal["truncate", "refuse"] = "truncate"
     ) -> tuple[torch.Tensor, int]:
         """Encodes sentences into fixed-length rows ``START w1..wn END PAD...``.
 

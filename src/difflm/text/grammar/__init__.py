@@ -56,9 +56,7 @@ def default_parser() -> ChartParser:
     return ChartParser(default_grammar())
 
 
-def make_splits(
-    seed: int = 0, sizes: tuple[int, int, int] = (50000, 2000, 2000)
-) -> dict[str, list[GrammarSentence]]:
+def make_splits(seed: int = 0, sizes: tuple[int, int, int] = (50000, 2000, 2000)) -> dict[str, list[GrammarSentence]]:
     """Samples train / valid / test sets from the default grammar.
 
     Each split has its own random stream derived from ``seed``, so changing one size leaves

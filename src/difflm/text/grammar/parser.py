@@ -94,12 +94,7 @@ class ChartParser:
     """
 
     def __init__(
-        self,
-        grammar: Grammar,
-        *,
-        batch_scores: int = 1 << 22,
-        min_batch: int = 256,
-        num_threads: int | None = 1,
+        self, grammar: Grammar, *, batch_scores: int = 1 << 22, min_batch: int = 256, num_threads: int | None = 1
     ) -> None:
         self.grammar = grammar
         self.batch_scores = batch_scores

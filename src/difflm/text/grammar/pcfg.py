@@ -25,7 +25,7 @@ import math
 import random
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -33,9 +33,7 @@ from typing import NamedTuple, Union
 
 from difflm.text.grammar.tree import Tree
 
-UPOS_TAGS = frozenset(
-    "ADJ ADP ADV AUX CCONJ DET INTJ NOUN NUM PART PRON PROPN PUNCT SCONJ SYM VERB X".split()
-)
+UPOS_TAGS = frozenset("ADJ ADP ADV AUX CCONJ DET INTJ NOUN NUM PART PRON PROPN PUNCT SCONJ SYM VERB X".split())
 
 _RULE = re.compile(r"(?P<weight>\S+)\s+(?P<lhs>\S+)\s+->\s+(?P<rhs>[^{]+?)\s*(?:\{(?P<slots>[^}]*)\})?")
 
@@ -119,9 +117,7 @@ class Grammar:
                 if isinstance(x, Terminal) and x.tag not in UPOS_TAGS:
                     raise ValueError(f"tag {x.tag!r} of word {x.word!r} is not a UPOS tag")
             totals[rule.lhs] = totals.get(rule.lhs, 0.0) + rule.prob
-        self.rules: tuple[Rule, ...] = tuple(
-            Rule(r.lhs, r.rhs, r.prob / totals[r.lhs], r.slots) for r in rules
-        )
+        self.rules: tuple[Rule, ...] = tuple(Rule(r.lhs, r.rhs, r.prob / totals[r.lhs], r.slots) for r in rules)
         self.start = start
         self.length_range = length_range
         self.nonterminals: tuple[str, ...] = tuple(totals)
