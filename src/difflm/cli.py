@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import NoReturn
 
 #: Settings of `difflm demo`: the default recipe, sized to train in a few CPU minutes.
 # The demo trains on the 92% of the bundled sentences that fit in L = 24 (≤ 22 words):
@@ -29,7 +30,7 @@ class UserError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
@@ -254,7 +255,8 @@ def cmd_control(args: argparse.Namespace) -> None:
 
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
     specs = {name: getattr(args, name) for name in control.FACTORIES}
-    condition, checks = None, []
+    condition = None
+    checks: list[control.Checkable] = []
     if args.cfg_scale is not None:  # --attribute is the condition; the classifier joins only if weighted
         if args.attribute is None:
             raise UserError("--cfg-scale needs --attribute SLOT=VALUE: the slot value to guide towards")
@@ -325,6 +327,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise UserError("--reference needs --teacher (the held-out sentences come from the teacher's corpus split)")
     report = {"samples": evaluate(texts, teacher=teacher, training=training, reference=reference, grammar=grammar)}
     if args.reference:
+        assert reference is not None  # --reference without --teacher was refused above
         report["reference"] = evaluate(
             reference, teacher=teacher, training=training, reference=reference, grammar=grammar
         )
@@ -349,6 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     pipe = difflm.load(args.out)
     texts = pipe.sample(DEMO_SAMPLES, seed=0)
     judged = config.data.corpus == "grammar"
+    verdicts: list[bool | None]
     if judged:
         from difflm.text.grammar import default_parser
 
@@ -360,7 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for text, ok in list(zip(texts, verdicts))[:10]:
         print(f"  {'' if ok is None else ('✓ ' if ok else '✗ ')}{text}")
     if judged:
-        print(f"\ngrammatical: {sum(verdicts) / len(verdicts):.0%} of {len(texts)} samples")
+        print(f"\ngrammatical: {verdicts.count(True) / len(verdicts):.0%} of {len(texts)} samples")
     _demo_control(pipe)
 
 
@@ -371,7 +375,10 @@ def _demo_control(pipe) -> None:  # noqa: ANN001 - a diffusion Pipeline
     length, keyword = DEMO_CONTROL
     if keyword not in pipe.vocab:
         return  # a corpus without the demo's keyword: nothing sensible to show
-    constraints = [control.Length(length, max_len=pipe.config.data.max_len), control.Keywords([keyword], pipe.vocab)]
+    constraints: list[control.Length | control.Keywords] = [
+        control.Length(length, max_len=pipe.config.data.max_len),
+        control.Keywords([keyword], pipe.vocab),
+    ]
     print(f"\ncontrolled samples (length = {length} words and the keyword '{keyword}'; gradient guidance):")
     for text in pipe.sample(5, constraints=constraints, seed=0):
         ok = all(c.satisfied(text.split()) for c in constraints)

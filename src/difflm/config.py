@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -41,7 +41,7 @@ class DataConfig:
     corpus: str = "grammar"
     max_len: int = 48
     min_count: int = 1
-    overlong: str = "truncate"
+    overlong: Literal["truncate", "skip", "refuse"] = "truncate"
     holdout: float = 0.02
 
 
@@ -248,9 +248,10 @@ class Config:
         unknown = set(raw) - set(sections)
         if unknown:
             raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(sections)}")
-        parts = {}
+        parts: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            section_cls = f.default_factory  # type: ignore[misc]
+            section_cls = f.default_factory
+            assert isinstance(section_cls, type)  # each section's default_factory is its dataclass
             values = raw.get(f.name) or {}
             if not isinstance(values, dict):
                 raise ValueError(f"config section '{f.name}' must be a mapping")

@@ -126,6 +126,8 @@ class Trainer(TrainingLoop):
         progress: show a tqdm bar (rank 0 only).
     """
 
+    ema: Denoiser | CausalLM  # the EMA copy of the model (TrainingLoop types it as any Module)
+
     def __init__(
         self, config: Config, run_dir: str | Path, *, corpus: Corpus | None = None, progress: bool = True
     ) -> None:
@@ -144,6 +146,7 @@ class Trainer(TrainingLoop):
         self.config = config
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        self.teacher: Denoiser | None
         self.teacher, teacher_vocab = load_teacher(config) if config.train.teacher else (None, None)
         vocab = Vocab.load(run_dir / "vocab.json") if self.resuming else teacher_vocab
         conditions = load_conditions(config, run_dir) if self.resuming else None
@@ -159,7 +162,9 @@ class Trainer(TrainingLoop):
         self.tokens_per_step = config.train.batch_size * config.data.max_len * world
         if self.resuming:
             self._load_state()
-        self.objective: torch.nn.Module = Objective(model, config, frozen_networks(config, self.ema, self.teacher))
+        # The EMA is the target only of a denoiser's objective: the autoregressive loss reads nothing frozen.
+        target = self.ema if isinstance(self.ema, Denoiser) else None
+        self.objective: torch.nn.Module = Objective(model, config, frozen_networks(config, target, self.teacher))
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.objective = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)

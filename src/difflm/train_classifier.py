@@ -140,7 +140,7 @@ def annotated_splits(
             )
         return [(ex.tokens, ex.slots) for ex in train_ex], [(ex.tokens, ex.slots) for ex in held_ex]
     tags = spacy_pos_tags([ex.tokens for ex in train_ex + held_ex], spacy_model)
-    pairs = [(ex.tokens, tag) for ex, tag in zip(train_ex + held_ex, tags)]
+    pairs: list[tuple[Sequence[str], Label]] = [(ex.tokens, tag) for ex, tag in zip(train_ex + held_ex, tags)]
     return pairs[: len(train_ex)], pairs[len(train_ex) :]
 
 
@@ -161,7 +161,8 @@ def make_target(classifier: LatentClassifier, labels: Sequence[Label], length: i
     """The target tensor of a batch of raw labels (built per batch: full tree charts would not fit in memory)."""
     if isinstance(classifier, AttributeClassifier):
         return classifier.target(labels)
-    return classifier.target(labels, length)  # type: ignore[attr-defined]
+    assert isinstance(classifier, (PosClassifier, TreeClassifier))  # the other two tasks
+    return classifier.target(labels, length)
 
 
 def noisy_latents(

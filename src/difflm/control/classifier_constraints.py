@@ -113,7 +113,10 @@ class ClassifierConstraint:
                 "which is not available offline; tree and span checks work on the bundled grammar corpus"
             )
         result = grammar_parse(tuple(words))
-        return ParseTree.from_string(result.tree) if result.grammatical else None
+        if not result.grammatical:
+            return None
+        assert result.tree is not None  # a grammatical parse has its Viterbi tree
+        return ParseTree.from_string(result.tree)
 
     def _on(self, device: torch.device) -> LatentClassifier:
         """The classifier on x's device (moved once)."""
@@ -275,7 +278,8 @@ class Span(ClassifierConstraint):
 
     def _log_prob(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         self._check_range(x.shape[1])
-        return classifier.span_log_prob(x, t, self.i, self.j, self.label)  # type: ignore[attr-defined]
+        assert isinstance(classifier, TreeClassifier)  # a tree classifier: checked in __init__
+        return classifier.span_log_prob(x, t, self.i, self.j, self.label)
 
 
 class Attribute(ClassifierConstraint):
@@ -298,7 +302,8 @@ class Attribute(ClassifierConstraint):
         self, slot: str, value: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
     ) -> None:
         super().__init__(run, weight=weight, judge=judge)
-        values = self.classifier.values()  # type: ignore[attr-defined]
+        assert isinstance(self.classifier, AttributeClassifier)  # an attribute classifier: checked in __init__
+        values = self.classifier.values()
         if slot not in values:
             raise ValueError(f"unknown slot {slot!r}; valid slots: {', '.join(values)}")
         if value not in values[slot]:

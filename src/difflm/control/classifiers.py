@@ -203,6 +203,8 @@ class AttributeClassifier(LatentClassifier):
     Targets are multi-hot float tensors [B, P] over `labels` ("slot=value" strings).
     """
 
+    slot_of: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__(config)
         P, H = len(config.labels), config.hidden
@@ -393,7 +395,9 @@ class TreeClassifier(LatentClassifier):
         return logp[:, members].logsumexp(-1)
 
     def output_bias(self) -> torch.Tensor:
-        return self.label[-1].bias
+        last = self.label[-1]
+        assert isinstance(last, nn.Linear)
+        return last.bias
 
     def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         i, j = self._scored_cells(target)

@@ -33,7 +33,7 @@ from difflm.text.vocab import Vocab
 
 if TYPE_CHECKING:
     from difflm.control.specs import SpecContext
-    from difflm.model.denoiser import Denoiser
+    from difflm.sampling.wrappers import DenoiserLike
 
 
 @runtime_checkable
@@ -47,7 +47,7 @@ class Checkable(Protocol):
         ...
 
 
-def word_log_probs(denoiser: Denoiser, x: torch.Tensor, t: float) -> torch.Tensor:
+def word_log_probs(denoiser: DenoiserLike, x: torch.Tensor, t: float) -> torch.Tensor:
     """log p_i(w) from the denoiser's word logits at (x, t): [B, L, d] -> [B, L, V]."""
     times = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
     return denoiser(x, times).logits.log_softmax(-1)
@@ -93,7 +93,7 @@ class Length:
             raise ValueError(f"length must be an integer, got {spec!r}") from None
         return cls(n, max_len=context.max_len, weight=weight)
 
-    def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t: float, denoiser: DenoiserLike) -> torch.Tensor:
         """log p(length = n | x) as a product over positions (see the module docstring)."""
         _check_length(x, self.max_len, f"Length({self.n})")
         lp = word_log_probs(denoiser, x, t)
@@ -156,7 +156,7 @@ class Infill:
         """From the CLI: `--infill "The ___ serves ___ food ."`."""
         return cls(spec, context.vocab, max_len=context.max_len, weight=weight)
 
-    def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t: float, denoiser: DenoiserLike) -> torch.Tensor:
         """Σ over known positions of log p_i(w_i): [B]."""
         _check_length(x, self.max_len, "the infill template")
         lp = word_log_probs(denoiser, x, t)
@@ -164,7 +164,7 @@ class Infill:
         return lp.gather(-1, ids.expand(lp.shape[:2])[..., None])[..., 0][:, known].sum(-1)
 
     def overwrite(
-        self, x: torch.Tensor, t: float, denoiser: Denoiser, generator: torch.Generator | None
+        self, x: torch.Tensor, t: float, denoiser: DenoiserLike, generator: torch.Generator | None
     ) -> torch.Tensor:
         """x_t with known positions replaced by √ᾱ(t)·EMB(w) + √(1 − ᾱ(t))·ε."""
         _check_length(x, self.max_len, "the infill template")
@@ -221,7 +221,7 @@ class Keywords:
             raise ValueError(f"{len(words)} keywords cannot fit in {context.max_len - 2} word positions")
         return cls(words, context.vocab, weight=weight)
 
-    def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t: float, denoiser: DenoiserLike) -> torch.Tensor:
         """Σ_k log p(k appears at least once | x): [B]."""
         lp = word_log_probs(denoiser, x, t)[:, 1:]  # [B, L−1, V]; START's position cannot hold a word
         ids = self.ids.to(lp.device)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from difflm.sampling.base import SampleOutput
-from difflm.sampling.wrappers import DenoiserWrapper
+from difflm.sampling.wrappers import DenoiserLike, DenoiserWrapper
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser, Prediction
@@ -69,7 +69,7 @@ class Constraint(Protocol):
 
     weight: float
 
-    def log_prob(self, x: torch.Tensor, t: float, denoiser: Denoiser) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t: float, denoiser: DenoiserLike) -> torch.Tensor:
         """log p(c | x) for a latent x [B, L, d] at time t: [B], differentiable in x.
 
         `denoiser` is the model being sampled (wrapped so that constraints reading the
@@ -83,7 +83,7 @@ class FixesPositions(Protocol):
     """Optional hooks of a constraint that knows some words outright (infilling)."""
 
     def overwrite(
-        self, x: torch.Tensor, t: float, denoiser: Denoiser, generator: torch.Generator | None
+        self, x: torch.Tensor, t: float, denoiser: DenoiserLike, generator: torch.Generator | None
     ) -> torch.Tensor:
         """x [B, L, d] with its known positions replaced by a draw of q(x_t | EMB(w))."""
         ...

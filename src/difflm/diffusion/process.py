@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,13 @@ def q_sample(x0: torch.Tensor, abar: Abar, noise: torch.Tensor) -> torch.Tensor:
 # --- posteriors -------------------------------------------------------------------------
 
 
+# Floats give a float (a sampler's step), a tensor anywhere gives a tensor (a table of steps).
+@overload
+def posterior_variance(abar_t: float, abar_s: float) -> float: ...
+@overload
+def posterior_variance(abar_t: torch.Tensor, abar_s: Abar) -> torch.Tensor: ...
+@overload
+def posterior_variance(abar_t: Abar, abar_s: torch.Tensor) -> torch.Tensor: ...
 def posterior_variance(abar_t: Abar, abar_s: Abar) -> Abar:
     """β̃ = (1 − ᾱ_s)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_s), the variance of q(x_s | x_t, x0) (DDPM eq. 7).
 
@@ -53,6 +61,12 @@ def posterior_variance(abar_t: Abar, abar_s: Abar) -> Abar:
     return (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
 
 
+@overload
+def posterior_between(
+    x0: torch.Tensor, x_t: torch.Tensor, abar_t: float, abar_s: float
+) -> tuple[torch.Tensor, float]: ...
+@overload
+def posterior_between(x0: torch.Tensor, x_t: torch.Tensor, abar_t: Abar, abar_s: Abar) -> tuple[torch.Tensor, Abar]: ...
 def posterior_between(x0: torch.Tensor, x_t: torch.Tensor, abar_t: Abar, abar_s: Abar) -> tuple[torch.Tensor, Abar]:
     """q(x_s | x_t, x0) for any two noise levels ᾱ_t < ᾱ_s (a respaced step, or s = t-1).
 

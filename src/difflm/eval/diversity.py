@@ -50,7 +50,7 @@ def bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: 
         return 0.0
     log_precision = 0.0
     for n in range(1, max_n + 1):
-        max_ref = Counter()
+        max_ref: Counter[tuple[str, ...]] = Counter()
         for ref in references:
             max_ref |= _ngrams(ref, n)
         hyp = _ngrams(hypothesis, n)

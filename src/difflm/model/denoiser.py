@@ -171,6 +171,7 @@ class Denoiser(nn.Module):
             h = h + self.word_posterior_logits(x_t, abar).softmax(-1) @ self.word_in
         time = self.time_mlp(timestep_embedding(t, h.shape[-1], self.time_scale).to(h.dtype))  # [B, H]
         if cond is not None:
+            assert self.cond_proj is not None  # a cond without conditioning was refused above
             time = time + self.cond_proj(cond.to(h.dtype))
         if self.jump_mlp is not None:
             jump = torch.zeros_like(t) if jump is None else jump

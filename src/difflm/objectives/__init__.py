@@ -34,11 +34,13 @@ __all__ = [
 
 
 class Objective(Protocol):
+    # Positional-only: each loss names its network after its kind (denoiser, model).
     def __call__(
         self,
         model: Any,
         batch: Batch,
         config: Config,
+        /,
         *,
         generator: torch.Generator | None = None,
         frozen: Frozen = ...,

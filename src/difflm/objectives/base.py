@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -69,21 +69,31 @@ class LossOutput:
         return cls(loss=loss, terms={"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
 
 
+class _DrawKwargs(TypedDict):
+    """Where `Draws` draws: the generator and its device."""
+
+    generator: torch.Generator | None
+    device: torch.device
+
+
 class Draws:
     """A loss's randomness: drawn on the generator's device (reproducible), then moved to the model's."""
 
     def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
         self.device = device
-        self.kwargs = {"generator": generator, "device": generator.device if generator is not None else device}
+        self.kwargs: _DrawKwargs = {
+            "generator": generator,
+            "device": generator.device if generator is not None else device,
+        }
 
     def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, **self.kwargs).to(self.device)  # type: ignore[call-overload]
+        return torch.randn(shape, **self.kwargs).to(self.device)
 
     def rand(self, n: int) -> torch.Tensor:
-        return torch.rand(n, **self.kwargs).to(self.device)  # type: ignore[call-overload]
+        return torch.rand(n, **self.kwargs).to(self.device)
 
     def randint(self, low: int, high: int, n: int) -> torch.Tensor:
-        return torch.randint(low, high, (n,), **self.kwargs).to(self.device)  # type: ignore[call-overload]
+        return torch.randint(low, high, (n,), **self.kwargs).to(self.device)
 
 
 def word_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

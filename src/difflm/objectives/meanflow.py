@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -75,7 +76,9 @@ def average_velocity_and_derivative(
         return average_velocity(x, path.predict(denoiser, x, s, s - r).x0, s)
 
     with forward_ad_ready(x.device.type):
-        return torch.func.jvp(u_of, (x, s, r), (v, torch.ones_like(s), torch.zeros_like(r)))
+        # Without has_aux, jvp returns the pair (output, its JVP); its annotation also allows an aux's triple.
+        result = torch.func.jvp(u_of, (x, s, r), (v, torch.ones_like(s), torch.zeros_like(r)))
+        return cast("tuple[torch.Tensor, torch.Tensor]", result)
 
 
 def meanflow_target(dudt: torch.Tensor, v: torch.Tensor, r: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from difflm.model.denoiser import Prediction
-from difflm.sampling.wrappers import DenoiserWrapper
+from difflm.sampling.wrappers import DenoiserLike, DenoiserWrapper
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -50,7 +50,7 @@ def check_scale(scale: float) -> float:
     return float(scale)
 
 
-def extrapolate(denoiser: Denoiser, strong: Prediction, weak: Prediction, scale: float) -> Prediction:
+def extrapolate(denoiser: DenoiserLike, strong: Prediction, weak: Prediction, scale: float) -> Prediction:
     """f̃ = f_weak + w·(f − f_weak) of two predictions at the same (x_t, t), as the denoiser's Prediction."""
     if denoiser.config.predict == "logits":
         return denoiser.from_logits(weak.logits + scale * (strong.logits - weak.logits))

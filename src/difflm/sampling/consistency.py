@@ -94,8 +94,8 @@ def sample(
         trajectory: list[torch.Tensor] = []
         for n, sigma in enumerate(tqdm(sigmas, disable=not progress)):
             sig = torch.full((batch,), sigma, device=device, dtype=dtype)
-            scale, t = edm_to_vp(denoiser.schedule, sig)
-            scale = float(scale[0])
+            scales, t = edm_to_vp(denoiser.schedule, sig)
+            scale = float(scales[0])
             if n > 0:
                 # 1. re-noise the last f to σ_k; guidance edits the noisy point's VP view
                 std = (sigma**2 - sigma_min**2) ** 0.5

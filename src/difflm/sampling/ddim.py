@@ -11,7 +11,7 @@ Notation (as in diffusers' scheduling_ddim.py):
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -50,7 +50,7 @@ def sample(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     guidance: Guidance | None = None,
-    **options: object,
+    **options: Any,
 ) -> SampleOutput:
     """Sample with K = `steps` DDIM steps.
 

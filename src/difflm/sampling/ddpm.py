@@ -14,7 +14,7 @@ becomes β_{t|s} = 1 − ᾱ_t/ᾱ_s (improved-diffusion's respacing). The step 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,7 +40,7 @@ def sample(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     guidance: Guidance | None = None,
-    **options: object,
+    **options: Any,
 ) -> SampleOutput:
     """Sample with K = `steps` ancestral DDPM steps.
 

@@ -17,7 +17,7 @@ DDPM 200: 17.0% grammatical), 512 samples: one step 5.9%; two steps 13.3 / 15.2 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,7 +41,7 @@ def sample(
     callback: Callback | None = None,
     guidance: Guidance | None = None,
     refine_from: float = REFINE_FROM,
-    **options: object,
+    **options: Any,
 ) -> SampleOutput:
     """Sample with K = `steps` evaluations: the draft, then K − 1 DDPM refinement steps.
 

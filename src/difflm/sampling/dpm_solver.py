@@ -43,7 +43,7 @@ fixed `fallback_variance`; that scale ignores how long the step is.)
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -101,7 +101,7 @@ def sample(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     guidance: Guidance | None = None,
-    **options: object,
+    **options: Any,
 ) -> SampleOutput:
     """Sample with K = `steps` DPM-Solver++(2M) steps (K denoiser evaluations).
 

@@ -13,16 +13,41 @@ sample, the one count `pipeline.generate` reports as `nfe`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 if TYPE_CHECKING:
+    from difflm.config import ModelConfig
+    from difflm.diffusion.schedules import NoiseSchedule
     from difflm.model.denoiser import Denoiser, Prediction
+    from difflm.model.embedding import WordEmbedding
+
+
+class DenoiserLike(Protocol):
+    """What readers of a denoiser's prediction ask of it: a `Denoiser` or any wrapper of one."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def schedule(self) -> NoiseSchedule: ...
+
+    @property
+    def embedding(self) -> WordEmbedding: ...
+
+    def __call__(
+        self, x_t: torch.Tensor, t: torch.Tensor, *, cond: Any = None, self_cond: torch.Tensor | None = None
+    ) -> Prediction: ...
+
+    def from_logits(self, logits: torch.Tensor) -> Prediction: ...
 
 
 class DenoiserWrapper:
     """What every wrapper shares: the wrapped denoiser, and delegation of its attributes.
+
+    The base call passes cond and self_cond on, the inputs every wrapper takes (`DenoiserLike`);
+    `CountedDenoiser`, next to the network, passes every input (a jump too).
 
     Args:
         denoiser: a denoiser or another wrapper.
@@ -31,8 +56,10 @@ class DenoiserWrapper:
     def __init__(self, denoiser: Denoiser | DenoiserWrapper) -> None:
         self.denoiser = denoiser
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **inputs: Any) -> Prediction:
-        return self.denoiser(x_t, t, **inputs)
+    def __call__(
+        self, x_t: torch.Tensor, t: torch.Tensor, *, cond: Any = None, self_cond: torch.Tensor | None = None
+    ) -> Prediction:
+        return self.denoiser(x_t, t, cond=cond, self_cond=self_cond)
 
     def __getattr__(self, name: str) -> Any:  # .schedule, .embedding, .config, ...
         if name == "denoiser":  # not set yet (copy/unpickle): do not recurse

@@ -299,7 +299,7 @@ def _read_csv(path: Path, text: str) -> Corpus:
         items = list(_CSV_SLOT.finditer(mr))
         if not items or "".join(m.group(0) for m in items) != mr:
             raise CorpusError(f"{where}: MR {mr!r} is not 'slot[value], slot[value], ...'")
-        corpus.examples.append(Example(tokens, _slots([m.groups() for m in items], where)))
+        corpus.examples.append(Example(tokens, _slots([(m.group(1), m.group(2)) for m in items], where)))
     return corpus
 
 

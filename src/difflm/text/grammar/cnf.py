@@ -197,14 +197,14 @@ class CNF:
         self.root = index[("nt", grammar.start)]
         self.terminals: dict[int, Terminal] = {i: key[1] for key, i in index.items() if key[0] == "word"}
         self.is_intermediate = [key[0] == "@" for key in index]
-        parent, left, right, logp, origin = zip(*binary) if binary else ((),) * 5
-        self.b_parent, self.b_left, self.b_right = (np.array(x, int) for x in (parent, left, right))
-        self._b_logp = np.array(logp, dtype=np.float64)
-        self.b_origin: list[int] = list(origin)
-        parent, child, logp, origin = zip(*unary) if unary else ((),) * 4
-        self._u_parent, self.u_child = list(parent), list(child)
-        self._u_logp = np.array(logp, dtype=np.float64)
-        self.u_origin: list[int] = list(origin)
+        b_parent, b_left, b_right, b_logp, b_origin = zip(*binary) if binary else ((),) * 5
+        self.b_parent, self.b_left, self.b_right = (np.array(x, int) for x in (b_parent, b_left, b_right))
+        self._b_logp = np.array(b_logp, dtype=np.float64)
+        self.b_origin: list[int] = list(b_origin)
+        u_parent, u_child, u_logp, u_origin = zip(*unary) if unary else ((),) * 4
+        self._u_parent, self.u_child = list(u_parent), list(u_child)
+        self._u_logp = np.array(u_logp, dtype=np.float64)
+        self.u_origin: list[int] = list(u_origin)
 
     def _close_unary(self) -> None:
         """U* and the best unary chains, over the symbols that occur in unary rules.

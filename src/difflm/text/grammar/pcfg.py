@@ -225,7 +225,7 @@ class Grammar:
     def _draw(self, symbol: int, rng: random.Random) -> Derivation:
         rule_ids, cumulative = self._choices[symbol]
         r = rule_ids[bisect_right(cumulative, rng.random())] if len(rule_ids) > 1 else rule_ids[0]
-        return r, tuple(self._draw(x, rng) if type(x) is int else x for x in self._rhs[r])
+        return r, tuple(self._draw(x, rng) if isinstance(x, int) else x for x in self._rhs[r])
 
     # ----------------------------------------------------------------- derivations
 
