@@ -54,6 +54,8 @@ def test_read_texts_text_and_jsonl(tmp_path):
 def test_evaluate_reports_every_metric_that_applies():
     report = evaluate(["a b c", "a b d"], training=[("a", "b", "c")])
     assert report["n"] == 2 and report["novelty"] == 0.5 and report["distinct_1"] == pytest.approx(4 / 6)
+    assert report["repeated_word"] == 0.0
+    assert evaluate(["is is a", "a b a", "c c"])["repeated_word"] == pytest.approx(2 / 3)  # back to back only
     assert "lm_score" not in report and "grammatical" not in report
 
 
@@ -89,5 +91,6 @@ def test_within_human_range_is_the_share_at_most_the_references_90th_percentile(
     samples = [" ".join(["w"] * k) for k in (2, 9, 10, 12)]
     out = evaluate(samples, teacher=teacher, reference=reference)
     assert out["within_human_range"] == 0.5 and out["lm_score"] == pytest.approx(math.exp(33 / 4))
+    assert out["below_human_median"] == 0.75  # NLLs 9, 10, 12 exceed the human median 5.5
     assert evaluate(reference, teacher=teacher, reference=reference)["within_human_range"] == pytest.approx(0.9)
     assert "within_human_range" not in evaluate(samples, teacher=teacher)  # no reference, no range

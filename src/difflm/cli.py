@@ -101,6 +101,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         "input with scale W (1 = off); default 2 on self-conditioned runs (the best measured), which "
         "makes two denoiser evaluations per step after the first",
     )
+    p.add_argument(
+        "--rounding",
+        choices=["factorized", "contextual"],
+        default=None,
+        help="how the last state becomes words: the run's contextual decoder or the per-position argmax "
+        "(default: the run's rounding.kind)",
+    )
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
 
@@ -219,7 +226,7 @@ def _sampling_options(args: argparse.Namespace) -> dict:
     options.update(
         {
             key: value
-            for key in ("temperature", "eta", "grid", "refine_from", "sc_guidance")
+            for key in ("temperature", "eta", "grid", "refine_from", "sc_guidance", "rounding")
             if (value := getattr(args, key, None)) is not None
         }
     )

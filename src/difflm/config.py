@@ -226,6 +226,34 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class RoundingConfig:
+    """How the last state becomes words (`model/contextual.py`, `objectives/contextual.py`).
+
+    Attributes:
+        kind: `factorized`, Diffusion-LM's per-position p(w_i | x_i) (the argmax of the
+            denoiser's word logits), or `contextual`: a small causal decoder
+            p(w_i | w_<i, memory) that reads the denoiser's hidden states at a low-noise
+            point x_{t_d} and writes left to right, trained jointly with the denoiser.
+        layers: decoder blocks.
+        hidden: decoder width (0: model.hidden).
+        t_min, t_max: training draws t_d ~ U[t_min, t_max].
+        t_sample: t_d at sampling: the sampler's final x̂0 is noised to it and read.
+        weight: weight of the decoder's cross-entropy in the training loss.
+    """
+
+    kind: str = "factorized"
+    layers: int = 2
+    hidden: int = 0
+    t_min: float = 0.0
+    t_max: float = 0.3
+    t_sample: float = 0.1
+    weight: float = 1.0
+
+
+ROUNDINGS = ("factorized", "contextual")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -235,6 +263,7 @@ class Config:
     meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    rounding: RoundingConfig = field(default_factory=RoundingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -319,9 +348,28 @@ class Config:
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
         ]
-        for ok, message in checks + self._generator_checks():
+        for ok, message in checks + self._generator_checks() + self._rounding_checks():
             if not ok:
                 raise ValueError(message)
+
+    def _rounding_checks(self) -> list[tuple[bool, str]]:
+        r = self.rounding
+        return [
+            (r.kind in ROUNDINGS, f"rounding.kind must be one of {', '.join(ROUNDINGS)}, got '{r.kind}'"),
+            (
+                r.kind == "factorized" or (self.model.kind == "diffusion" and self.model.generator == "diffusion"),
+                "rounding.kind=contextual needs a diffusion denoiser (model.kind=diffusion, model.generator=diffusion)",
+            ),
+            (r.layers >= 1 and r.hidden >= 0 and r.weight >= 0, "rounding.layers must be ≥ 1, hidden and weight ≥ 0"),
+            (
+                r.hidden == 0 or r.hidden % self.model.heads == 0,
+                f"rounding.hidden ({r.hidden}) must be divisible by model.heads ({self.model.heads})",
+            ),
+            (
+                0.0 <= r.t_min <= r.t_max <= 1.0 and 0.0 <= r.t_sample <= 1.0,
+                "rounding needs 0 ≤ t_min ≤ t_max ≤ 1 and 0 ≤ t_sample ≤ 1",
+            ),
+        ]
 
     def _generator_checks(self) -> list[tuple[bool, str]]:
         """The one/few-step generators: what they need of the model and their own settings."""

@@ -17,6 +17,7 @@ import torch
 
 from difflm.config import Config
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
+from difflm.control.constraints import RestrictsWords
 from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
@@ -24,6 +25,7 @@ from difflm.run import load_run
 from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, get_sampler
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.contextual import round_in_context
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
@@ -84,6 +86,7 @@ class Pipeline:
         condition: Condition | None = None,
         cfg_scale: float = 1.0,
         guidance: Mapping[str, Any] | None = None,
+        rounding: str | None = None,
         **options: Any,
     ) -> SampleOutput:
         """Run a diffusion sampler for n sentences of `length` positions (default: the model's L).
@@ -108,6 +111,9 @@ class Pipeline:
             cfg_scale: w ≥ 0 of classifier-free guidance (0 unconditional, 1 conditional).
             guidance: settings of `GradientGuidance` (steps, step_size, optimizer,
                 fluency_weight, active).
+            rounding: how the last state becomes words: "contextual" (the run's decoder,
+                `difflm.sampling.contextual`) or "factorized" (the per-position argmax);
+                None: the run's `rounding.kind`.
             **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
 
         Returns:
@@ -127,12 +133,18 @@ class Pipeline:
             raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
         model = self.model
         assert isinstance(model, Denoiser)
+        rounding = rounding or self.config.rounding.kind
+        if rounding not in ("factorized", "contextual"):
+            raise ValueError(f"rounding must be factorized or contextual, got {rounding!r}")
+        if rounding == "contextual" and model.decoder is None:
+            raise ValueError(
+                "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
+            )
         counted = CountedDenoiser(model)
         denoiser: Denoiser | DenoiserWrapper = counted
-        if condition is not None:
-            denoiser = ClassifierFreeGuidance(
-                denoiser, condition_of(self.conditions, condition, self.device), cfg_scale
-            )
+        c = None if condition is None else condition_of(self.conditions, condition, self.device)
+        if c is not None:
+            denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
         if sc_guidance is None:
             sc_guidance = SC_GUIDANCE if model.self_conditioning else 1.0
         if check_scale(sc_guidance) != 1.0:
@@ -148,6 +160,18 @@ class Pipeline:
         )
         if gradient is not None:
             output = gradient.finalize(output)
+        if rounding == "contextual":
+            allowed = None
+            for constraint in constraints:
+                if isinstance(constraint, RestrictsWords):
+                    words = constraint.allowed_words(len(self.vocab)).to(self.device)
+                    allowed = words if allowed is None else allowed & words
+            read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
+            tokens = round_in_context(
+                model, output.x0, t_d=self.config.rounding.t_sample, generator=generator, allowed=allowed, cond=read
+            )
+            counted.rows += n * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
+            output = replace(output, tokens=tokens)
         return replace(output, nfe=counted.per_sample(n))
 
     def decode(self, tokens: torch.Tensor) -> list[str]:

@@ -46,7 +46,7 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Den
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
-    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions)
+    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions, config.rounding)
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difflm import checkpoint
-from difflm.model.denoiser import timestep_embedding
+from difflm.model.features import timestep_embedding
 from difflm.text.grammar import UPOS_TAGS
 from difflm.text.grammar.tree import Tree
 from difflm.text.slots import SlotLabels, multi_hot

@@ -58,6 +58,27 @@ def log_prob_excluding(log_probs: torch.Tensor, excluded: torch.Tensor) -> torch
     return log_probs[..., None, :].masked_fill(excluded, -math.inf).logsumexp(-1)
 
 
+@runtime_checkable
+class RestrictsWords(Protocol):
+    """A constraint that says outright which words each position may take (known words, the
+    END of a fixed length): contextual rounding decodes within it, so the constraint stays exact."""
+
+    def allowed_words(self, vocab_size: int) -> torch.Tensor:
+        """[L, V] bool: the words position i may take."""
+        ...
+
+
+def _words_then_end(n: int, max_len: int, vocab_size: int) -> torch.Tensor:
+    """[L, V]: START, then n positions of words (no END, PAD or START), END, and PAD after."""
+    allowed = torch.zeros(max_len, vocab_size, dtype=torch.bool)
+    allowed[0, Vocab.START_ID] = True
+    allowed[1 : n + 1] = True
+    allowed[1 : n + 1, [Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID]] = False
+    allowed[n + 1, Vocab.END_ID] = True
+    allowed[n + 2 :, Vocab.PAD_ID] = True
+    return allowed
+
+
 def _check_length(x: torch.Tensor, max_len: int, what: str) -> None:
     if x.shape[1] != max_len:
         raise ValueError(f"{what} was built for {max_len} positions but the sample has {x.shape[1]}")
@@ -107,6 +128,10 @@ class Length:
 
     def satisfied(self, words: Sequence[str]) -> bool:
         return len(words) == self.n
+
+    def allowed_words(self, vocab_size: int) -> torch.Tensor:
+        """Words at positions 1..n, END at n + 1, PAD after: [L, V]."""
+        return _words_then_end(self.n, self.max_len, vocab_size)
 
 
 class Infill:
@@ -177,6 +202,12 @@ class Infill:
         """tokens [B, L] with the known positions set to the template's ids."""
         known = self.known.to(tokens.device)
         return torch.where(known, self.ids.to(tokens.device), tokens)
+
+    def allowed_words(self, vocab_size: int) -> torch.Tensor:
+        """Any word in a blank, the given word elsewhere, END after the last slot: [L, V]."""
+        allowed = _words_then_end(len(self.slots), self.max_len, vocab_size)
+        given = torch.zeros_like(allowed).scatter_(1, self.ids[:, None], True)
+        return torch.where(self.known[:, None], given, allowed)
 
     def satisfied(self, words: Sequence[str]) -> bool:
         """All slots filled (no early END) and every given word in place."""

@@ -7,7 +7,10 @@ lm-score follows Diffusion-LM: perplexity under a teacher LM trained on the same
 sentences too, `within_human_range` is the share of sentences whose mean token NLL under the
 teacher is at most the 90th percentile of the references' (90% of human text passes by
 construction): a per-sentence reading of fluency for corpora without a parser, where one
-broken sample no longer hides behind an average. On the bundled grammar
+broken sample no longer hides behind an average. Two strict readings sit beside it:
+`repeated_word`, the share of sentences with a word twice back to back ("is is"), and
+`below_human_median`, the share the teacher scores worse than the median human sentence.
+On the bundled grammar
 corpus the exact parser also gives the share of grammatical sentences and the true
 NLL per token under the grammar (over the grammatical ones).
 """
@@ -60,6 +63,11 @@ def grammar_scores(sentences: Sequence[Sequence[str]]) -> dict[str, float]:
     }
 
 
+def has_repeat(words: Sequence[str]) -> bool:
+    """Whether a word follows itself ("coffee coffee shop"), the commonest local error of diffusion LMs."""
+    return any(a == b for a, b in zip(words, words[1:]))
+
+
 #: `within_human_range` passes sentences the teacher finds at least as likely as this share of human ones.
 HUMAN_QUANTILE = 0.9
 
@@ -88,6 +96,7 @@ def evaluate(
         "min_length": lengths["min"],
         "max_length": lengths["max"],
         "empty": lengths["empty"],
+        "repeated_word": sum(has_repeat(s) for s in sentences) / len(sentences),
     }
     for n in (1, 2, 3):
         report[f"distinct_{n}"] = distinct_n(sentences, n)
@@ -103,8 +112,9 @@ def evaluate(
         nll = _teacher_nll(teacher, sentences)
         report["lm_score"] = math.exp(float(nll.mean()))
         if reference:
-            cut = _teacher_nll(teacher, [r.split() for r in reference]).quantile(HUMAN_QUANTILE)
-            report["within_human_range"] = float((nll <= cut).float().mean())
+            human = _teacher_nll(teacher, [r.split() for r in reference])
+            report["within_human_range"] = float((nll <= human.quantile(HUMAN_QUANTILE)).float().mean())
+            report["below_human_median"] = float((nll > human.median()).float().mean())
     if grammar:
         report.update(grammar_scores(sentences))
     return report

@@ -45,6 +45,12 @@ class Block(nn.Module):
         return h, (k, v)
 
 
+def counted_positions(targets: torch.Tensor) -> torch.Tensor:
+    """The next-token targets [B, L−1] that count: up to and including the first END, never PAD."""
+    ended_before = (targets == Vocab.END_ID).long().cumsum(1) - (targets == Vocab.END_ID).long()
+    return (ended_before == 0) & (targets != Vocab.PAD_ID)
+
+
 class CausalLM(nn.Module):
     """p(w_i | w_<i) with learned positions; sized by the same ModelConfig as the denoiser."""
 
@@ -76,10 +82,7 @@ class CausalLM(nn.Module):
         """
         logits, _ = self(ids[:, :-1])
         targets = ids[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        ended_before = (targets == Vocab.END_ID).long().cumsum(1) - (targets == Vocab.END_ID).long()
-        mask = (ended_before == 0) & (targets != Vocab.PAD_ID)
-        return nll, mask
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none"), counted_positions(targets)
 
     def loss(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over the counted positions."""

@@ -21,16 +21,17 @@ jump size, embedded like t by a second MLP and added to the time embedding.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from difflm.config import ModelConfig
+from difflm.config import ModelConfig, RoundingConfig
 from difflm.diffusion import process
 from difflm.diffusion.schedules import NoiseSchedule
+from difflm.model.contextual import ContextualDecoder
 from difflm.model.embedding import WordEmbedding
+from difflm.model.features import timestep_embedding
 
 #: Generators whose network is told the size of the jump it serves (`model.generator`).
 JUMP_GENERATORS = ("shortcut", "meanflow")
@@ -61,14 +62,6 @@ class Prediction:
         return Prediction(x0=x0_a, logits=logits_a), Prediction(x0=x0_b, logits=logits_b)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
-    """Sinusoidal features of scale·t: [B] -> [B, dim] (as in DDPM / improved-diffusion)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = scale * t.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
-
-
 class Denoiser(nn.Module):
     """f(x_t, t, *, cond=None, self_cond=None, jump=None) -> Prediction.
 
@@ -78,13 +71,21 @@ class Denoiser(nn.Module):
         max_len: L, the number of learned position embeddings.
         schedule: the noise schedule, needed to read ε- or v-outputs as x̂0.
         num_conditions: P, the size of the condition's multi-hot (config.condition=slots only).
+        rounding: with kind=contextual, the denoiser carries its contextual rounding decoder
+            (`self.decoder`, trained and saved with it); else `self.decoder` is None.
 
     Raises:
         ValueError: a conditioned config without conditions, or conditions without one.
     """
 
     def __init__(
-        self, config: ModelConfig, vocab_size: int, max_len: int, schedule: NoiseSchedule, num_conditions: int = 0
+        self,
+        config: ModelConfig,
+        vocab_size: int,
+        max_len: int,
+        schedule: NoiseSchedule,
+        num_conditions: int = 0,
+        rounding: RoundingConfig | None = None,
     ) -> None:
         super().__init__()
         if (config.condition != "none") != (num_conditions > 0):
@@ -121,6 +122,12 @@ class Denoiser(nn.Module):
         self.out_norm = nn.LayerNorm(h)
         out_dim = vocab_size if config.predict == "logits" else d
         self.out_proj = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, out_dim))
+        # Only runs with contextual rounding have it, so other checkpoints load unchanged.
+        self.decoder = (
+            ContextualDecoder(rounding, config, vocab_size, max_len)
+            if rounding is not None and rounding.kind == "contextual"
+            else None
+        )
 
     def word_posterior_logits(self, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
         """log q(w | x_t) + const for each position alone, words uniform a priori: [B, L, V].
@@ -144,6 +151,25 @@ class Denoiser(nn.Module):
         serves (the shortcut's d, MeanFlow's t − r); None means 0, the instantaneous
         x̂0 of flow matching, which is what DDPM and DDIM ask of any model.
         """
+        h = self.hidden(x_t, t, cond=cond, self_cond=self_cond, jump=jump)
+        out = self.out_proj(self.out_norm(h)).float()
+        if self.config.predict == "logits":
+            return self.from_logits(out)
+        abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
+        x0 = process.to_x0(self.config.predict, out, x_t, abar)
+        return Prediction(x0=x0, logits=self.embedding.logits(x0))
+
+    def hidden(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        cond: torch.Tensor | None = None,
+        self_cond: torch.Tensor | None = None,
+        jump: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The encoder's last hidden states [B, L, H] at x_t (what the output head and a
+        contextual rounding decoder read); the arguments are those of `forward`."""
         if jump is not None and self.jump_mlp is None:
             raise ValueError(
                 "this model was trained without a jump size (model.generator=shortcut or meanflow has one)"
@@ -176,13 +202,13 @@ class Denoiser(nn.Module):
         if self.jump_mlp is not None:
             jump = torch.zeros_like(t) if jump is None else jump
             time = time + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))
-        h = self.encoder(self.dropout(self.in_norm(h + time[:, None, :])))
-        out = self.out_proj(self.out_norm(h)).float()
-        if self.config.predict == "logits":
-            return self.from_logits(out)
-        abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
-        x0 = process.to_x0(self.config.predict, out, x_t, abar)
-        return Prediction(x0=x0, logits=self.embedding.logits(x0))
+        return self.encoder(self.dropout(self.in_norm(h + time[:, None, :])))
+
+    def memory(self, x_t: torch.Tensor, t: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """What contextual rounding reads at x_t: the hidden states [B, L, H], self-conditioned on
+        the network's own first reading of x_t when it was trained with self-conditioning."""
+        draft = self(x_t, t, cond=cond).x0 if self.self_conditioning else None
+        return self.hidden(x_t, t, cond=cond, self_cond=draft)
 
     def from_logits(self, logits: torch.Tensor) -> Prediction:
         """The prediction of word logits [B, L, V]: x̂0 = softmax(logits)·EMB (predict=logits)."""

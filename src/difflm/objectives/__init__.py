@@ -1,8 +1,9 @@
 """Training objectives: one signature (`base.py`), one registry.
 
 A run's objective is picked by its config: `model.kind=autoregressive` trains the causal LM,
-otherwise `model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's
-end-to-end loss) or a one/few-step generator's.
+`rounding.kind=contextual` the denoiser with its rounding decoder, otherwise
+`model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's end-to-end
+loss) or a one/few-step generator's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from difflm.config import Config
 from difflm.objectives.autoregressive import autoregressive_loss
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.objectives.consistency import consistency_loss
+from difflm.objectives.contextual import contextual_loss
 from difflm.objectives.diffusion import e2e_loss
 from difflm.objectives.distillation import distillation_loss
 from difflm.objectives.meanflow import meanflow_loss
@@ -49,6 +51,7 @@ class Objective(Protocol):
 
 OBJECTIVES: dict[str, Objective] = {
     "diffusion": e2e_loss,
+    "diffusion+contextual": contextual_loss,
     "shortcut": shortcut_loss,
     "meanflow": meanflow_loss,
     "consistency": consistency_loss,
@@ -59,7 +62,11 @@ OBJECTIVES: dict[str, Objective] = {
 
 def objective_name(config: Config) -> str:
     """The registry key of a run's objective."""
-    return "autoregressive" if config.model.kind == "autoregressive" else config.model.generator
+    if config.model.kind == "autoregressive":
+        return "autoregressive"
+    if config.rounding.kind == "contextual":  # the diffusion denoiser with its rounding decoder (Config.validate)
+        return "diffusion+contextual"
+    return config.model.generator
 
 
 def get_objective(config: Config) -> Objective:

@@ -1,0 +1,117 @@
+"""Contextual rounding: the decoder p(w_i | w_<i, memory) on a tiny run of the toy corpus.
+
+It must write fluent rows, stay faithful to the latent it reads (guidance acts on the
+latent), and keep exact constraints exact.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import difflm
+from difflm import control
+from difflm.cli import main
+from difflm.config import RoundingConfig
+from difflm.sampling.contextual import round_in_context
+from tests.conftest import tiny_config
+
+torch.set_num_threads(1)
+TEMPLATE = re.compile(
+    r"^(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food "
+    r"in the (city centre|riverside) \.$"
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, toy_corpus):
+    from difflm.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "contextual"
+    train(
+        tiny_config(f"lines:{toy_corpus}", "train.steps=300", "train.lr=3e-3", "rounding.kind=contextual"),
+        out,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipe(run):
+    return difflm.load(run)
+
+
+def _latents(pipe, texts: list[str]) -> torch.Tensor:
+    """x0 = EMB(w) of given sentences: latents whose words are known."""
+    ids, _ = pipe.vocab.encode_batch([t.split() for t in texts], pipe.config.data.max_len)
+    return pipe.model.embedding(ids).detach()
+
+
+def _decode(pipe, x0: torch.Tensor, seed: int = 0) -> list[str]:
+    tokens = round_in_context(
+        pipe.model, x0, t_d=pipe.config.rounding.t_sample, generator=torch.Generator().manual_seed(seed)
+    )
+    return pipe.decode(tokens)
+
+
+def test_contextual_rounding_writes_well_formed_sentences(pipe):
+    texts = pipe.sample(32, steps=20, seed=0)
+    share = sum(bool(TEMPLATE.match(t)) for t in texts) / len(texts)
+    print(f"template share with contextual rounding: {share:.2f}")
+    assert share >= 0.9, texts[:5]
+
+
+def test_the_decoder_follows_the_latent_it_reads(pipe):
+    truth = [
+        "Zizzi serves French food in the riverside .",
+        "The Eagle serves Chinese food in the city centre .",
+        "Alimentum serves English food in the riverside .",
+        "Blue Spice serves Italian food in the city centre .",
+    ]
+    x0 = _latents(pipe, truth)
+    assert _decode(pipe, x0) == truth  # the latent's slot values survive decoding
+    swapped = _decode(pipe, x0.roll(1, 0))  # another row's latent: that row's sentence
+    assert swapped == truth[-1:] + truth[:-1]
+    shuffled = _decode(pipe, x0[:, torch.randperm(x0.shape[1], generator=torch.Generator().manual_seed(1))])
+    assert shuffled != truth  # a memory with its positions shuffled says something else
+
+
+def test_exact_constraints_hold_through_the_decoder(pipe):
+    L = pipe.config.data.max_len
+    length = control.Length(9, max_len=L)
+    texts = pipe.sample(16, steps=20, seed=1, constraints=[length])
+    assert all(len(t.split()) == 9 for t in texts), texts
+    infill = control.Infill("Zizzi serves ___ food in the ___ ___ .", pipe.vocab, max_len=L)
+    texts = pipe.sample(16, steps=20, seed=2, constraints=[infill])
+    assert all(infill.satisfied(t.split()) for t in texts), texts
+
+
+def test_allowed_words_of_length_and_infill(pipe):
+    V, L = len(pipe.vocab), pipe.config.data.max_len
+    allowed = control.Length(3, max_len=L).allowed_words(V)
+    assert allowed.shape == (L, V)
+    end, pad = pipe.vocab.END_ID, pipe.vocab.PAD_ID
+    assert not allowed[1:4, [end, pad]].any() and allowed[4].nonzero().flatten().tolist() == [end]
+    assert allowed[5:, pad].all() and allowed[5:].sum() == L - 5
+    infill = control.Infill("Zizzi ___ .", pipe.vocab, max_len=L).allowed_words(V)
+    assert infill[1].nonzero().flatten().tolist() == [pipe.vocab.id_of("Zizzi")] and infill[2].sum() == V - 3
+
+
+def test_rounding_option_and_errors(pipe, tiny_run):
+    factorized = pipe.generate(4, steps=10, seed=0, rounding="factorized")
+    contextual = pipe.generate(4, steps=10, seed=0)
+    assert torch.equal(factorized.x0, contextual.x0)  # the same latent, read two ways
+    assert contextual.nfe == factorized.nfe + 1  # one reading of x_{t_d} for the memory
+    with pytest.raises(ValueError, match="no contextual rounding decoder"):
+        difflm.load(tiny_run).generate(2, steps=4, rounding="contextual")
+    with pytest.raises(ValueError, match="rounding must be"):
+        pipe.generate(2, steps=4, rounding="beam")
+    assert RoundingConfig().kind == "factorized"
+
+
+def test_cli_samples_with_either_rounding(run, capsys):
+    assert main(["sample", str(run), "--n", "2", "--steps", "5", "--rounding", "factorized"]) == 0
+    assert main(["sample", str(run), "--n", "2", "--steps", "5"]) == 0
+    assert capsys.readouterr().out.count("\n") == 4
