@@ -211,7 +211,7 @@ class DistillConfig:
 
     Attributes:
         sampler: the teacher's sampler, `ddpm` (with noise tied to x_T; its students draft
-            better: 16.0% against 12.9% grammatical at two steps, docs/benchmarks.md) or
+            better, docs/benchmarks.md) or
             `ddim` (η = 0; easier to copy, a weaker sampler at low temperature).
         teacher_steps: K, its steps (on the trailing grid).
         temperature: the teacher sampler's x̂0 temperature (the sampling default, 0.1).

@@ -38,9 +38,7 @@ JUMP_GENERATORS = ("shortcut", "meanflow")
 
 #: The sinusoidal features are of scale·t; DDPM's scale 1000 suits a network that is only
 #: evaluated. MeanFlow differentiates the network in t (the JVP of its identity), and features
-#: that turn 1000× faster make du/dt, hence its targets, mostly noise. Toy corpus, 2000 steps,
-#: template share at 1/2/4/8 steps: 0.13/0.33/0.38/0.39 at scale 1000, 0.37/0.67/0.78/0.85 at 1
-#: (one step, older recipe: 0.05 at 100, 0.37 at 10).
+#: that turn 1000× faster make du/dt, hence its targets, mostly noise (docs/benchmarks.md).
 MEANFLOW_TIME_SCALE = 1.0
 
 

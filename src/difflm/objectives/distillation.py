@@ -21,15 +21,13 @@ corpus: it keeps f a denoiser, so that the few-step sampler (`sampling/distilled
 re-noise the draft and refine it with the same network.
 
 Why DDPM with tied noise by default rather than DDIM, the usual deterministic teacher: at
-the sampling temperature DDIM is much the weaker sampler (grammar corpus, L = 48 run, 512
-samples: DDIM 8 steps 15.6%, DDPM 8 steps 26.2% grammatical); its fresh noise is what lets
-DDPM revise a word. Each z_k is exactly N(0, I) and, for a random rotation, nearly
-uncorrelated with x_T and the other z_j, so DDPM keeps its quality (21.9% with these z_k),
-and the whole trajectory becomes a function of x_T that a network can learn. A rotation
-within each position keeps what x_T says about a position at that position (a permutation
-across positions kept the quality too, 26.4%, but a student learned nothing from it). On
-an L = 24 run the DDPM teacher's student drafts better than the DDIM teacher's (two steps:
-16.0% against 12.9% grammatical, docs/benchmarks.md), though DDIM is easier to copy.
+the sampling temperature DDIM is much the weaker sampler; its fresh noise is what lets DDPM
+revise a word. Each z_k is exactly N(0, I) and, for a random rotation, nearly uncorrelated
+with x_T and the other z_j, so DDPM keeps its quality, and the whole trajectory becomes a
+function of x_T that a network can learn. A rotation within each position keeps what x_T
+says about a position at that position (a permutation across positions kept the quality
+too, but a student learned nothing from it). The DDPM teacher's students draft better,
+though DDIM is easier to copy; the figures are in docs/benchmarks.md ("Sampler distillation").
 """
 
 from __future__ import annotations

@@ -19,11 +19,8 @@ a condition would. Which output is combined, and why logits rather than x̂0, is
 `SelfConditioningGuidance` needs no second model. A self-conditioned denoiser (Analog Bits)
 was trained half of the time without its self-conditioning input, so the same weights with
 that input zeroed are a weaker denoiser of the same x_t, one that cannot see the draft of
-the previous step. Measured on three 30-minute E2E runs (docs/benchmarks.md, "Self-
-conditioning guidance"), w = 2 lifted DDIM 50's share of samples within the human range
-from 0.46–0.52 to 0.60–0.67, where doubling DDIM's steps to as many evaluations gave 0.48
-(one run); on the bundled grammar it added 5–7 points of exactly grammatical samples to
-DDPM, DDIM and DPM-Solver++ at equal evaluations.
+the previous step. What it buys against unguided sampling with as many evaluations is
+measured in docs/benchmarks.md ("Self-conditioning guidance").
 """
 
 from __future__ import annotations

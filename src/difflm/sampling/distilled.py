@@ -1,4 +1,4 @@
-"""Sampling a distilled student (`difflm.diffusion.distillation`): a one-step draft, then refinement.
+"""Sampling a distilled student (`difflm.objectives.distillation`): a one-step draft, then refinement.
 
 Notation: f the student, t_r the refinement time (`refine_from`), ᾱ_r its signal level.
 
@@ -8,10 +8,8 @@ Notation: f the student, t_r the refinement time (`refine_from`), ᾱ_r its sign
 
 The draft carries what the teacher's K steps decided from x_T; the refinement re-reads it
 with fresh noise at a level where the denoiser uses context to mend single words (SDEdit,
-Meng et al. 2022; consistency models' multistep sampling re-noises the same way).
-Grammar corpus, the student of an L = 24 run's 8-step tied-noise DDPM sampler (the run's
-DDPM 200: 17.0% grammatical), 512 samples: one step 5.9%; two steps 13.3 / 15.2 / 16.0 /
-16.0 / 14.5% with t_r = 0.3 / 0.4 / 0.5 / 0.6 / 0.7 (docs/benchmarks.md).
+Meng et al. 2022; consistency models' multistep sampling re-noises the same way). The
+choice of t_r is measured in docs/benchmarks.md ("Sampler distillation").
 """
 
 from __future__ import annotations
