@@ -52,6 +52,7 @@ def test_demo_runs_on_the_bundled_corpus(tmp_path, capsys):
     )
     assert code == 0
     assert "unconditional samples" in out and "grammatical:" in out and "controlled samples" in out
+    assert "constraints held: " in out and out.count("grammatical: ") == 2  # controlled samples are judged twice
 
 
 @pytest.mark.parametrize(

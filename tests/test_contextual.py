@@ -50,8 +50,10 @@ def _latents(pipe, texts: list[str]) -> torch.Tensor:
 
 
 def _decode(pipe, x0: torch.Tensor, seed: int = 0) -> list[str]:
+    # The reading guided sampling uses: guidance acts on the latent, so there the decoder must
+    # write what the latent says (unconditional sampling reads at t_sample, leaning on context).
     tokens = round_in_context(
-        pipe.model, x0, t_d=pipe.config.rounding.t_sample, generator=torch.Generator().manual_seed(seed)
+        pipe.model, x0, t_d=pipe.config.rounding.t_constrained, generator=torch.Generator().manual_seed(seed)
     )
     return pipe.decode(tokens)
 
@@ -108,7 +110,27 @@ def test_rounding_option_and_errors(pipe, tiny_run):
         difflm.load(tiny_run).generate(2, steps=4, rounding="contextual")
     with pytest.raises(ValueError, match="rounding must be"):
         pipe.generate(2, steps=4, rounding="beam")
-    assert RoundingConfig().kind == "factorized"
+    assert RoundingConfig().kind == "contextual"  # the default recipe
+
+
+def test_runs_saved_before_rounding_existed_keep_the_factorized_readout(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["rounding"]  # as every run saved before contextual rounding
+    (old / "config.json").write_text(json.dumps(config))
+    pipe = difflm.load(old)
+    assert pipe.config.rounding.kind == "factorized" and pipe.model.decoder is None
+    assert len(pipe.sample(2, steps=4)) == 2
+
+
+def test_the_decoder_writes_required_words_before_it_ends(pipe):
+    zizzi = control.Keywords(["Zizzi", "French"], pipe.vocab)
+    texts = pipe.sample(16, steps=20, seed=3, constraints=[zizzi, control.Length(9, max_len=pipe.config.data.max_len)])
+    assert all(zizzi.satisfied(t.split()) and len(t.split()) == 9 for t in texts), texts
 
 
 def test_cli_samples_with_either_rounding(run, capsys):

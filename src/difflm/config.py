@@ -237,16 +237,23 @@ class RoundingConfig:
         layers: decoder blocks.
         hidden: decoder width (0: model.hidden).
         t_min, t_max: training draws t_d ~ U[t_min, t_max].
-        t_sample: t_d at sampling: the sampler's final x̂0 is noised to it and read.
+        t_sample: t_d at sampling: the sampler's final x̂0 is noised to it and read. A noisier
+            reading leans more on the decoder's context (more fluent, less literal).
+        t_constrained: t_d when constraints guide the latent: a nearly clean reading, so
+            that the decoder writes what guidance put there.
         weight: weight of the decoder's cross-entropy in the training loss.
+
+    Rounding applies to the diffusion denoiser (model.kind=diffusion, model.generator=diffusion):
+    the AR LM and the one/few-step generators keep their own readout whatever `kind` says.
     """
 
-    kind: str = "factorized"
+    kind: str = "contextual"
     layers: int = 2
     hidden: int = 0
     t_min: float = 0.0
-    t_max: float = 0.3
-    t_sample: float = 0.1
+    t_max: float = 0.6
+    t_sample: float = 0.4
+    t_constrained: float = 0.05
     weight: float = 1.0
 
 
@@ -352,22 +359,24 @@ class Config:
             if not ok:
                 raise ValueError(message)
 
+    @property
+    def contextual_rounding(self) -> bool:
+        """Whether the run's denoiser carries a contextual rounding decoder (`RoundingConfig`)."""
+        m = self.model
+        return self.rounding.kind == "contextual" and m.kind == "diffusion" and m.generator == "diffusion"
+
     def _rounding_checks(self) -> list[tuple[bool, str]]:
         r = self.rounding
         return [
             (r.kind in ROUNDINGS, f"rounding.kind must be one of {', '.join(ROUNDINGS)}, got '{r.kind}'"),
-            (
-                r.kind == "factorized" or (self.model.kind == "diffusion" and self.model.generator == "diffusion"),
-                "rounding.kind=contextual needs a diffusion denoiser (model.kind=diffusion, model.generator=diffusion)",
-            ),
             (r.layers >= 1 and r.hidden >= 0 and r.weight >= 0, "rounding.layers must be ≥ 1, hidden and weight ≥ 0"),
             (
                 r.hidden == 0 or r.hidden % self.model.heads == 0,
                 f"rounding.hidden ({r.hidden}) must be divisible by model.heads ({self.model.heads})",
             ),
             (
-                0.0 <= r.t_min <= r.t_max <= 1.0 and 0.0 <= r.t_sample <= 1.0,
-                "rounding needs 0 ≤ t_min ≤ t_max ≤ 1 and 0 ≤ t_sample ≤ 1",
+                0.0 <= r.t_min <= r.t_max <= 1.0 and 0.0 <= r.t_sample <= 1.0 and 0.0 <= r.t_constrained <= 1.0,
+                "rounding needs 0 ≤ t_min ≤ t_max ≤ 1 and t_sample, t_constrained in [0, 1]",
             ),
         ]
 
@@ -440,7 +449,8 @@ class Config:
         raw = read_json(Path(run_dir) / "config.json")
         if isinstance(raw, dict):
             for (section, key), value in RUN_DEFAULTS.items():
-                if isinstance(raw.get(section), dict):
+                raw.setdefault(section, {})
+                if isinstance(raw[section], dict):
                     raw[section].setdefault(key, value)
             for (section, key), value in REMOVED_KEYS.items():
                 # A removed option set to what every run now does is dropped; any other value
@@ -451,7 +461,7 @@ class Config:
 
 
 #: Values of keys added after runs were saved without them: the behaviour those runs had.
-RUN_DEFAULTS: dict[tuple[str, str], Any] = {("model", "posterior_input"): False}
+RUN_DEFAULTS: dict[tuple[str, str], Any] = {("model", "posterior_input"): False, ("rounding", "kind"): "factorized"}
 #: Keys that were removed, with the value that means today's behaviour.
 REMOVED_KEYS: dict[tuple[str, str], Any] = {("diffusion", "time_sampling"): "uniform"}
 

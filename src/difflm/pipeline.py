@@ -17,7 +17,7 @@ import torch
 
 from difflm.config import Config
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
-from difflm.control.constraints import RestrictsWords
+from difflm.control.constraints import RequiresWords, RestrictsWords
 from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
@@ -133,7 +133,7 @@ class Pipeline:
             raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
         model = self.model
         assert isinstance(model, Denoiser)
-        rounding = rounding or self.config.rounding.kind
+        rounding = rounding or ("contextual" if self.config.contextual_rounding else "factorized")
         if rounding not in ("factorized", "contextual"):
             raise ValueError(f"rounding must be factorized or contextual, got {rounding!r}")
         if rounding == "contextual" and model.decoder is None:
@@ -161,14 +161,22 @@ class Pipeline:
         if gradient is not None:
             output = gradient.finalize(output)
         if rounding == "contextual":
-            allowed = None
+            allowed, required = None, []
             for constraint in constraints:
                 if isinstance(constraint, RestrictsWords):
                     words = constraint.allowed_words(len(self.vocab)).to(self.device)
                     allowed = words if allowed is None else allowed & words
+                if isinstance(constraint, RequiresWords):
+                    required += constraint.required_words().tolist()
             read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
             tokens = round_in_context(
-                model, output.x0, t_d=self.config.rounding.t_sample, generator=generator, allowed=allowed, cond=read
+                model,
+                output.x0,
+                t_d=self.config.rounding.t_constrained if constraints else self.config.rounding.t_sample,
+                generator=generator,
+                allowed=allowed,
+                required=torch.tensor(sorted(set(required)), dtype=torch.long) if required else None,
+                cond=read,
             )
             counted.rows += n * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
             output = replace(output, tokens=tokens)

@@ -46,7 +46,8 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Den
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
-    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions, config.rounding)
+    rounding = config.rounding if config.contextual_rounding else None
+    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions, rounding)
 
 
 @dataclass

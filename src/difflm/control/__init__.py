@@ -23,7 +23,7 @@ from pathlib import Path
 
 from difflm.control.classifier_constraints import POS, Attribute, ClassifierConstraint, Span, Tree
 from difflm.control.classifier_free import ClassifierFreeGuidance, Expresses, condition_of
-from difflm.control.constraints import Checkable, Infill, Keywords, Length, RestrictsWords
+from difflm.control.constraints import Checkable, Infill, Keywords, Length, RequiresWords, RestrictsWords
 from difflm.control.guidance import OPTIMIZERS, Constraint, FixesPositions, GradientGuidance
 from difflm.control.specs import SpecContext
 from difflm.text.vocab import Vocab
@@ -43,6 +43,7 @@ __all__ = [
     "Infill",
     "Keywords",
     "Length",
+    "RequiresWords",
     "RestrictsWords",
     "Span",
     "SpecContext",

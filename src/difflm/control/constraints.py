@@ -68,6 +68,16 @@ class RestrictsWords(Protocol):
         ...
 
 
+@runtime_checkable
+class RequiresWords(Protocol):
+    """A constraint that needs some words somewhere (keywords): contextual rounding writes
+    them before it ends a row, so the constraint stays exact."""
+
+    def required_words(self) -> torch.Tensor:
+        """Word ids [K] every sample must contain."""
+        ...
+
+
 def _words_then_end(n: int, max_len: int, vocab_size: int) -> torch.Tensor:
     """[L, V]: START, then n positions of words (no END, PAD or START), END, and PAD after."""
     allowed = torch.zeros(max_len, vocab_size, dtype=torch.bool)
@@ -265,3 +275,7 @@ class Keywords:
 
     def satisfied(self, words: Sequence[str]) -> bool:
         return all(k in words for k in self.words)
+
+    def required_words(self) -> torch.Tensor:
+        """The keywords' ids [K]."""
+        return self.ids

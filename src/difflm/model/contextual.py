@@ -96,7 +96,13 @@ class ContextualDecoder(nn.Module):
         return self.head(self.ln(h)), new_cache
 
     def loss(self, ids: torch.Tensor, memory: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced −log p(w_i | w_<i, memory), averaged over the positions that count."""
+        """Teacher-forced −log p(w_i | w_<i, memory), averaged over the positions that count.
+
+        The rows are cut after the batch's longest sentence: the PAD columns after it count
+        for nothing, so the decoder spends no compute on them (length bucketing for free).
+        """
+        used = int((ids != Vocab.PAD_ID).any(0).nonzero().max()) + 1
+        ids = ids[:, : min(used + 1, ids.shape[1])]
         logits, _ = self(ids[:, :-1], self.read(memory, t))
         targets = ids[:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
@@ -110,6 +116,7 @@ class ContextualDecoder(nn.Module):
         t: torch.Tensor,
         *,
         allowed: torch.Tensor | None = None,
+        required: torch.Tensor | None = None,
         temperature: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
@@ -118,19 +125,36 @@ class ContextualDecoder(nn.Module):
         Args:
             memory: the denoiser's hidden states [B, L, H_m] at x_{t_d}.
             t: t_d, [B].
-            allowed: words each position may take, [L, V] or [B, L, V] bool (exact
-                constraints: known words, END at n + 1); None allows every word.
+            allowed: words each position may take, [L, V] bool (exact constraints: known
+                words, END at n + 1); None allows every word.
+            required: word ids [K] that every row must contain (keywords). A row ends only
+                once it holds them all, and when its free positions run short the missing
+                ones are all it may write, so they always appear.
             temperature: 0 takes the most probable word; τ > 0 samples from softmax(logits/τ).
             generator: randomness of sampling (τ > 0).
 
         Raises:
-            ValueError: a position that allows no word, or a negative temperature.
+            ValueError: a position that allows no word, more required words than free
+                positions, or a negative temperature.
         """
         if temperature < 0:
             raise ValueError(f"decoding temperature must be ≥ 0, got {temperature}")
         B, L = memory.shape[0], memory.shape[1]
         if allowed is not None and not bool(allowed.any(-1).all()):
             raise ValueError("the constraints leave a position with no allowed word")
+        special = torch.tensor([Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID], device=memory.device)
+        slots = torch.ones(L, dtype=torch.bool, device=memory.device)  # positions that can hold a word
+        slots[0] = slots[-1] = False
+        if allowed is not None:
+            words = allowed.clone()
+            words[:, special] = False
+            slots &= words.sum(-1) > 1  # a free position: more than one word may go there
+        required = required if required is not None else torch.zeros(0, dtype=torch.long)
+        required = required.to(memory.device)
+        if len(required) > int(slots.sum()):
+            raise ValueError(f"{len(required)} required words do not fit in {int(slots.sum())} free positions")
+        slots_left = slots.flip(0).cumsum(0).flip(0)  # [L]: word positions from i to the end
+        missing = torch.ones(B, len(required), dtype=torch.bool, device=memory.device)
         m = self.read(memory, t)
         ids = torch.full((B, L), Vocab.PAD_ID, dtype=torch.long, device=memory.device)
         ids[:, 0] = Vocab.START_ID
@@ -143,13 +167,27 @@ class ContextualDecoder(nn.Module):
             if i == L - 1:  # every row ends inside L
                 logits[:, torch.arange(logits.shape[1], device=logits.device) != Vocab.END_ID] = -torch.inf
             if allowed is not None:
-                logits = logits.masked_fill(~(allowed[:, i] if allowed.dim() == 3 else allowed[i]), -torch.inf)
+                logits = logits.masked_fill(~allowed[i], -torch.inf)
+            if len(required):
+                need = missing.sum(1)  # [B]
+                logits[need > 0, Vocab.END_ID] = -torch.inf  # no ending before every required word is in
+                must = (need > 0) & (need >= slots_left[i])  # the free positions left are all needed
+                logits = torch.where(must[:, None], logits + _missing_mask(missing, required, logits.shape[1]), logits)
             if temperature == 0:
                 nxt = logits.argmax(-1)
             else:
                 nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(1)
             ids[:, i] = torch.where(done, Vocab.PAD_ID, nxt)
             done |= nxt == Vocab.END_ID
+            missing &= nxt[:, None] != required[None, :]
             if bool(done.all()):
                 break
         return ids
+
+
+def _missing_mask(missing: torch.Tensor, required: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[B, V]: 0 at each row's missing required words, −inf elsewhere (added to the logits)."""
+    mask = torch.full((missing.shape[0], vocab_size), -torch.inf, device=missing.device)
+    rows, which = missing.nonzero(as_tuple=True)
+    mask[rows, required[which]] = 0.0
+    return mask

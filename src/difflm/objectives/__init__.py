@@ -64,7 +64,7 @@ def objective_name(config: Config) -> str:
     """The registry key of a run's objective."""
     if config.model.kind == "autoregressive":
         return "autoregressive"
-    if config.rounding.kind == "contextual":  # the diffusion denoiser with its rounding decoder (Config.validate)
+    if config.contextual_rounding:  # the diffusion denoiser with its rounding decoder
         return "diffusion+contextual"
     return config.model.generator
 

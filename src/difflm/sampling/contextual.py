@@ -27,6 +27,7 @@ def round_in_context(
     t_d: float,
     generator: torch.Generator | None = None,
     allowed: torch.Tensor | None = None,
+    required: torch.Tensor | None = None,
     cond: torch.Tensor | None = None,
     temperature: float = 0.0,
 ) -> torch.Tensor:
@@ -38,6 +39,7 @@ def round_in_context(
         t_d: the rounding time in [0, 1].
         generator: source of z (and of the decoder's draws at temperature > 0).
         allowed: [L, V] words each position may take (exact constraints), or None.
+        required: word ids [K] every row must contain (keywords), or None.
         cond: the condition [B, P] the memory is read under (a conditioned run), or None.
         temperature: the decoder's word temperature (0: the most probable word).
 
@@ -54,4 +56,6 @@ def round_in_context(
             z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = process.q_sample(x0, abar, z)
         memory = denoiser.memory(x_t, t, cond=cond)
-        return denoiser.decoder.generate(memory, t, allowed=allowed, temperature=temperature, generator=generator)
+        return denoiser.decoder.generate(
+            memory, t, allowed=allowed, required=required, temperature=temperature, generator=generator
+        )
