@@ -253,7 +253,7 @@ class RoundingConfig:
     t_min: float = 0.0
     t_max: float = 0.6
     t_sample: float = 0.4
-    t_constrained: float = 0.05
+    t_constrained: float = 0.2
     weight: float = 1.0
 
 

@@ -127,9 +127,10 @@ class ContextualDecoder(nn.Module):
             t: t_d, [B].
             allowed: words each position may take, [L, V] bool (exact constraints: known
                 words, END at n + 1); None allows every word.
-            required: word ids [K] that every row must contain (keywords). A row ends only
-                once it holds them all, and when its free positions run short the missing
-                ones are all it may write, so they always appear.
+            required: word ids [K] every row must contain (keywords). A row that writes them
+                keeps its words; a row that misses some is written again with each missing
+                word fixed at the free position where the first pass found it most likely,
+                and no END before it, so the words always appear where they fit best.
             temperature: 0 takes the most probable word; τ > 0 samples from softmax(logits/τ).
             generator: randomness of sampling (τ > 0).
 
@@ -140,25 +141,54 @@ class ContextualDecoder(nn.Module):
         if temperature < 0:
             raise ValueError(f"decoding temperature must be ≥ 0, got {temperature}")
         B, L = memory.shape[0], memory.shape[1]
+        V = self.head.weight.shape[0]
         if allowed is not None and not bool(allowed.any(-1).all()):
             raise ValueError("the constraints leave a position with no allowed word")
-        special = torch.tensor([Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID], device=memory.device)
-        slots = torch.ones(L, dtype=torch.bool, device=memory.device)  # positions that can hold a word
-        slots[0] = slots[-1] = False
-        if allowed is not None:
-            words = allowed.clone()
-            words[:, special] = False
-            slots &= words.sum(-1) > 1  # a free position: more than one word may go there
-        required = required if required is not None else torch.zeros(0, dtype=torch.long)
-        required = required.to(memory.device)
-        if len(required) > int(slots.sum()):
-            raise ValueError(f"{len(required)} required words do not fit in {int(slots.sum())} free positions")
-        slots_left = slots.flip(0).cumsum(0).flip(0)  # [L]: word positions from i to the end
-        missing = torch.ones(B, len(required), dtype=torch.bool, device=memory.device)
+        rows_allowed = (allowed if allowed is not None else torch.ones(L, V, dtype=torch.bool)).to(memory.device)
+        rows_allowed = rows_allowed.expand(B, L, V)
+        words = rows_allowed.clone()
+        words[..., [Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID]] = False
+        free = words.sum(-1) > 1  # [B, L]: positions where the decoder chooses among words
+        free[:, [0, L - 1]] = False
+        required = (required if required is not None else torch.zeros(0, dtype=torch.long)).to(memory.device)
+        if len(required) > int(free[0].sum()):
+            raise ValueError(f"{len(required)} required words do not fit in {int(free[0].sum())} free positions")
         m = self.read(memory, t)
-        ids = torch.full((B, L), Vocab.PAD_ID, dtype=torch.long, device=memory.device)
+        ids, scores = self._write(m, rows_allowed, required, temperature, generator)
+        missing = ~(ids[:, :, None] == required[None, None, :]).any(1)  # [B, K]
+        again = missing.any(1)
+        if not bool(again.any()):
+            return ids
+        fixed = rows_allowed[again].clone()
+        for row, (r_free, r_scores, r_missing) in enumerate(zip(free[again], scores[again], missing[again])):
+            last = 0
+            for k in r_missing.nonzero().flatten().tolist():
+                options = r_scores[:, k].masked_fill(~r_free, -torch.inf)
+                position = int(options.argmax()) if bool(options.isfinite().any()) else int(r_free.nonzero()[0])
+                fixed[row, position] = False
+                fixed[row, position, required[k]] = True
+                r_free = r_free.clone()
+                r_free[position] = False
+                last = max(last, position)
+            fixed[row, 1 : last + 1, Vocab.END_ID] = False  # the row goes on past its last fixed word
+        ids[again] = self._write(m[again], fixed, required, temperature, generator)[0]
+        return ids
+
+    def _write(
+        self,
+        m: torch.Tensor,
+        allowed: torch.Tensor,
+        watch: torch.Tensor,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One left-to-right pass: ids [B, L], and the log-probability of each watched word
+        [B, L, K] at every position a row wrote (−inf after its END)."""
+        B, L = m.shape[0], m.shape[1]
+        ids = torch.full((B, L), Vocab.PAD_ID, dtype=torch.long, device=m.device)
         ids[:, 0] = Vocab.START_ID
-        done = torch.zeros(B, dtype=torch.bool, device=memory.device)
+        scores = torch.full((B, L, len(watch)), -torch.inf, device=m.device)
+        done = torch.zeros(B, dtype=torch.bool, device=m.device)
         cache = None
         for i in range(1, L):
             logits, cache = self(ids[:, i - 1 : i], m, cache, start=i - 1)
@@ -166,28 +196,14 @@ class ContextualDecoder(nn.Module):
             logits[:, [Vocab.START_ID, Vocab.PAD_ID]] = -torch.inf  # PAD only follows END, set below
             if i == L - 1:  # every row ends inside L
                 logits[:, torch.arange(logits.shape[1], device=logits.device) != Vocab.END_ID] = -torch.inf
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed[i], -torch.inf)
-            if len(required):
-                need = missing.sum(1)  # [B]
-                logits[need > 0, Vocab.END_ID] = -torch.inf  # no ending before every required word is in
-                must = (need > 0) & (need >= slots_left[i])  # the free positions left are all needed
-                logits = torch.where(must[:, None], logits + _missing_mask(missing, required, logits.shape[1]), logits)
+            logits = logits.masked_fill(~allowed[:, i], -torch.inf)
+            scores[:, i] = torch.where(done[:, None], -torch.inf, logits.log_softmax(-1)[:, watch])
             if temperature == 0:
                 nxt = logits.argmax(-1)
             else:
                 nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(1)
             ids[:, i] = torch.where(done, Vocab.PAD_ID, nxt)
             done |= nxt == Vocab.END_ID
-            missing &= nxt[:, None] != required[None, :]
             if bool(done.all()):
                 break
-        return ids
-
-
-def _missing_mask(missing: torch.Tensor, required: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[B, V]: 0 at each row's missing required words, −inf elsewhere (added to the logits)."""
-    mask = torch.full((missing.shape[0], vocab_size), -torch.inf, device=missing.device)
-    rows, which = missing.nonzero(as_tuple=True)
-    mask[rows, required[which]] = 0.0
-    return mask
+        return ids, scores
