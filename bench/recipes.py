@@ -43,9 +43,9 @@ RECIPES = {
 }
 
 
-def measure_rate(config_path: str | None, overrides: list[str], probe_steps: int = 12) -> float:
-    """Training steps/s of a recipe on one thread (after two warm-up steps)."""
-    torch.set_num_threads(1)
+def measure_rate(config_path: str | None, overrides: list[str], probe_steps: int = 12, threads: int = 1) -> float:
+    """Training steps/s of a recipe on `threads` threads (after two warm-up steps)."""
+    torch.set_num_threads(threads)
     config = load_config(
         config_path, overrides + ["train.log_every=100000", "train.eval_every=100000", "train.checkpoint_every=100000"]
     )

@@ -21,7 +21,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,10 +28,9 @@ import torch
 
 import difflm
 from difflm.checkpoint import read_json
-from difflm.config import load_config
 from difflm.eval.report import evaluate
 from difflm.text.dataset import split_sentences
-from difflm.train import Trainer
+from recipes import measure_rate  # bench/ is the script's directory
 
 OPTIONS = {"factorized": ["rounding.kind=factorized"], "contextual": ["rounding.kind=contextual"]}
 COLUMNS = [
@@ -46,18 +44,6 @@ COLUMNS = [
     "mean_length",
     "sentences_per_s",
 ]
-
-
-def steps_per_s(config_path: str | None, overrides: list[str], probe: int = 10) -> float:
-    """Training steps/s of a recipe on this machine (after two warm-up steps)."""
-    config = load_config(config_path, overrides + ["train.log_every=100000", "train.eval_every=100000"])
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, tmp, progress=False)
-        trainer.train_step(), trainer.train_step()
-        start = time.perf_counter()
-        for _ in range(probe):
-            trainer.train_step()
-        return probe / (time.perf_counter() - start)
 
 
 def score(run: Path, n: int, teacher: difflm.Pipeline | None) -> dict:
@@ -105,7 +91,7 @@ def main() -> None:
     base = [f"data.corpus={args.corpus}", *args.overrides]
     for name in [] if runs else args.options.split(","):
         overrides = base + OPTIONS[name]
-        steps = int(steps_per_s(args.config, overrides) * args.minutes * 60)
+        steps = int(measure_rate(args.config, overrides, threads=torch.get_num_threads()) * args.minutes * 60)
         run = out / name
         cmd = [
             sys.executable,
