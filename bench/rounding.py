@@ -2,7 +2,7 @@
 rounding, trained on the same corpus for the same time and scored the same way.
 
     .venv/bin/python bench/rounding.py --corpus grammar --minutes 4 --set data.max_len=24 data.overlong=skip
-    .venv/bin/python bench/rounding.py --runs ctx=RUN [plain=RUN] --teacher TEACHER_RUN   # score runs you have
+    .venv/bin/python bench/rounding.py --runs ctx=RUN --teacher TEACHER_RUN --readouts contextual,factorized
 
 Each option trains alone on the machine's threads (one run at a time): its step count is its
 steps/s, probed on this machine, × the budget, so every run also completes its learning-rate
@@ -46,10 +46,11 @@ COLUMNS = [
 ]
 
 
-def score(run: Path, n: int, teacher: difflm.Pipeline | None) -> dict:
+def score(run: Path, n: int, teacher: difflm.Pipeline | None, rounding: str | None = None) -> dict:
+    """Samples of a run with its own readout (or `rounding`), and their scores."""
     pipe = difflm.load(run)
     start = time.perf_counter()
-    texts = pipe.sample(n, seed=0)
+    texts = pipe.sample(n, seed=0, rounding=rounding)
     rate = n / (time.perf_counter() - start)
     judge = teacher or pipe
     training, held = split_sentences(judge.config, judge.vocab)
@@ -79,6 +80,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0, help="training budget per option (wall minutes, alone)")
     parser.add_argument(
         "--runs", nargs="+", default=[], metavar="NAME=DIR", help="score these runs instead of training"
+    )
+    parser.add_argument(
+        "--readouts", default="", help="with --runs: read each run these ways, e.g. contextual,factorized"
     )
     parser.add_argument("--teacher", help="an autoregressive run on the same corpus (lm-score, human range)")
     parser.add_argument("--n", type=int, default=128, help="samples per run")
@@ -110,7 +114,12 @@ def main() -> None:
         subprocess.run(cmd + (["--config", args.config] if args.config else []), check=True, stdout=subprocess.DEVNULL)
         runs[name] = str(run)
     teacher = difflm.load(args.teacher) if args.teacher else None
-    result = {name: score(Path(run), args.n, teacher) for name, run in runs.items()}
+    readouts = args.readouts.split(",") if args.readouts else [None]
+    result = {
+        name + (f" ({readout})" if readout else ""): score(Path(run), args.n, teacher, readout)
+        for name, run in runs.items()
+        for readout in readouts
+    }
     machine = f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     (out / "result.json").write_text(json.dumps({"machine": machine, "n": args.n, "runs": result}, indent=2))
     print(json.dumps({name: {k: v for k, v in r.items() if k != "samples"} for name, r in result.items()}, indent=2))
