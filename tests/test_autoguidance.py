@@ -107,3 +107,15 @@ def test_cli_samples_with_sc_guidance_and_rejects_it_on_a_run_without_self_condi
     assert main(["sample", str(tiny_run), "--n", "2", "--steps", "4", "--sc-guidance", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "self-conditioning" in err
+
+
+def test_control_composes_sc_guidance_with_gradient_guidance(sc_run, capsys):
+    # One generation path: difflm control takes --sc-guidance like difflm sample, and counts both halves.
+    argv = ["control", str(sc_run), "--length", "8", "--n", "2", "--sampler", "ddim", "--steps", "6"]
+    assert main([*argv, "--guidance-steps", "1", "--active", "0", "1", "--sc-guidance", "1"]) == 0
+    plain = capsys.readouterr().err
+    assert main([*argv, "--guidance-steps", "1", "--active", "0", "1", "--sc-guidance", "2"]) == 0
+    guided = capsys.readouterr().err
+    # 6 sampler steps + 5 guidance steps. Guided, each sampler step after the first draft is two
+    # evaluations; the constraints read f(x, t) without a draft, which is one.
+    assert "11 denoiser evaluations" in plain and "16 denoiser evaluations" in guided, (plain, guided)
