@@ -192,10 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="a trained diffusion run directory; the classifier goes to RUN/classifiers/TASK/")
     p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--seed", type=int, default=0)
+    # Unset: difflm.train_classifier.CLASSIFIER_TRAINING (2000 steps of 64 sentences, lr 1e-3, seed 0).
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, help="sentences per step")
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--seed", type=int)
     p.add_argument("--max-rows", type=int, default=None, metavar="N", help="use at most N training sentences")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -311,7 +312,8 @@ def cmd_control(args: argparse.Namespace) -> None:
 def cmd_train_classifier(args: argparse.Namespace) -> None:
     from difflm.train_classifier import classifier_training, train_classifier
 
-    training = classifier_training(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    training = classifier_training(**{key: value for key, value in given.items() if value is not None})
     directory = train_classifier(
         args.run, args.task, training=training, max_rows=args.max_rows, progress=not args.no_progress
     )
