@@ -161,26 +161,33 @@ class Pipeline:
         if gradient is not None:
             output = gradient.finalize(output)
         if rounding == "contextual":
-            allowed, required = None, []
-            for constraint in constraints:
-                if isinstance(constraint, RestrictsWords):
-                    words = constraint.allowed_words(len(self.vocab)).to(self.device)
-                    allowed = words if allowed is None else allowed & words
-                if isinstance(constraint, RequiresWords):
-                    required += constraint.required_words().tolist()
             read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
-            tokens = round_in_context(
-                model,
-                output.x0,
-                t_d=self.config.rounding.t_constrained if constraints else self.config.rounding.t_sample,
-                generator=generator,
-                allowed=allowed,
-                required=torch.tensor(sorted(set(required)), dtype=torch.long) if required else None,
-                cond=read,
-            )
+            output = replace(output, tokens=self._round_in_context(output.x0, constraints, read, generator))
             counted.rows += n * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
-            output = replace(output, tokens=tokens)
         return replace(output, nfe=counted.per_sample(n))
+
+    def _round_in_context(
+        self, x0: torch.Tensor, constraints: Sequence[Constraint], cond: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The decoder's words for the final x̂0, within what the constraints fix (`sampling.contextual`)."""
+        assert isinstance(self.model, Denoiser)
+        allowed, required = None, set()
+        for constraint in constraints:
+            if isinstance(constraint, RestrictsWords):
+                words = constraint.allowed_words(len(self.vocab)).to(self.device)
+                allowed = words if allowed is None else allowed & words
+            if isinstance(constraint, RequiresWords):
+                required |= set(constraint.required_words().tolist())
+        rc = self.config.rounding
+        return round_in_context(
+            self.model,
+            x0,
+            t_d=rc.t_constrained if constraints else rc.t_sample,
+            generator=generator,
+            allowed=allowed,
+            required=torch.tensor(sorted(required), dtype=torch.long) if required else None,
+            cond=cond,
+        )
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""
