@@ -1,6 +1,6 @@
 """Multistep consistency sampling (Song et al. 2023, Algorithm 1).
 
-Notation (`difflm.diffusion.consistency`): f(x, σ) the consistency function, σ_min and
+Notation (`difflm.objectives.consistency`): f(x, σ) the consistency function, σ_min and
 σ_max the schedule's trained range, z ~ N(0, I) fresh at each step.
 
     σ_max = σ_1 > σ_2 > … > σ_K > σ_min   σ at the schedule times t_k = 1 − (k − 1)/K

@@ -199,7 +199,7 @@ def walk(
             from a partly denoised `start` (the refinement of a distilled draft).
         noise: the noise of step n as noise(n) (default: fresh draws from `generator`);
             a fixed function of x_T makes the walk a deterministic map of its start
-            (`difflm.diffusion.distillation`).
+            (`difflm.sampling.teacher`).
 
     Returns:
         SampleOutput with the last x̂0, its tokens and nfe = K.

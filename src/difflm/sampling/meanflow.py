@@ -2,7 +2,7 @@
 
 One step is x = x_1 − u(x_1, 0, 1), which with the x0-adapter is the network's x̂0 at pure
 noise with jump 1. Any K ≥ 1 works (the jump input is continuous); the grid is uniform in
-the path time s. See `difflm.diffusion.meanflow` for the model and `sampling.jumps` for the loop.
+the path time s. See `difflm.objectives.meanflow` for the model and `sampling.jumps` for the loop.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The network was trained on jumps d ∈ {1, 1/2, …, 2^-levels} (`shortcut.levels`), so K up
 to 2^levels steps use trained jump sizes; K = 1 is x = f(x_1, 1, 1). See
-`difflm.diffusion.shortcut` for the model and `sampling.jumps` for the loop.
+`difflm.objectives.shortcut` for the model and `sampling.jumps` for the loop.
 """
 
 from __future__ import annotations
