@@ -68,6 +68,12 @@ class LossOutput:
     def of(cls, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> LossOutput:
         return cls(loss=loss, terms={"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
 
+    def plus(self, name: str, term: torch.Tensor, weight: float = 1.0, *, scale: float = 1.0) -> LossOutput:
+        """scale·(this loss) + weight·term, with `term` logged as `name` before this loss's own terms."""
+        loss = scale * self.loss + weight * term
+        own = {key: value for key, value in self.terms.items() if key != "loss"}
+        return LossOutput(loss=loss, terms={"loss": loss.item(), name: term.item(), **own})
+
 
 class _DrawKwargs(TypedDict):
     """Where `Draws` draws: the generator and its device."""

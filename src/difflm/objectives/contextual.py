@@ -54,6 +54,4 @@ def contextual_loss(
     """The diffusion objective plus the decoder's cross-entropy (`frozen` is unused)."""
     diffusion = e2e_loss(denoiser, batch, config, generator=generator)
     contextual = decoder_loss(denoiser, batch, config, generator=generator)
-    loss = diffusion.loss + config.rounding.weight * contextual
-    terms = {key: value for key, value in diffusion.terms.items() if key != "loss"}
-    return LossOutput(loss=loss, terms={"loss": loss.item(), "contextual": contextual.item(), **terms})
+    return diffusion.plus("contextual", contextual, config.rounding.weight)

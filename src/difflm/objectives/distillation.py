@@ -75,6 +75,4 @@ def distillation_loss(
     if dc.denoise_weight == 0:
         return LossOutput.of(distill, {"distill": distill})
     diffusion = e2e_loss(denoiser, batch, config, generator=generator)
-    loss = distill + dc.denoise_weight * diffusion.loss
-    terms = {key: value for key, value in diffusion.terms.items() if key != "loss"}
-    return LossOutput(loss=loss, terms={"loss": loss.item(), "distill": distill.item(), **terms})
+    return diffusion.plus("distill", distill, scale=dc.denoise_weight)
