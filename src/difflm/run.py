@@ -116,8 +116,6 @@ def load_teacher(config: Config) -> tuple[Denoiser, Vocab]:
             f"train.teacher: the student starts from the teacher's weights, but {', '.join(differ)} "
             f"differ; start from its config with --config {run / 'config.json'}"
         )
-    vocab = Vocab.load(run / "vocab.json")
-    teacher = build_model(saved, len(vocab))
-    checkpoint.load_weights(teacher, run / "ema.safetensors")
-    assert isinstance(teacher, Denoiser)
-    return teacher.eval().requires_grad_(False), vocab
+    teacher = load_run(run, device="cpu")  # the trainer moves it to its own device
+    assert isinstance(teacher.model, Denoiser)
+    return teacher.model.requires_grad_(False), teacher.vocab
