@@ -137,3 +137,18 @@ def test_cli_samples_with_either_rounding(run, capsys):
     assert main(["sample", str(run), "--n", "2", "--steps", "5", "--rounding", "factorized"]) == 0
     assert main(["sample", str(run), "--n", "2", "--steps", "5"]) == 0
     assert capsys.readouterr().out.count("\n") == 4
+
+
+def test_a_contextual_run_can_teach_a_one_step_student(run, tmp_path):
+    from difflm.config import Config
+    from difflm.train import Trainer
+
+    config = Config.load_run(run).with_overrides(
+        ["model.generator=consistency", f"train.teacher={run}", "train.steps=2"]
+    )
+    student = Trainer(config, tmp_path / "cd", progress=False)
+    assert student.model.decoder is None  # the generators keep their own readout
+    teacher = difflm.load(run).model
+    for name, weight in student.model.named_parameters():
+        assert torch.equal(weight, teacher.get_parameter(name)), name
+    student.run()

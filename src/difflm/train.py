@@ -156,7 +156,9 @@ class Trainer(TrainingLoop):
         model = build_model(config, len(self.data.vocab), num_conditions).to(device)
         if self.teacher is not None:  # distillation starts from the teacher (resuming overwrites it)
             self.teacher.to(device)
-            model.load_state_dict(self.teacher.state_dict())
+            # From its denoiser: a contextual rounding decoder the teacher carries is not the student's.
+            own = model.state_dict().keys()
+            model.load_state_dict({key: value for key, value in self.teacher.state_dict().items() if key in own})
         super().__init__(model, config.train, run_dir, progress=progress, world=world, rank=rank)
         self.run_dir = run_dir
         self.tokens_per_step = config.train.batch_size * config.data.max_len * world
