@@ -21,7 +21,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,8 @@ import difflm
 from difflm.checkpoint import read_json
 from difflm.eval.report import evaluate
 from difflm.text.dataset import split_sentences
-from recipes import measure_rate  # bench/ is the script's directory
+from quality import markdown_table, sample_timed  # bench/ is the script's directory
+from recipes import measure_rate
 
 OPTIONS = {"factorized": ["rounding.kind=factorized"], "contextual": ["rounding.kind=contextual"]}
 COLUMNS = [
@@ -49,9 +49,7 @@ COLUMNS = [
 def score(run: Path, n: int, teacher: difflm.Pipeline | None, rounding: str | None = None) -> dict:
     """Samples of a run with its own readout (or `rounding`), and their scores."""
     pipe = difflm.load(run)
-    start = time.perf_counter()
-    texts = pipe.sample(n, seed=0, rounding=rounding)
-    rate = n / (time.perf_counter() - start)
+    texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding)
     judge = teacher or pipe
     training, held = split_sentences(judge.config, judge.vocab)
     report = evaluate(
@@ -124,11 +122,11 @@ def main() -> None:
     (out / "result.json").write_text(json.dumps({"machine": machine, "n": args.n, "runs": result}, indent=2))
     print(json.dumps({name: {k: v for k, v in r.items() if k != "samples"} for name, r in result.items()}, indent=2))
     columns = [c for c in ["steps", "cpu_minutes", *COLUMNS] if any(c in r for r in result.values())]
-    lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name, r in result.items():
-        cells = [f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "–")) for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    rows = [
+        {"run": name, **{c: f"{r[c]:.3g}" if isinstance(r.get(c), float) else r.get(c) for c in columns}}
+        for name, r in result.items()
+    ]
+    table = markdown_table(rows, ["run", *columns])
     (out / "table.md").write_text(table + "\n")
     print(table)
 
