@@ -50,6 +50,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from difflm.config import ROUNDINGS
     from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
     from difflm.sampling.grid import GRIDS
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
@@ -105,7 +106,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--rounding",
-        choices=["factorized", "contextual"],
+        choices=ROUNDINGS,
         default=None,
         help="how the last state becomes words: the run's contextual decoder or the per-position argmax "
         "(default: the run's rounding.kind)",

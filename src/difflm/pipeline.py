@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from difflm.config import Config
+from difflm.config import ROUNDINGS, Config
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
 from difflm.control.constraints import RequiresWords, RestrictsWords
 from difflm.control.guidance import Constraint, GradientGuidance
@@ -134,8 +134,8 @@ class Pipeline:
         model = self.model
         assert isinstance(model, Denoiser)
         rounding = rounding or ("contextual" if self.config.contextual_rounding else "factorized")
-        if rounding not in ("factorized", "contextual"):
-            raise ValueError(f"rounding must be factorized or contextual, got {rounding!r}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be {' or '.join(ROUNDINGS)}, got {rounding!r}")
         if rounding == "contextual" and model.decoder is None:
             raise ValueError(
                 "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
