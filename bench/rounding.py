@@ -1,5 +1,6 @@
-"""Readouts at equal CPU time: factorized (Diffusion-LM's per-position argmax) against contextual
-rounding, trained on the same corpus for the same time and scored the same way.
+"""Fluency options at equal CPU time, trained on the same corpus for the same time and scored
+the same way: factorized (Diffusion-LM's per-position argmax), contextual rounding, and
+contextual rounding with length anchors and length-bucketed batches ("anchored").
 
     .venv/bin/python bench/rounding.py --corpus grammar --minutes 4 --set data.max_len=24 data.overlong=skip
     .venv/bin/python bench/rounding.py --runs ctx=RUN --teacher TEACHER_RUN --readouts contextual,factorized
@@ -7,7 +8,7 @@ rounding, trained on the same corpus for the same time and scored the same way.
 Each option trains alone on the machine's threads (one run at a time): its step count is its
 steps/s, probed on this machine, × the budget, so every run also completes its learning-rate
 decay; the CPU time it took is reported. Each run then writes --n samples with the default
-sampler (DDPM 50, τ = 0.1) and its own readout, timed (sentences/s), and is scored by
+sampler (DDPM 50, τ = 0.1, or each of --temperatures) and its own readout, timed (sentences/s), and is scored by
 `difflm.eval.evaluate`: the exact grammar on the bundled corpus; with --teacher, the teacher's
 lm-score, the share within the human range and the share below the median human sentence;
 the share with a word doubled back to back; distinct-2, self-BLEU and mean length. A share
@@ -21,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,11 +30,18 @@ import torch
 import difflm
 from difflm.checkpoint import read_json
 from difflm.eval.report import evaluate
+from difflm.model.anchors import anchors_of
+from difflm.model.denoiser import Denoiser
+from difflm.sampling.contextual import round_in_context
 from difflm.text.dataset import split_sentences
 from quality import markdown_table, sample_timed  # bench/ is the script's directory
 from recipes import measure_rate
 
-OPTIONS = {"factorized": ["rounding.kind=factorized"], "contextual": ["rounding.kind=contextual"]}
+OPTIONS = {
+    "factorized": ["rounding.kind=factorized"],
+    "contextual": ["rounding.kind=contextual"],
+    "anchored": ["rounding.kind=contextual", "diffusion.length_anchors=true", "train.length_pool=16"],
+}
 COLUMNS = [
     "grammatical",
     "lm_score",
@@ -46,10 +55,20 @@ COLUMNS = [
 ]
 
 
-def score(run: Path, n: int, teacher: difflm.Pipeline | None, rounding: str | None = None) -> dict:
-    """Samples of a run with its own readout (or `rounding`), and their scores."""
+def score(
+    run: Path,
+    n: int,
+    teacher: difflm.Pipeline | None,
+    rounding: str | None = None,
+    temperature: float | None = None,
+    t_sample: float | None = None,
+) -> dict:
+    """Samples of a run with its own readout (or `rounding`) at x̂0 temperature τ and reading
+    time t_d = t_sample (None: the pipeline's and the run's), and their scores."""
     pipe = difflm.load(run)
-    texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding)
+    if t_sample is not None:
+        pipe.config = replace(pipe.config, rounding=replace(pipe.config.rounding, t_sample=t_sample))
+    texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding, temperature=temperature)
     judge = teacher or pipe
     training, held = split_sentences(judge.config, judge.vocab)
     report = evaluate(
@@ -69,18 +88,60 @@ def score(run: Path, n: int, teacher: difflm.Pipeline | None, rounding: str | No
     }
 
 
+def faithfulness(run: Path, t_ds: list[float], n: int = 128) -> dict[float, dict[str, float]]:
+    """Does the decoder write what the latent says? The clean latents EMB(w) of n held-out
+    sentences, decoded at each t_d: the share written back word for word, the share of their
+    words kept, and the share of rows that, given another row's latent, write that row's."""
+    pipe = difflm.load(run)
+    assert isinstance(pipe.model, Denoiser)
+    _, held = split_sentences(pipe.config, pipe.vocab)
+    held = [h for h in held if len(h) <= pipe.config.data.max_len - 2][:n]
+    ids, _ = pipe.vocab.encode_batch(held, pipe.config.data.max_len)
+    x0 = pipe.model.embedding(ids).detach()
+    anchors = anchors_of(ids) if pipe.model.lengths is not None else None
+    texts = [" ".join(h) for h in held]
+    result = {}
+    for t_d in t_ds:
+
+        def read(latents: torch.Tensor, rows: torch.Tensor | None, t_d: float = t_d) -> list[str]:
+            tokens = round_in_context(
+                pipe.model, latents, t_d=t_d, generator=torch.Generator().manual_seed(0), anchors=rows
+            )
+            return pipe.decode(tokens)
+
+        out = read(x0, anchors)
+        swapped = read(x0.roll(1, 0), None if anchors is None else anchors.roll(1, 0))
+        result[t_d] = {
+            "word_for_word": sum(o == h for o, h in zip(out, texts)) / len(texts),
+            "words_kept": sum(len(set(o.split()) & set(h)) / len(set(h)) for o, h in zip(out, held)) / len(held),
+            "follows_another_row": sum(o == h for o, h in zip(swapped, texts[-1:] + texts[:-1])) / len(texts),
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="grammar")
     parser.add_argument("--config", help="base config file (default: the built-in defaults)")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--options", default="factorized,contextual", help=f"of {', '.join(OPTIONS)}")
+    parser.add_argument("--options", default=",".join(OPTIONS), help=f"of {', '.join(OPTIONS)}")
     parser.add_argument("--minutes", type=float, default=4.0, help="training budget per option (wall minutes, alone)")
     parser.add_argument(
         "--runs", nargs="+", default=[], metavar="NAME=DIR", help="score these runs instead of training"
     )
     parser.add_argument(
         "--readouts", default="", help="with --runs: read each run these ways, e.g. contextual,factorized"
+    )
+    parser.add_argument(
+        "--temperatures",
+        default="",
+        help="sample at each of these x̂0 temperatures τ, e.g. 0.1,1 (default: the pipeline's)",
+    )
+    parser.add_argument(
+        "--t-sample", default="", help="read at each of these times t_d, e.g. 0.4,0.6 (default: the run's)"
+    )
+    parser.add_argument(
+        "--faithfulness", action="store_true", help="also decode held-out latents at each --t-sample (contextual runs)"
     )
     parser.add_argument("--teacher", help="an autoregressive run on the same corpus (lm-score, human range)")
     parser.add_argument("--n", type=int, default=128, help="samples per run")
@@ -113,10 +174,17 @@ def main() -> None:
         runs[name] = str(run)
     teacher = difflm.load(args.teacher) if args.teacher else None
     readouts = args.readouts.split(",") if args.readouts else [None]
+    temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else [None]
+    t_ds = [float(t) for t in args.t_sample.split(",")] if args.t_sample else [None]
     result = {
-        name + (f" ({readout})" if readout else ""): score(Path(run), args.n, teacher, readout)
+        name
+        + (f" ({readout})" if readout else "")
+        + (f" τ={tau:g}" if tau is not None else "")
+        + (f" t_d={t_d:g}" if t_d is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d)
         for name, run in runs.items()
         for readout in readouts
+        for tau in temperatures
+        for t_d in t_ds
     }
     machine = f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     (out / "result.json").write_text(json.dumps({"machine": machine, "n": args.n, "runs": result}, indent=2))
@@ -127,6 +195,18 @@ def main() -> None:
         for name, r in result.items()
     ]
     table = markdown_table(rows, ["run", *columns])
+    if args.faithfulness:
+        faithful = {
+            name: faithfulness(Path(run), [t for t in t_ds if t is not None] or [0.2, 0.4])
+            for name, run in runs.items()
+        }
+        (out / "faithfulness.json").write_text(json.dumps(faithful, indent=2))
+        rows = [
+            {"run": name, "t_d": t_d, **{k: f"{v:.3f}" for k, v in r.items()}}
+            for name, f in faithful.items()
+            for t_d, r in f.items()
+        ]
+        table += "\n\n" + markdown_table(rows, ["run", "t_d", "word_for_word", "words_kept", "follows_another_row"])
     (out / "table.md").write_text(table + "\n")
     print(table)
 

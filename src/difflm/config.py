@@ -104,6 +104,9 @@ class DiffusionConfig:
             previous step supplies it; 0 = Analog Bits (x̂0 of x_t itself).
         cond_drop: probability p that a row's condition is replaced by the null
             condition ∅ (classifier-free guidance); used when model.condition is set.
+        length_anchors: give the denoiser each row's length: END and the PAD positions
+            after it stay clean at every t (anchors), so it learns p(x | n) and sampling
+            draws n from the training sentences' lengths (`model/anchors.py`).
     """
 
     schedule: str = "sqrt"
@@ -112,6 +115,7 @@ class DiffusionConfig:
     self_cond_prob: float = 0.5
     self_cond_gap: float = 0.0
     cond_drop: float = 0.1
+    length_anchors: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,10 @@ class TrainConfig:
         bf16: bf16 autocast for the forward pass.
         time_limit: stop (and checkpoint) after this many minutes; 0 = no limit.
         threads: torch intra-op threads (0 = torch's default).
+        length_pool: length bucketing: sort the rows of this many batches by length and
+            give each batch a run of similar lengths, cut after its longest row, so compute
+            goes to words (0: every row is padded to L). A denoiser needs
+            diffusion.length_anchors for it: it never sees the cut PAD tail.
         teacher: a trained diffusion run directory to distil (`model.generator=consistency`
             only): the student starts from its EMA weights and vocabulary; "" = none.
     """
@@ -153,6 +161,7 @@ class TrainConfig:
     bf16: bool = False
     time_limit: float = 0.0
     threads: int = 0
+    length_pool: int = 0
     teacher: str = ""
 
 
@@ -354,6 +363,15 @@ class Config:
             (self.train.steps >= 1 and self.train.batch_size >= 1, "train.steps and train.batch_size must be ≥ 1"),
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+            (self.train.length_pool >= 0, f"train.length_pool must be ≥ 0, got {self.train.length_pool}"),
+            (
+                not self.diffusion.length_anchors or self.model.generator == "diffusion",
+                f"diffusion.length_anchors needs model.generator=diffusion, got {self.model.generator}",
+            ),
+            (
+                not self.train.length_pool or self.model.kind == "autoregressive" or self.diffusion.length_anchors,
+                "train.length_pool cuts the PAD tail a denoiser would learn: set diffusion.length_anchors=true",
+            ),
         ]
         for ok, message in checks + self._generator_checks() + self._rounding_checks():
             if not ok:

@@ -67,7 +67,8 @@ class TrainingLoop:
     Attributes:
         step: optimizer steps taken (across resumes).
         elapsed, cpu_seconds: wall-clock and CPU seconds of training (across resumes).
-        tokens_per_step: tokens a step trains on, for the tokens/s column (0: not logged).
+        batch_tokens: positions the last step trained on, all processes together (padding
+            included), for the tokens/s column; a subclass sets it (0: not logged).
     """
 
     def __init__(
@@ -88,7 +89,7 @@ class TrainingLoop:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.step, self.elapsed, self.cpu_seconds = 0, 0.0, 0.0
-        self.tokens_per_step = 0
+        self.batch_tokens = 0
         self.progress, self.desc = progress and rank == 0, desc
         self.lock: checkpoint.RunLock | None = None
 
@@ -170,7 +171,7 @@ class TrainingLoop:
         tc = self.tc
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc=self.desc, dynamic_ncols=True)
         window = RunningMean()
-        window_steps, window_start = 0, time.perf_counter()
+        window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
         last: dict[str, dict] = {}
         session_start, cpu_start = time.perf_counter(), time.process_time()
         elapsed_at_start, cpu_at_start = self.elapsed, self.cpu_seconds
@@ -183,6 +184,7 @@ class TrainingLoop:
 
         while self.step < tc.steps:
             window.add(self.train_step())
+            window_tokens += self.batch_tokens
             self.elapsed = elapsed_at_start + time.perf_counter() - session_start
             self.cpu_seconds = cpu_at_start + time.process_time() - cpu_start
             window_steps += 1
@@ -190,12 +192,12 @@ class TrainingLoop:
             if self.step % tc.log_every == 0 or self.step == tc.steps:
                 seconds = time.perf_counter() - window_start
                 row = {"step": self.step, "split": "train", **window.result(), "lr": lr_at(self.step - 1, tc)}
-                if self.tokens_per_step:
-                    row["tokens_per_s"] = self.tokens_per_step * window_steps / seconds
+                if window_tokens:
+                    row["tokens_per_s"] = window_tokens / seconds
                 row.update(steps_per_s=window_steps / seconds, elapsed=self.elapsed, cpu_seconds=self.cpu_seconds)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
                 emit(row)
-                window, window_steps, window_start = RunningMean(), 0, time.perf_counter()
+                window, window_steps, window_tokens, window_start = RunningMean(), 0, 0, time.perf_counter()
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
                 emit(
                     {

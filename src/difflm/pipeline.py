@@ -1,9 +1,10 @@
 """Load a trained run and sample from it: `difflm.load(RUN).sample(...)`.
 
 `Pipeline.generate` is the one way of sampling a diffusion run: `difflm sample`,
-`difflm control`, the demo and the benches all call it. It owns the seed, the shape, the
-denoiser wrappers (classifier-free guidance, self-conditioning guidance, gradient
-guidance with its constraints) and the evaluation count.
+`difflm control`, the demo and the benches all call it. It owns the seed, the shape, each
+row's length (a run with length anchors), the denoiser wrappers (length anchors,
+classifier-free guidance, self-conditioning guidance, gradient guidance with its
+constraints) and the evaluation count.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import torch
 
 from difflm.config import ROUNDINGS, Config
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
-from difflm.control.constraints import RequiresWords, RestrictsWords
+from difflm.control.constraints import FixesLength, RequiresWords, RestrictsWords
 from difflm.control.guidance import Constraint, GradientGuidance
+from difflm.model.anchors import anchor_ids, draw_lengths, tail
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.run import load_run
 from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, get_sampler
+from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.contextual import round_in_context
@@ -98,7 +101,8 @@ class Pipeline:
             n: number of sentences.
             sampler, steps: a registered sampler and its number of steps K.
             seed: None draws a fresh seed.
-            length: positions per sentence (default data.max_len).
+            length: positions per sentence (default data.max_len; a run with length anchors
+                draws each row's word count, at most length − 2).
             temperature: x̂0 = softmax(logits/τ)·EMB (`difflm.sampling.rounding`); None:
                 `SAMPLING_TEMPERATURE`; 1 follows the model exactly.
             sc_guidance: w ≠ 1 guides a self-conditioned run away from its own prediction
@@ -142,6 +146,12 @@ class Pipeline:
             )
         counted = CountedDenoiser(model)
         denoiser: Denoiser | DenoiserWrapper = counted
+        generator = self._generator(seed)
+        shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
+        words = None
+        if model.lengths is not None:  # a run with length anchors writes n ~ p_data(n) words, or the n fixed
+            words = self._words(n, constraints, shape[1], generator)
+            denoiser = AnchoredDenoiser(denoiser, tail(words, shape[1]))
         c = None if condition is None else condition_of(self.conditions, condition, self.device)
         if c is not None:
             denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
@@ -149,11 +159,9 @@ class Pipeline:
             sc_guidance = SC_GUIDANCE if model.self_conditioning else 1.0
         if check_scale(sc_guidance) != 1.0:
             denoiser = SelfConditioningGuidance(denoiser, sc_guidance)
-        generator = self._generator(seed)
         gradient = (
             GradientGuidance(denoiser, constraints, generator=generator, **(guidance or {})) if constraints else None
         )
-        shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
         temperature = SAMPLING_TEMPERATURE if temperature is None else temperature
         output = get_sampler(sampler)(
             denoiser, shape, steps=steps, generator=generator, guidance=gradient, temperature=temperature, **options
@@ -162,20 +170,40 @@ class Pipeline:
             output = gradient.finalize(output)
         if rounding == "contextual":
             read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
-            output = replace(output, tokens=self._round_in_context(output.x0, constraints, read, generator))
+            output = replace(output, tokens=self._round_in_context(output.x0, constraints, read, words, generator))
             counted.rows += n * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
+        elif words is not None:
+            anchors = tail(words, shape[1])
+            output = replace(output, tokens=torch.where(anchors, anchor_ids(anchors), output.tokens))
         return replace(output, nfe=counted.per_sample(n))
 
+    def _words(self, n: int, constraints: Sequence[Constraint], width: int, generator: torch.Generator) -> torch.Tensor:
+        """The word count [n] of each row of a run with length anchors: the one the constraints
+        fix, else drawn from the training sentences' (`model/anchors.py`)."""
+        assert isinstance(self.model, Denoiser) and self.model.lengths is not None
+        fixed = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
+        if len(fixed) > 1:
+            raise ValueError(f"the constraints fix different lengths: {sorted(fixed)} words")
+        if fixed:
+            return torch.full((n,), fixed.pop(), dtype=torch.long, device=self.device)
+        return draw_lengths(self.model.lengths, n, width - 2, generator)
+
     def _round_in_context(
-        self, x0: torch.Tensor, constraints: Sequence[Constraint], cond: torch.Tensor | None, generator: torch.Generator
+        self,
+        x0: torch.Tensor,
+        constraints: Sequence[Constraint],
+        cond: torch.Tensor | None,
+        words: torch.Tensor | None,
+        generator: torch.Generator,
     ) -> torch.Tensor:
-        """The decoder's words for the final x̂0, within what the constraints fix (`sampling.contextual`)."""
+        """The decoder's words for the final x̂0, within what the constraints fix, reading the
+        rows' length anchors (`words`, a run with length anchors) (`sampling.contextual`)."""
         assert isinstance(self.model, Denoiser)
         allowed, required = None, set()
         for constraint in constraints:
             if isinstance(constraint, RestrictsWords):
-                words = constraint.allowed_words(len(self.vocab)).to(self.device)
-                allowed = words if allowed is None else allowed & words
+                given = constraint.allowed_words(len(self.vocab)).to(self.device)
+                allowed = given if allowed is None else allowed & given
             if isinstance(constraint, RequiresWords):
                 required |= set(constraint.required_words().tolist())
         rc = self.config.rounding
@@ -187,6 +215,7 @@ class Pipeline:
             allowed=allowed,
             required=torch.tensor(sorted(required), dtype=torch.long) if required else None,
             cond=cond,
+            anchors=None if words is None else tail(words, x0.shape[1]),
         )
 
     def decode(self, tokens: torch.Tensor) -> list[str]:

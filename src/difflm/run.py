@@ -47,7 +47,15 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Den
         return CausalLM(config.model, vocab_size, config.data.max_len)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
     rounding = config.rounding if config.contextual_rounding else None
-    return Denoiser(config.model, vocab_size, config.data.max_len, schedule, num_conditions, rounding)
+    return Denoiser(
+        config.model,
+        vocab_size,
+        config.data.max_len,
+        schedule,
+        num_conditions,
+        rounding,
+        length_anchors=config.diffusion.length_anchors,
+    )
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from difflm import checkpoint
 from difflm.config import Config
 from difflm.loop import RunningMean, TrainingDiverged, TrainingLoop
+from difflm.model.anchors import word_counts
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.objectives import Batch, Frozen, get_objective
@@ -75,6 +76,19 @@ def batch_indices(step: int, batch: int, n: int, seed: int, rank: int, world: in
         mask = epochs == epoch
         out[mask] = perm[positions[mask] % n]
     return out
+
+
+def bucketed_indices(
+    step: int, batch: int, lengths: torch.Tensor, seed: int, rank: int, world: int, pool: int
+) -> torch.Tensor:
+    """Length bucketing: the rows of `pool` consecutive steps (`batch_indices`), sorted by
+    length and cut into `pool` batches of similar lengths, served in a seeded order. Every
+    row still comes once an epoch; a batch then pads to its own longest row, not to L."""
+    first = step - step % pool
+    rows = torch.cat([batch_indices(s, batch, len(lengths), seed, rank, world) for s in range(first, first + pool)])
+    by_length = rows[torch.sort(lengths[rows], stable=True).indices].view(pool, batch)
+    order = torch.randperm(pool, generator=torch.Generator().manual_seed(seed * 100_003 + first * 64 + rank))
+    return by_length[order[step - first]]
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -159,9 +173,11 @@ class Trainer(TrainingLoop):
             # From its denoiser: a contextual rounding decoder the teacher carries is not the student's.
             own = model.state_dict().keys()
             model.load_state_dict({key: value for key, value in self.teacher.state_dict().items() if key in own})
+        if isinstance(model, Denoiser) and model.lengths is not None:  # the length prior sampling draws from
+            model.lengths.copy_(word_counts(self.data.train, config.data.max_len))
         super().__init__(model, config.train, run_dir, progress=progress, world=world, rank=rank)
         self.run_dir = run_dir
-        self.tokens_per_step = config.train.batch_size * config.data.max_len * world
+        self.row_lengths = (self.data.train != Vocab.PAD_ID).sum(1)  # START … END
         if self.resuming:
             self._load_state()
         # The EMA is the target only of a denoiser's objective: the autoregressive loss reads nothing frozen.
@@ -176,10 +192,18 @@ class Trainer(TrainingLoop):
         seed = step_seed(tc.seed, self.step, self.rank)
         torch.manual_seed(seed)  # dropout
         generator = torch.Generator().manual_seed(seed)  # t, ε, self-conditioning coins
-        rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
+        if tc.length_pool:
+            rows = bucketed_indices(
+                self.step, tc.batch_size, self.row_lengths, tc.seed, self.rank, self.world, tc.length_pool
+            )
+        else:
+            rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
+        ids = self.data.train[rows]
+        if tc.length_pool:  # cut after the longest row: its PAD columns would cost compute and teach nothing
+            ids = ids[:, : int(self.row_lengths[rows].max())]
+        self.batch_tokens = ids.numel() * self.world
         batch = Batch(
-            self.data.train[rows].to(self.device),
-            None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device),
+            ids.to(self.device), None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device)
         )
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
             return self.objective(batch, generator)

@@ -78,6 +78,16 @@ class RequiresWords(Protocol):
         ...
 
 
+@runtime_checkable
+class FixesLength(Protocol):
+    """A constraint that fixes the number of words (a length, an infill template): a run
+    with length anchors writes exactly that many (`model/anchors.py`)."""
+
+    def fixed_length(self) -> int:
+        """n, the number of words every sample has."""
+        ...
+
+
 def _words_then_end(n: int, max_len: int, vocab_size: int) -> torch.Tensor:
     """[L, V]: START, then n positions of words (no END, PAD or START), END, and PAD after."""
     allowed = torch.zeros(max_len, vocab_size, dtype=torch.bool)
@@ -138,6 +148,9 @@ class Length:
 
     def satisfied(self, words: Sequence[str]) -> bool:
         return len(words) == self.n
+
+    def fixed_length(self) -> int:
+        return self.n
 
     def allowed_words(self, vocab_size: int) -> torch.Tensor:
         """Words at positions 1..n, END at n + 1, PAD after: [L, V]."""
@@ -218,6 +231,9 @@ class Infill:
         allowed = _words_then_end(len(self.slots), self.max_len, vocab_size)
         given = torch.zeros_like(allowed).scatter_(1, self.ids[:, None], True)
         return torch.where(self.known[:, None], given, allowed)
+
+    def fixed_length(self) -> int:
+        return len(self.slots)
 
     def satisfied(self, words: Sequence[str]) -> bool:
         """All slots filled (no early END) and every given word in place."""

@@ -115,6 +115,7 @@ class ContextualDecoder(nn.Module):
         memory: torch.Tensor,
         t: torch.Tensor,
         *,
+        length: int | None = None,
         allowed: torch.Tensor | None = None,
         required: torch.Tensor | None = None,
         temperature: float = 0.0,
@@ -123,8 +124,9 @@ class ContextualDecoder(nn.Module):
         """Write rows START w1 … END PAD… [B, L] left to right with a KV cache.
 
         Args:
-            memory: the denoiser's hidden states [B, L, H_m] at x_{t_d}.
+            memory: the denoiser's hidden states [B, L_m, H_m] at x_{t_d}.
             t: t_d, [B].
+            length: L, the positions to write (default L_m).
             allowed: words each position may take, [L, V] bool (exact constraints: known
                 words, END at n + 1); None allows every word.
             required: word ids [K] every row must contain (keywords). A row that writes them
@@ -140,7 +142,7 @@ class ContextualDecoder(nn.Module):
         """
         if temperature < 0:
             raise ValueError(f"decoding temperature must be ≥ 0, got {temperature}")
-        B, L = memory.shape[0], memory.shape[1]
+        B, L = memory.shape[0], length or memory.shape[1]
         V = self.head.weight.shape[0]
         if allowed is not None and not bool(allowed.any(-1).all()):
             raise ValueError("the constraints leave a position with no allowed word")
@@ -184,7 +186,7 @@ class ContextualDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One left-to-right pass: ids [B, L], and the log-probability of each watched word
         [B, L, K] at every position a row wrote (−inf after its END)."""
-        B, L = m.shape[0], m.shape[1]
+        B, L = allowed.shape[0], allowed.shape[1]
         ids = torch.full((B, L), Vocab.PAD_ID, dtype=torch.long, device=m.device)
         ids[:, 0] = Vocab.START_ID
         scores = torch.full((B, L, len(watch)), -torch.inf, device=m.device)

@@ -71,6 +71,10 @@ class Denoiser(nn.Module):
         num_conditions: P, the size of the condition's multi-hot (config.condition=slots only).
         rounding: with kind=contextual, the denoiser carries its contextual rounding decoder
             (`self.decoder`, trained and saved with it); else `self.decoder` is None.
+        length_anchors: the denoiser reads each row's length from its clean END and PAD tail
+            (`model/anchors.py`) and carries the training sentences' word counts
+            (`self.lengths`, [L − 1], saved with it) to draw lengths from; else
+            `self.lengths` is None.
 
     Raises:
         ValueError: a conditioned config without conditions, or conditions without one.
@@ -84,6 +88,7 @@ class Denoiser(nn.Module):
         schedule: NoiseSchedule,
         num_conditions: int = 0,
         rounding: RoundingConfig | None = None,
+        length_anchors: bool = False,
     ) -> None:
         super().__init__()
         if (config.condition != "none") != (num_conditions > 0):
@@ -126,6 +131,8 @@ class Denoiser(nn.Module):
             if rounding is not None and rounding.kind == "contextual"
             else None
         )
+        self.lengths: torch.Tensor | None
+        self.register_buffer("lengths", torch.zeros(max_len - 1) if length_anchors else None)
 
     def word_posterior_logits(self, x_t: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
         """log q(w | x_t) + const for each position alone, words uniform a priori: [B, L, V].

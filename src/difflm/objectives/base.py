@@ -102,6 +102,10 @@ class Draws:
         return torch.randint(low, high, (n,), **self.kwargs).to(self.device)
 
 
-def word_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Mean −log p(w) of word logits [B, L, V] at the words ids [B, L]."""
-    return F.cross_entropy(logits.transpose(1, 2), ids)
+def word_nll(logits: torch.Tensor, ids: torch.Tensor, counted: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean −log p(w) of word logits [B, L, V] at the words ids [B, L], over the positions
+    `counted` [B, L] (None: all)."""
+    if counted is None:
+        return F.cross_entropy(logits.transpose(1, 2), ids)
+    nll = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+    return (nll * counted).sum() / counted.sum().clamp_min(1)

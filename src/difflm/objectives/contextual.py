@@ -18,6 +18,7 @@ import torch
 
 from difflm.config import Config
 from difflm.diffusion import process
+from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput
 from difflm.objectives.diffusion import e2e_loss
@@ -38,6 +39,8 @@ def decoder_loss(
     t = rc.t_min + (rc.t_max - rc.t_min) * draws.rand(B)
     abar = denoiser.schedule.alpha_bar(t.double()).to(x0)[:, None, None]
     x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
+    if denoiser.lengths is not None:
+        x_t = anchor(x_t, anchors_of(ids), denoiser.embedding)
     with torch.no_grad():
         memory = denoiser.memory(x_t, t, cond=batch.cond)
     return denoiser.decoder.loss(ids, memory, t)

@@ -13,6 +13,9 @@ With `predict` = eps or v the squared error is measured in that view (same x̂0,
 weighting). With `predict` = logits (CDCD/Plaid) the network is trained by the
 cross-entropy −log p̂(w | x_t) of its own logits ("ce") instead of the squared error.
 
+With length anchors (`model/anchors.py`) END and the PAD tail after it stay clean in x_t and
+the denoising term counts only the other positions: the denoiser learns p(w | n).
+
 A conditioned denoiser (classifier-free guidance, Ho & Salimans 2022) gets each row's
 condition c, replaced by the null condition ∅ (c = 0) with probability p = cond_drop, so
 one network learns both f(x_t, t, c) and f(x_t, t, ∅).
@@ -24,6 +27,7 @@ import torch
 
 from difflm.config import Config
 from difflm.diffusion import process
+from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 
@@ -63,6 +67,9 @@ def e2e_loss(
     abar = alphas_cumprod[i][:, None, None]
     x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
     t = (i + 1).float() / schedule.num_steps
+    anchors = anchors_of(ids) if denoiser.lengths is not None else None
+    if anchors is not None:
+        x_t = anchor(x_t, anchors, denoiser.embedding)
 
     # 3. Condition dropout: a share p of the rows see ∅ (c = 0), teaching f(x_t, t, ∅).
     if cond is not None:
@@ -87,6 +94,8 @@ def e2e_loss(
                 ratio = (alphas_cumprod[j] / alphas_cumprod[i[use]])[:, None, None]
                 x_prev = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * draws.randn(tuple(x_prev.shape))
                 t_prev = (j + 1).float() / schedule.num_steps
+                if anchors is not None:
+                    x_prev = anchor(x_prev, anchors[use], denoiser.embedding)
             with torch.no_grad():
                 self_cond[use] = denoiser(x_prev, t_prev, cond=None if cond is None else cond[use]).x0.detach()
 
@@ -95,14 +104,18 @@ def e2e_loss(
 
     # 5. Denoising term, in the network's own view (x0, eps, v) or as cross-entropy.
     kind = denoiser.config.predict
+    counted = None if anchors is None else (~anchors).float()  # [B, L]: the positions to denoise
     if kind == "logits":
-        terms["ce"] = word_nll(pred.logits, ids)
+        terms["ce"] = word_nll(pred.logits, ids, counted)
         denoise = terms["ce"]
     else:
         # The first step regresses onto EMB(w) itself, tying f(x_1) to the embeddings.
         target_x0 = torch.where((i == 0)[:, None, None], emb, x0)
         error = (process.from_x0(kind, pred.x0, x_t, abar) - process.from_x0(kind, target_x0, x_t, abar)) ** 2
-        per_example = error.mean(dim=(1, 2))  # [B]
+        if counted is None:
+            per_example = error.mean(dim=(1, 2))  # [B]
+        else:
+            per_example = (error.mean(-1) * counted).sum(1) / counted.sum(1)
         denoise = per_example.mean()
         # Terms absent from a batch are left out (not logged as 0) so averages stay honest.
         first = i == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from difflm.diffusion import process
+from difflm.model.anchors import anchor, width_groups
 from difflm.model.denoiser import Denoiser
 
 
@@ -29,6 +30,7 @@ def round_in_context(
     allowed: torch.Tensor | None = None,
     required: torch.Tensor | None = None,
     cond: torch.Tensor | None = None,
+    anchors: torch.Tensor | None = None,
     temperature: float = 0.0,
 ) -> torch.Tensor:
     """The word ids [B, L] the denoiser's contextual decoder writes for the final x̂0 [B, L, d].
@@ -41,6 +43,8 @@ def round_in_context(
         allowed: [L, V] words each position may take (exact constraints), or None.
         required: word ids [K] every row must contain (keywords), or None.
         cond: the condition [B, P] the memory is read under (a conditioned run), or None.
+        anchors: the rows' length anchors [B, L] (`model/anchors.py`), held clean in
+            x_{t_d} as in training, or None.
         temperature: the decoder's word temperature (0: the most probable word).
 
     Raises:
@@ -55,7 +59,25 @@ def round_in_context(
             abar = denoiser.schedule.alpha_bar(t.double()).to(x0)[:, None, None]
             z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = process.q_sample(x0, abar, z)
-        memory = denoiser.memory(x_t, t, cond=cond)
-        return denoiser.decoder.generate(
-            memory, t, allowed=allowed, required=required, temperature=temperature, generator=generator
-        )
+        if anchors is None:
+            memory = denoiser.memory(x_t, t, cond=cond)
+            return denoiser.decoder.generate(
+                memory, t, allowed=allowed, required=required, temperature=temperature, generator=generator
+            )
+        # The memory of one length at a time, each cut after its END, as in training
+        # (`sampling/anchors.py`); the decoder may still write up to L positions and end where
+        # its words end, unless the constraints fix the length.
+        x_t = anchor(x_t, anchors, denoiser.embedding)
+        ids = torch.empty(x0.shape[:2], dtype=torch.long, device=x0.device)
+        for group, width in width_groups(anchors):
+            memory = denoiser.memory(x_t[group, :width], t[group], cond=None if cond is None else cond[group])
+            ids[group] = denoiser.decoder.generate(
+                memory,
+                t[group],
+                length=x0.shape[1],
+                allowed=allowed,
+                required=required,
+                temperature=temperature,
+                generator=generator,
+            )
+    return ids
