@@ -12,6 +12,7 @@ import torch
 import difflm
 from difflm.control.classifier_constraints import POS, Attribute, Span, Tree
 from difflm.control.classifiers import LatentClassifier, classifier_dir, load_classifier
+from difflm.control.constraints import Length
 from difflm.train_classifier import (
     ClassifierOptions,
     annotated_splits,
@@ -153,6 +154,15 @@ def test_constraints_are_differentiable_in_x(grammar_run, trained, heldout):
         lp.sum().backward()
         assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0, type(constraint).__name__
     assert [c.weight for c in constraints] == [1.0, 1.0, 0.5, 1.0]
+
+
+def test_pos_and_tree_fix_the_number_of_words(grammar_run, trained, heldout):
+    pos = POS("PROPN AUX DET ADJ NOUN PUNCT", run=grammar_run)
+    tree = Tree(str(heldout["tree"][0]), run=trained["tree"])
+    n = len(heldout["tree"][0].leaves())
+    assert (pos.fixed_length(), tree.fixed_length()) == (6, n)
+    for constraint, words in ((pos, 6), (tree, n)):  # the decoder writes exactly that many (any V)
+        assert torch.equal(constraint.allowed_words(50), Length(words, max_len=L).allowed_words(50))
 
 
 @pytest.mark.parametrize("task", TASKS)

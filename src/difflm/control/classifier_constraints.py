@@ -32,6 +32,7 @@ from difflm.control.classifiers import (
     TreeClassifier,
     load_classifier,
 )
+from difflm.control.constraints import words_then_end
 from difflm.control.guidance import check_weight
 from difflm.control.judges import JUDGES, expressed, grammar_parse, judge_of
 from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, span_match
@@ -182,6 +183,13 @@ class POS(ClassifierConstraint):
         """Every tag right and exactly as many words as tags."""
         return self.output_tags(words) == self.tags
 
+    def fixed_length(self) -> int:
+        return len(self.tags)
+
+    def allowed_words(self, vocab_size: int) -> torch.Tensor:
+        """As many words as tags, then END (`RestrictsWords`): [L, V]."""
+        return words_then_end(len(self.tags), self.max_len, vocab_size)
+
     def _build(self, length: int) -> torch.Tensor:
         classifier: PosClassifier = self.classifier  # type: ignore[assignment]
         return classifier.target([self.tags], length)
@@ -221,6 +229,13 @@ class Tree(ClassifierConstraint):
     def satisfied(self, words: Sequence[str]) -> bool:
         """The output's parse has the target's words count and labelled brackets."""
         return same_tree(self._parse_tree(words), self.tree)
+
+    def fixed_length(self) -> int:
+        return len(self.tree.leaves())
+
+    def allowed_words(self, vocab_size: int) -> torch.Tensor:
+        """As many words as the tree has leaves, then END (`RestrictsWords`): [L, V]."""
+        return words_then_end(len(self.tree.leaves()), self.max_len, vocab_size)
 
     def _build(self, length: int) -> torch.Tensor:
         classifier: TreeClassifier = self.classifier  # type: ignore[assignment]

@@ -88,7 +88,7 @@ class FixesLength(Protocol):
         ...
 
 
-def _words_then_end(n: int, max_len: int, vocab_size: int) -> torch.Tensor:
+def words_then_end(n: int, max_len: int, vocab_size: int) -> torch.Tensor:
     """[L, V]: START, then n positions of words (no END, PAD or START), END, and PAD after."""
     allowed = torch.zeros(max_len, vocab_size, dtype=torch.bool)
     allowed[0, Vocab.START_ID] = True
@@ -154,7 +154,7 @@ class Length:
 
     def allowed_words(self, vocab_size: int) -> torch.Tensor:
         """Words at positions 1..n, END at n + 1, PAD after: [L, V]."""
-        return _words_then_end(self.n, self.max_len, vocab_size)
+        return words_then_end(self.n, self.max_len, vocab_size)
 
 
 class Infill:
@@ -228,7 +228,7 @@ class Infill:
 
     def allowed_words(self, vocab_size: int) -> torch.Tensor:
         """Any word in a blank, the given word elsewhere, END after the last slot: [L, V]."""
-        allowed = _words_then_end(len(self.slots), self.max_len, vocab_size)
+        allowed = words_then_end(len(self.slots), self.max_len, vocab_size)
         given = torch.zeros_like(allowed).scatter_(1, self.ids[:, None], True)
         return torch.where(self.known[:, None], given, allowed)
 
