@@ -10,10 +10,11 @@ so it models p(w | n) rather than p(w): the anchors tell it where the sentence e
 (clean tokens as anchors, as in DiffuSeq's clean source). The clean END matters: a row cut
 to its own length has no PAD left, and without a clean token at its end the denoiser must
 guess the length from the width of its input, which it does badly (its sentences ran past
-n and were cut mid-phrase). A sampler draws n from the
-training sentences' lengths, n ~ p_data(n), kept in the denoiser (`Denoiser.lengths`), so
-samples are as long as human ones by construction; Diffusion-LM without anchors must place
-END itself and, at a low x̂0 temperature, ends early.
+n and were cut mid-phrase).
+
+A sampler draws n from the training sentences' lengths, n ~ p_data(n), kept in the denoiser
+(`Denoiser.lengths`), so samples are as long as human ones by construction; Diffusion-LM
+without anchors must place END itself and, at a low x̂0 temperature, ends early.
 """
 
 from __future__ import annotations
