@@ -148,10 +148,10 @@ class Pipeline:
         denoiser: Denoiser | DenoiserWrapper = counted
         generator = self._generator(seed)
         shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
-        words = None
+        anchors = None
         if model.lengths is not None:  # a run with length anchors writes n ~ p_data(n) words, or the n fixed
-            words = self._words(n, constraints, shape[1], generator)
-            denoiser = AnchoredDenoiser(denoiser, tail(words, shape[1]))
+            anchors = tail(self._words(n, constraints, shape[1], generator), shape[1])
+            denoiser = AnchoredDenoiser(denoiser, anchors)
         c = None if condition is None else condition_of(self.conditions, condition, self.device)
         if c is not None:
             denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
@@ -170,10 +170,9 @@ class Pipeline:
             output = gradient.finalize(output)
         if rounding == "contextual":
             read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
-            output = replace(output, tokens=self._round_in_context(output.x0, constraints, read, words, generator))
+            output = replace(output, tokens=self._round_in_context(output.x0, constraints, read, anchors, generator))
             counted.rows += n * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
-        elif words is not None:
-            anchors = tail(words, shape[1])
+        elif anchors is not None:
             output = replace(output, tokens=torch.where(anchors, anchor_ids(anchors), output.tokens))
         return replace(output, nfe=counted.per_sample(n))
 
@@ -193,11 +192,11 @@ class Pipeline:
         x0: torch.Tensor,
         constraints: Sequence[Constraint],
         cond: torch.Tensor | None,
-        words: torch.Tensor | None,
+        anchors: torch.Tensor | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
         """The decoder's words for the final x̂0, within what the constraints fix, reading the
-        rows' length anchors (`words`, a run with length anchors) (`sampling.contextual`)."""
+        rows' length anchors [B, L] (a run with length anchors) (`sampling.contextual`)."""
         assert isinstance(self.model, Denoiser)
         allowed, required = None, set()
         for constraint in constraints:
@@ -215,7 +214,7 @@ class Pipeline:
             allowed=allowed,
             required=torch.tensor(sorted(required), dtype=torch.long) if required else None,
             cond=cond,
-            anchors=None if words is None else tail(words, x0.shape[1]),
+            anchors=anchors,
         )
 
     def decode(self, tokens: torch.Tensor) -> list[str]:

@@ -78,17 +78,23 @@ def batch_indices(step: int, batch: int, n: int, seed: int, rank: int, world: in
     return out
 
 
+def bucketed_pool(
+    first: int, batch: int, lengths: torch.Tensor, seed: int, rank: int, world: int, pool: int
+) -> torch.Tensor:
+    """Length bucketing: the rows of the `pool` steps from `first` (`batch_indices`), sorted by
+    length and cut into `pool` batches of similar lengths, in a seeded order: [pool, batch].
+    Every row still comes once an epoch; a batch then pads to its own longest row, not to L."""
+    rows = torch.cat([batch_indices(s, batch, len(lengths), seed, rank, world) for s in range(first, first + pool)])
+    by_length = rows[torch.sort(lengths[rows], stable=True).indices].view(pool, batch)
+    return by_length[torch.randperm(pool, generator=torch.Generator().manual_seed(seed * 100_003 + first * 64 + rank))]
+
+
 def bucketed_indices(
     step: int, batch: int, lengths: torch.Tensor, seed: int, rank: int, world: int, pool: int
 ) -> torch.Tensor:
-    """Length bucketing: the rows of `pool` consecutive steps (`batch_indices`), sorted by
-    length and cut into `pool` batches of similar lengths, served in a seeded order. Every
-    row still comes once an epoch; a batch then pads to its own longest row, not to L."""
+    """This process's rows for `step` under length bucketing (`bucketed_pool`)."""
     first = step - step % pool
-    rows = torch.cat([batch_indices(s, batch, len(lengths), seed, rank, world) for s in range(first, first + pool)])
-    by_length = rows[torch.sort(lengths[rows], stable=True).indices].view(pool, batch)
-    order = torch.randperm(pool, generator=torch.Generator().manual_seed(seed * 100_003 + first * 64 + rank))
-    return by_length[order[step - first]]
+    return bucketed_pool(first, batch, lengths, seed, rank, world, pool)[step - first]
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -178,6 +184,7 @@ class Trainer(TrainingLoop):
         super().__init__(model, config.train, run_dir, progress=progress, world=world, rank=rank)
         self.run_dir = run_dir
         self.row_lengths = (self.data.train != Vocab.PAD_ID).sum(1)  # START … END
+        self.pool: tuple[int, torch.Tensor] | None = None  # (first step, its batches) under length bucketing
         if self.resuming:
             self._load_state()
         # The EMA is the target only of a denoiser's objective: the autoregressive loss reads nothing frozen.
@@ -193,14 +200,16 @@ class Trainer(TrainingLoop):
         torch.manual_seed(seed)  # dropout
         generator = torch.Generator().manual_seed(seed)  # t, ε, self-conditioning coins
         if tc.length_pool:
-            rows = bucketed_indices(
-                self.step, tc.batch_size, self.row_lengths, tc.seed, self.rank, self.world, tc.length_pool
-            )
+            first = self.step - self.step % tc.length_pool
+            if self.pool is None or self.pool[0] != first:  # drawn and sorted once per pool, not per step
+                args = (tc.batch_size, self.row_lengths, tc.seed, self.rank, self.world, tc.length_pool)
+                self.pool = (first, bucketed_pool(first, *args))
+            rows = self.pool[1][self.step - first]
+            # cut after the longest row: its PAD columns would cost compute and teach nothing
+            ids = self.data.train[rows][:, : int(self.row_lengths[rows].max())]
         else:
             rows = batch_indices(self.step, tc.batch_size, len(self.data.train), tc.seed, self.rank, self.world)
-        ids = self.data.train[rows]
-        if tc.length_pool:  # cut after the longest row: its PAD columns would cost compute and teach nothing
-            ids = ids[:, : int(self.row_lengths[rows].max())]
+            ids = self.data.train[rows]
         self.batch_tokens = ids.numel() * self.world
         batch = Batch(
             ids.to(self.device), None if self.data.train_cond is None else self.data.train_cond[rows].to(self.device)

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from difflm.model.anchors import anchor, width_groups
+from difflm.model.anchors import anchor, anchor_ids, width_groups
 from difflm.model.denoiser import Prediction
 from difflm.sampling.wrappers import DenoiserWrapper
+from difflm.text.vocab import Vocab
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -41,14 +42,13 @@ class AnchoredDenoiser(DenoiserWrapper):
         anchors = self.anchors.repeat(x_t.shape[0] // rows, 1)
         anchored = anchor(x_t, anchors, self.embedding)
         x0 = anchored.clone()  # written group by group (a copy: guidance differentiates through the reads)
-        logits: torch.Tensor | None = None
+        # Positions outside a group's width hold an anchor: its readout, from the anchor words' rows.
+        words = torch.tensor([Vocab.END_ID, Vocab.PAD_ID], device=x_t.device)
+        logits = self.embedding.logits(self.embedding(words))[(anchor_ids(anchors) == Vocab.PAD_ID).long()]
         for group, width in width_groups(anchors):
-            pred = self.denoiser(anchored[group, :width], t[group] if t.dim() else t, **_rows_of(inputs, group, width))
-            if logits is None:  # the readout of the anchors everywhere, then each group's own
-                logits = self.embedding.logits(anchored).to(pred.logits.dtype)
+            pred = self.denoiser(anchored[group, :width], t[group], **_rows_of(inputs, group, width))
             x0[group, :width] = pred.x0.to(x0.dtype)
-            logits[group, :width] = pred.logits
-        assert logits is not None
+            logits[group, :width] = pred.logits.to(logits.dtype)
         return Prediction(x0=anchor(x0, anchors, self.embedding), logits=logits)
 
 

@@ -59,22 +59,20 @@ def round_in_context(
             abar = denoiser.schedule.alpha_bar(t.double()).to(x0)[:, None, None]
             z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = process.q_sample(x0, abar, z)
-        if anchors is None:
-            memory = denoiser.memory(x_t, t, cond=cond)
-            return denoiser.decoder.generate(
-                memory, t, allowed=allowed, required=required, temperature=temperature, generator=generator
-            )
-        # The memory of one length at a time, each cut after its END, as in training
-        # (`sampling/anchors.py`); the decoder may still write up to L positions and end where
-        # its words end, unless the constraints fix the length.
-        x_t = anchor(x_t, anchors, denoiser.embedding)
-        ids = torch.empty(x0.shape[:2], dtype=torch.long, device=x0.device)
-        for group, width in width_groups(anchors):
+        # With anchors, the memory of one length at a time, each cut after its END, as in
+        # training (`sampling/anchors.py`); the decoder may still write up to L positions and end
+        # where its words end, unless the constraints fix the length.
+        B, L = x0.shape[:2]
+        groups = [(torch.arange(B, device=x0.device), L)]
+        if anchors is not None:
+            x_t, groups = anchor(x_t, anchors, denoiser.embedding), width_groups(anchors)
+        ids = torch.empty(B, L, dtype=torch.long, device=x0.device)
+        for group, width in groups:
             memory = denoiser.memory(x_t[group, :width], t[group], cond=None if cond is None else cond[group])
             ids[group] = denoiser.decoder.generate(
                 memory,
                 t[group],
-                length=x0.shape[1],
+                length=L,
                 allowed=allowed,
                 required=required,
                 temperature=temperature,
