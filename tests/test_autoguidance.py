@@ -8,6 +8,8 @@ import torch
 import difflm
 from difflm.cli import main
 from difflm.config import ModelConfig
+from difflm.control.classifier_constraints import POS
+from difflm.control.classifiers import ClassifierConfig, PosClassifier
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
@@ -25,6 +27,12 @@ def _denoiser(predict: str = "logits", self_condition: bool = True) -> Denoiser:
         embed_dim=8, hidden=32, layers=1, heads=2, dropout=0.0, predict=predict, self_condition=self_condition
     )
     return Denoiser(config, 11, 6, make_schedule("sqrt", 100)).eval()
+
+
+def _pos_classifier(pipe: difflm.Pipeline) -> PosClassifier:
+    """An untrained POS classifier that fits the run (what guidance reads need not be good here)."""
+    shape = ClassifierConfig("pos", pipe.config.model.embed_dim, pipe.config.data.max_len, PosClassifier.tag_set())
+    return PosClassifier(shape).eval()
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +103,10 @@ def test_pipeline_guides_self_conditioned_runs_by_default_and_counts_both_halves
     guided = pipe.generate(3, sampler="ddim", steps=8, seed=0)
     assert guided.nfe == 1 + 2 * 7  # the default scale 2; the first step has no draft yet
     assert torch.equal(pipe.generate(3, sampler="ddim", steps=8, seed=0, sc_guidance=2.0).x0, guided.x0)
+    # Under a classifier constraint self-conditioning guidance is off unless asked for.
+    pos = POS("DET NOUN", run=_pos_classifier(pipe), judge="grammar")
+    assert pipe.generate(3, sampler="ddim", steps=8, seed=0, constraints=[pos]).nfe == 8
+    assert pipe.generate(3, sampler="ddim", steps=8, seed=0, constraints=[pos], sc_guidance=2.0).nfe == 15
     other = difflm.load(tiny_run)  # without self-conditioning: unguided by default, refused if asked
     assert other.generate(2, steps=4).nfe == 4
     with pytest.raises(ValueError, match="needs a run trained with self-conditioning"):

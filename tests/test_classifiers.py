@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -161,8 +162,35 @@ def test_pos_and_tree_fix_the_number_of_words(grammar_run, trained, heldout):
     tree = Tree(str(heldout["tree"][0]), run=trained["tree"])
     n = len(heldout["tree"][0].leaves())
     assert (pos.fixed_length(), tree.fixed_length()) == (6, n)
-    for constraint, words in ((pos, 6), (tree, n)):  # the decoder writes exactly that many (any V)
-        assert torch.equal(constraint.allowed_words(50), Length(words, max_len=L).allowed_words(50))
+    V = len(difflm.load(grammar_run).vocab)
+    assert torch.equal(tree.allowed_words(V), Length(n, max_len=L).allowed_words(V))  # exactly n words (any V)
+    allowed, length = pos.allowed_words(V), Length(6, max_len=L).allowed_words(V)
+    assert not (allowed & ~length).any()  # within exactly 6 words, and the lexicon narrows the words
+    assert torch.equal(allowed[0], length[0]) and torch.equal(allowed[7:], length[7:])
+
+
+def test_pos_holds_each_word_to_words_seen_with_its_tag(grammar_run, trained):
+    """The decoder's words at word k are those that carried tag k in ≥ 10% of their training
+    occurrences, counted here independently from the gold-tagged training sentences."""
+    pipe = difflm.load(grammar_run)
+    train_pairs, _ = annotated_splits(pipe.config, "pos", max_rows=FAST["max_rows"], eval_rows=0)
+    counts: dict[int, dict[str, int]] = {}
+    for tokens, tags in train_pairs:
+        if len(tokens) <= L - 2:
+            for word, tag in zip(pipe.vocab.encode(tokens), tags):
+                counts.setdefault(word, {}).setdefault(tag, 0)
+                counts[word][tag] += 1
+    tags = ("PROPN", "AUX", "DET", "ADJ", "NOUN", "PUNCT")
+    allowed = POS(" ".join(tags), run=grammar_run).allowed_words(len(pipe.vocab))
+    for k, tag in enumerate(tags, start=1):
+        expected = {w for w, seen in counts.items() if seen.get(tag, 0) >= 0.1 * sum(seen.values())}
+        assert expected and set(allowed[k].nonzero()[:, 0].tolist()) == expected, tag
+    # A classifier saved before it kept word-tag counts (vocab_size 0) fixes the length only.
+    old = type(trained["pos"])(dataclasses.replace(trained["pos"].config, vocab_size=0))
+    assert old.word_tags is None
+    assert torch.equal(
+        POS(" ".join(tags), run=old).allowed_words(len(pipe.vocab)), Length(6, max_len=L).allowed_words(len(pipe.vocab))
+    )
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -106,7 +106,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         metavar="W",
         help="self-conditioned runs: guide away from the prediction without the self-conditioning "
         "input with scale W (1 = off); default 2 on self-conditioned runs (the best measured), which "
-        "makes two denoiser evaluations per step after the first",
+        "makes two denoiser evaluations per step after the first; 1 under classifier constraints",
     )
     p.add_argument(
         "--rounding",

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from difflm.config import ROUNDINGS, Config
+from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
 from difflm.control.constraints import FixesLength, RequiresWords, RestrictsWords
 from difflm.control.guidance import Constraint, GradientGuidance
@@ -107,7 +108,7 @@ class Pipeline:
                 `SAMPLING_TEMPERATURE`; 1 follows the model exactly.
             sc_guidance: w ≠ 1 guides a self-conditioned run away from its own prediction
                 without the self-conditioning input (`difflm.sampling.autoguidance`). None:
-                `SC_GUIDANCE` on a self-conditioned run, else 1 (off).
+                `SC_GUIDANCE` on a self-conditioned run without classifier constraints, else 1 (off).
             constraints: gradient guidance (Diffusion-LM §5) towards Σ_c w_c·log p(c | x).
             condition: slot values for classifier-free guidance, {"food": "Italian"},
                 ["food=Italian"] or "food=Italian"; needs a run trained with
@@ -156,7 +157,10 @@ class Pipeline:
         if c is not None:
             denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
         if sc_guidance is None:
-            sc_guidance = SC_GUIDANCE if model.self_conditioning else 1.0
+            # Off under a classifier's guidance: its extrapolation away from the draft undoes
+            # the classifier's push (docs/benchmarks.md, "Controllable generation").
+            classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
+            sc_guidance = SC_GUIDANCE if model.self_conditioning and not classified else 1.0
         if check_scale(sc_guidance) != 1.0:
             denoiser = SelfConditioningGuidance(denoiser, sc_guidance)
         gradient = (

@@ -354,6 +354,7 @@ def train_classifier(
             L,
             label_set(task, train_data.labels + held_data.labels),
             **(architecture or {}),
+            vocab_size=len(run.vocab) if task == "pos" else 0,
         )
     except TypeError as err:
         raise ValueError(f"bad classifier architecture {dict(architecture or {})}: {err}") from None
@@ -362,6 +363,8 @@ def train_classifier(
     torch.manual_seed(training.seed)  # initialisation and dropout
     classifier = CLASSES[task](shape).to(device_of_run).train()
     classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device_of_run))
+    if isinstance(classifier, PosClassifier):
+        classifier.count_words(train_data.ids, make_target(classifier, train_data.labels, L))
     directory = classifier_dir(run_dir, task)
     extra: dict[str, Any] = {
         "training": {

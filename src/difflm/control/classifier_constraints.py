@@ -187,8 +187,16 @@ class POS(ClassifierConstraint):
         return len(self.tags)
 
     def allowed_words(self, vocab_size: int) -> torch.Tensor:
-        """As many words as tags, then END (`RestrictsWords`): [L, V]."""
-        return words_then_end(len(self.tags), self.max_len, vocab_size)
+        """As many words as tags, then END, and at word k a word that took tag k in the
+        classifier's training sentences, when it kept those counts (`RestrictsWords`): [L, V]."""
+        allowed = words_then_end(len(self.tags), self.max_len, vocab_size)
+        classifier: PosClassifier = self.classifier  # type: ignore[assignment]
+        lexicon = classifier.words_taking(self.tags)
+        if lexicon is not None:
+            if lexicon.shape[1] != vocab_size:
+                raise ValueError(f"the POS classifier counted {lexicon.shape[1]} words, the run has {vocab_size}")
+            allowed[1 : len(self.tags) + 1] &= lexicon
+        return allowed
 
     def _build(self, length: int) -> torch.Tensor:
         classifier: PosClassifier = self.classifier  # type: ignore[assignment]

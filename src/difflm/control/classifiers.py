@@ -62,6 +62,8 @@ class ClassifierConfig:
         layers: transformer blocks.
         heads: attention heads.
         dropout: dropout inside the transformer.
+        vocab_size: V, the run's vocabulary, for a POS classifier's word-tag counts (0: a
+            classifier saved before it kept them).
     """
 
     task: str
@@ -72,6 +74,7 @@ class ClassifierConfig:
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
+    vocab_size: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -258,11 +261,42 @@ class AttributeClassifier(LatentClassifier):
 
 
 class PosClassifier(LatentClassifier):
-    """Per-position UPOS tagger; targets are tag ids [B, L] (IGNORE = not scored)."""
+    """Per-position UPOS tagger; targets are tag ids [B, L] (IGNORE = not scored).
+
+    It also keeps how often each word of the training sentences carried each tag
+    (`word_tags`, [V, C]), so that a POS constraint can hold the contextual decoder to words
+    that take the target tag: the latent classifier steers what the sentence says, the
+    lexicon keeps the written word in its class.
+    """
+
+    word_tags: torch.Tensor | None  # a buffer when config.vocab_size > 0
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__(config)
         self.head = nn.Linear(config.hidden, len(config.labels))
+        counts = torch.zeros(config.vocab_size, len(config.labels)) if config.vocab_size else None
+        self.register_buffer("word_tags", counts)
+
+    @torch.no_grad()
+    def count_words(self, ids: torch.Tensor, target: torch.Tensor) -> None:
+        """Set `word_tags` from word ids [N, L] and their tag ids [N, L] (the scored word positions)."""
+        if self.word_tags is None:
+            raise ValueError("this POS classifier was built without a vocabulary size: it keeps no word-tag counts")
+        words = self._words(target)
+        pairs = ids[words].to(self.word_tags.device) * len(self.labels) + target[words].to(self.word_tags.device)
+        counts = torch.bincount(pairs, minlength=self.word_tags.numel()).view_as(self.word_tags)
+        self.word_tags.copy_(counts)
+
+    def words_taking(self, tags: Sequence[str], min_share: float = 0.1) -> torch.Tensor | None:
+        """[n, V] bool: the words that carried tag k in at least `min_share` of their training
+        occurrences, for each tag; a tag no word carried allows every word. None without counts."""
+        if self.word_tags is None or not bool(self.word_tags.any()):
+            return None
+        share = self.word_tags / self.word_tags.sum(-1, keepdim=True).clamp_min(1)
+        columns = torch.tensor([self.labels.index(tag) for tag in tags], device=share.device)
+        allowed = (share[:, columns] >= min_share).T
+        allowed[~allowed.any(-1)] = True
+        return allowed.cpu()
 
     @staticmethod
     def tag_set() -> tuple[str, ...]:
