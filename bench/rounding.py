@@ -1,6 +1,7 @@
 """Fluency options at equal CPU time, trained on the same corpus for the same time and scored
-the same way: factorized (Diffusion-LM's per-position argmax), contextual rounding, and
-contextual rounding with length anchors and length-bucketed batches ("anchored").
+the same way: factorized (Diffusion-LM's per-position argmax), contextual rounding,
+contextual rounding with length anchors and length-bucketed batches ("anchored"), and that
+with half the rows noised left to right ("swept", AR-Diffusion; read with --samplers sweep).
 
     .venv/bin/python bench/rounding.py --corpus grammar --minutes 4 --set data.max_len=24 data.overlong=skip
     .venv/bin/python bench/rounding.py --runs ctx=RUN --teacher TEACHER_RUN --readouts contextual,factorized
@@ -41,6 +42,12 @@ OPTIONS = {
     "factorized": ["rounding.kind=factorized"],
     "contextual": ["rounding.kind=contextual"],
     "anchored": ["rounding.kind=contextual", "diffusion.length_anchors=true", "train.length_pool=16"],
+    "swept": [
+        "rounding.kind=contextual",
+        "diffusion.length_anchors=true",
+        "train.length_pool=16",
+        "diffusion.sweep=0.5",
+    ],
 }
 COLUMNS = [
     "grammatical",
@@ -62,13 +69,15 @@ def score(
     rounding: str | None = None,
     temperature: float | None = None,
     t_sample: float | None = None,
+    sampler: str | None = None,
 ) -> dict:
     """Samples of a run with its own readout (or `rounding`) at x̂0 temperature τ and reading
-    time t_d = t_sample (None: the pipeline's and the run's), and their scores."""
+    time t_d = t_sample, with `sampler` (None: the pipeline's and the run's), and their scores."""
     pipe = difflm.load(run)
     if t_sample is not None:
         pipe.config = replace(pipe.config, rounding=replace(pipe.config.rounding, t_sample=t_sample))
-    texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding, temperature=temperature)
+    chosen = {"sampler": sampler} if sampler else {}
+    texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding, temperature=temperature, **chosen)
     judge = teacher or pipe
     training, held = split_sentences(judge.config, judge.vocab)
     report = evaluate(
@@ -141,6 +150,9 @@ def main() -> None:
         "--t-sample", default="", help="read at each of these times t_d, e.g. 0.4,0.6 (default: the run's)"
     )
     parser.add_argument(
+        "--samplers", default="", help="sample with each of these samplers, e.g. ddpm,sweep (default: the pipeline's)"
+    )
+    parser.add_argument(
         "--faithfulness", action="store_true", help="also decode held-out latents at each --t-sample (contextual runs)"
     )
     parser.add_argument("--teacher", help="an autoregressive run on the same corpus (lm-score, human range)")
@@ -176,13 +188,16 @@ def main() -> None:
     readouts = args.readouts.split(",") if args.readouts else [None]
     temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else [None]
     t_ds = [float(t) for t in args.t_sample.split(",")] if args.t_sample else [None]
+    samplers = args.samplers.split(",") if args.samplers else [None]
     result = {
         name
         + (f" ({readout})" if readout else "")
+        + (f" {sampler}" if sampler else "")
         + (f" τ={tau:g}" if tau is not None else "")
-        + (f" t_d={t_d:g}" if t_d is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d)
+        + (f" t_d={t_d:g}" if t_d is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d, sampler)
         for name, run in runs.items()
         for readout in readouts
+        for sampler in samplers
         for tau in temperatures
         for t_d in t_ds
     }

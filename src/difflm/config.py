@@ -107,6 +107,10 @@ class DiffusionConfig:
         length_anchors: give the denoiser each row's length: END and the PAD positions
             after it stay clean at every t (anchors), so it learns p(x | n) and sampling
             draws n from the training sentences' lengths (`model/anchors.py`).
+        sweep: the share of training rows noised left to right (AR-Diffusion,
+            `diffusion/sweep.py`): each position its own time, left ones cleaner; the other
+            rows keep the shared t that guidance and the other samplers use. 0 = off.
+        sweep_lag: λ, how far (in t) the sweep's first word runs ahead of its last.
     """
 
     schedule: str = "sqrt"
@@ -116,6 +120,8 @@ class DiffusionConfig:
     self_cond_gap: float = 0.0
     cond_drop: float = 0.1
     length_anchors: bool = False
+    sweep: float = 0.0
+    sweep_lag: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,12 @@ class Config:
             (
                 not self.diffusion.length_anchors or self.model.generator == "diffusion",
                 f"diffusion.length_anchors needs model.generator=diffusion, got {self.model.generator}",
+            ),
+            (0.0 <= self.diffusion.sweep <= 1.0, f"diffusion.sweep must be in [0, 1], got {self.diffusion.sweep}"),
+            (self.diffusion.sweep_lag > 0, f"diffusion.sweep_lag must be > 0, got {self.diffusion.sweep_lag}"),
+            (
+                not self.diffusion.sweep or self.model.generator == "diffusion",
+                f"diffusion.sweep needs model.generator=diffusion, got {self.model.generator}",
             ),
             (
                 not self.train.length_pool or self.model.kind == "autoregressive" or self.diffusion.length_anchors,

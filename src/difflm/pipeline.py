@@ -167,6 +167,8 @@ class Pipeline:
             GradientGuidance(denoiser, constraints, generator=generator, **(guidance or {})) if constraints else None
         )
         temperature = SAMPLING_TEMPERATURE if temperature is None else temperature
+        if sampler == "sweep" and anchors is not None:  # the sweep runs over each row's words, to its END
+            options.setdefault("span", (~anchors).sum(1))
         output = get_sampler(sampler)(
             denoiser, shape, steps=steps, generator=generator, guidance=gradient, temperature=temperature, **options
         )

@@ -55,6 +55,7 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Den
         num_conditions,
         rounding,
         length_anchors=config.diffusion.length_anchors,
+        sweep_lag=config.diffusion.sweep_lag if config.diffusion.sweep else 0.0,
     )
 
 

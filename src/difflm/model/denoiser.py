@@ -75,6 +75,8 @@ class Denoiser(nn.Module):
             (`model/anchors.py`) and carries the training sentences' word counts
             (`self.lengths`, [L − 1], saved with it) to draw lengths from; else
             `self.lengths` is None.
+        sweep_lag: λ of the left-to-right noise it was trained with (`diffusion/sweep.py`),
+            which its sampler must follow; 0 = trained on shared times only.
 
     Raises:
         ValueError: a conditioned config without conditions, or conditions without one.
@@ -89,6 +91,7 @@ class Denoiser(nn.Module):
         num_conditions: int = 0,
         rounding: RoundingConfig | None = None,
         length_anchors: bool = False,
+        sweep_lag: float = 0.0,
     ) -> None:
         super().__init__()
         if (config.condition != "none") != (num_conditions > 0):
@@ -97,6 +100,7 @@ class Denoiser(nn.Module):
         self.schedule = schedule
         self.max_len = max_len
         self.self_conditioning = config.self_condition
+        self.sweep_lag = sweep_lag
         d, h = config.embed_dim, config.hidden
         self.embedding = WordEmbedding(vocab_size, d, normalize=config.normalize_embeddings)
         in_dim = 2 * d if config.self_condition else d
@@ -152,6 +156,8 @@ class Denoiser(nn.Module):
     ) -> Prediction:
         """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1], given the condition cond [B, P] (None: ∅).
 
+        t may also be [B, L], a time per position (left-to-right noise, `diffusion/sweep.py`).
+
         `jump` [B] in [0, 1] is the length, in path time, of the jump the prediction
         serves (the shortcut's d, MeanFlow's t − r); None means 0, the instantaneous
         x̂0 of flow matching, which is what DDPM and DDIM ask of any model.
@@ -160,8 +166,7 @@ class Denoiser(nn.Module):
         out = self.out_proj(self.out_norm(h)).float()
         if self.config.predict == "logits":
             return self.from_logits(out)
-        abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
-        x0 = process.to_x0(self.config.predict, out, x_t, abar)
+        x0 = process.to_x0(self.config.predict, out, x_t, self._alpha_bar(t, x_t))
         return Prediction(x0=x0, logits=self.embedding.logits(x0))
 
     def hidden(
@@ -188,6 +193,8 @@ class Denoiser(nn.Module):
             )
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
+        if t.ndim == 2 and tuple(t.shape) != (B, L):
+            raise ValueError(f"a time per position must be [B, L] = {[B, L]}, got {list(t.shape)}")
         if self.self_conditioning:
             self_cond = torch.zeros_like(x_t) if self_cond is None else self_cond
             inputs = torch.cat([x_t, self_cond], dim=-1)
@@ -198,16 +205,30 @@ class Denoiser(nn.Module):
             # What x_t alone says about each word, as in Bayesian flow networks' inputs: the
             # network starts from an H-dimensional word vector (exact at low noise, a
             # mixture at high noise) instead of decoding a noisy d-vector itself.
-            abar = self.schedule.alpha_bar(t).to(x_t)[:, None, None]
-            h = h + self.word_posterior_logits(x_t, abar).softmax(-1) @ self.word_in
-        time = self.time_mlp(timestep_embedding(t, h.shape[-1], self.time_scale).to(h.dtype))  # [B, H]
+            h = h + self.word_posterior_logits(x_t, self._alpha_bar(t, x_t)).softmax(-1) @ self.word_in
+        time = self._time(t, h)  # [B, 1, H], or [B, L, H] with a time per position
         if cond is not None:
             assert self.cond_proj is not None  # a cond without conditioning was refused above
-            time = time + self.cond_proj(cond.to(h.dtype))
+            time = time + self.cond_proj(cond.to(h.dtype))[:, None, :]
         if self.jump_mlp is not None:
-            jump = torch.zeros_like(t) if jump is None else jump
-            time = time + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))
-        return self.encoder(self.dropout(self.in_norm(h + time[:, None, :])))
+            jump = torch.zeros(B, device=x_t.device) if jump is None else jump
+            time = time + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))[:, None]
+        return self.encoder(self.dropout(self.in_norm(h + time)))
+
+    def _alpha_bar(self, t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """ᾱ(t) shaped to scale x_t: [B, 1, 1] for t [B], [B, L, 1] for t [B, L]."""
+        abar = self.schedule.alpha_bar(t).to(x_t)
+        return abar[:, None, None] if abar.ndim == 1 else abar[..., None]
+
+    def _time(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The time embedding [B, 1, H] for t [B], [B, L, H] for t [B, L]."""
+        if t.ndim == 1:
+            return self.time_mlp(timestep_embedding(t, h.shape[-1], self.time_scale).to(h.dtype))[:, None, :]
+        # A sweep's times sit on the training grid: embed each distinct time once.
+        times, where = t.flatten().unique(return_inverse=True)
+        return self.time_mlp(timestep_embedding(times, h.shape[-1], self.time_scale).to(h.dtype))[where].view(
+            *t.shape, -1
+        )
 
     def memory(self, x_t: torch.Tensor, t: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:
         """What contextual rounding reads at x_t: the hidden states [B, L, H], self-conditioned on

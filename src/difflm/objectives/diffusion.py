@@ -16,6 +16,10 @@ cross-entropy −log p̂(w | x_t) of its own logits ("ce") instead of the square
 With length anchors (`model/anchors.py`) END and the PAD tail after it stay clean in x_t and
 the denoising term counts only the other positions: the denoiser learns p(w | n).
 
+With left-to-right noise (`diffusion.sweep` > 0, `diffusion/sweep.py`) a share of the rows
+get a step per position i_p instead of one per row, on a line that leaves the left
+positions cleaner; ᾱ, the time input and the first-step target are then per position.
+
 A conditioned denoiser (classifier-free guidance, Ho & Salimans 2022) gets each row's
 condition c, replaced by the null condition ∅ (c = 0) with probability p = cond_drop, so
 one network learns both f(x_t, t, c) and f(x_t, t, ∅).
@@ -25,8 +29,9 @@ from __future__ import annotations
 
 import torch
 
-from difflm.config import Config
+from difflm.config import Config, DiffusionConfig
 from difflm.diffusion import process
+from difflm.diffusion.sweep import sweep_times
 from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
@@ -62,12 +67,16 @@ def e2e_loss(
     sigma0 = (1 - alphas_cumprod[0]).sqrt()
     x0 = emb + sigma0 * draws.randn(tuple(emb.shape))
 
-    # 2. Noise it at a uniformly drawn step.
-    i = draws.randint(0, schedule.num_steps, B)
-    abar = alphas_cumprod[i][:, None, None]
-    x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
-    t = (i + 1).float() / schedule.num_steps
+    # 2. Noise it at a uniformly drawn step i [B, 1], or, in the rows on the left-to-right
+    #    sweep, at a step per position [B, L].
+    T = schedule.num_steps
+    i = draws.randint(0, T, B)[:, None]
     anchors = anchors_of(ids) if denoiser.lengths is not None else None
+    if dc.sweep:
+        i = _swept_steps(i, anchors, ids.shape[1], denoiser.max_len, T, dc, draws)
+    abar = alphas_cumprod[i][..., None]
+    x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
+    t = _times(i, T)
     if anchors is not None:
         x_t = anchor(x_t, anchors, denoiser.embedding)
 
@@ -89,11 +98,11 @@ def e2e_loss(
                 # the first pass at x_t' ~ q(x_t' | x_t) with t' − t ~ U[0, gap] (in whole
                 # training steps), so that few-step sampling feeds the network the kind of
                 # self-conditioning input it was trained on (FastDiSS).
-                gap = (draws.rand(len(x_prev)) * dc.self_cond_gap * schedule.num_steps).long()
-                j = (i[use] + gap).clamp(max=schedule.num_steps - 1)
-                ratio = (alphas_cumprod[j] / alphas_cumprod[i[use]])[:, None, None]
+                gap = (draws.rand(len(x_prev)) * dc.self_cond_gap * T).long()
+                j = (i[use] + gap[:, None]).clamp(max=T - 1)
+                ratio = (alphas_cumprod[j] / alphas_cumprod[i[use]])[..., None]
                 x_prev = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * draws.randn(tuple(x_prev.shape))
-                t_prev = (j + 1).float() / schedule.num_steps
+                t_prev = _times(j, T)
                 if anchors is not None:
                     x_prev = anchor(x_prev, anchors[use], denoiser.embedding)
             with torch.no_grad():
@@ -110,7 +119,7 @@ def e2e_loss(
         denoise = terms["ce"]
     else:
         # The first step regresses onto EMB(w) itself, tying f(x_1) to the embeddings.
-        target_x0 = torch.where((i == 0)[:, None, None], emb, x0)
+        target_x0 = torch.where((i == 0)[..., None], emb, x0)
         error = (process.from_x0(kind, pred.x0, x_t, abar) - process.from_x0(kind, target_x0, x_t, abar)) ** 2
         if counted is None:
             per_example = error.mean(dim=(1, 2))  # [B]
@@ -118,7 +127,7 @@ def e2e_loss(
             per_example = (error.mean(-1) * counted).sum(1) / counted.sum(1)
         denoise = per_example.mean()
         # Terms absent from a batch are left out (not logged as 0) so averages stay honest.
-        first = i == 0
+        first = (i == 0).all(1)
         if (~first).any():
             terms["mse"] = per_example[~first].mean()
         if first.any():
@@ -131,3 +140,24 @@ def e2e_loss(
 
     loss = denoise + terms["prior"] + dc.rounding_weight * terms["rounding"]
     return LossOutput.of(loss, terms)
+
+
+def _swept_steps(
+    i: torch.Tensor, anchors: torch.Tensor | None, width: int, max_len: int, T: int, dc: DiffusionConfig, draws: Draws
+) -> torch.Tensor:
+    """Training steps [B, width]: the rows' shared steps i [B, 1], or for a share dc.sweep of
+    them the steps of the left-to-right sweep at a clock u ~ U[0, 1 + λ] (`diffusion/sweep.py`)."""
+    B = i.shape[0]
+    swept = draws.rand(B) < dc.sweep
+    u = draws.rand(B) * (1 + dc.sweep_lag)
+    # The sweep runs over a row's words (to its END) under length anchors, else over the model's L.
+    span = (~anchors).sum(1) if anchors is not None else torch.full((B,), max_len - 1, device=i.device)
+    t = sweep_times(u, span, width, dc.sweep_lag)
+    steps = ((t * T).ceil().long() - 1).clamp(0, T - 1)  # t = 0, a clean position, is the first step
+    return torch.where(swept[:, None], steps, i)
+
+
+def _times(i: torch.Tensor, T: int) -> torch.Tensor:
+    """The denoiser's times of training steps i: [B] for shared steps [B, 1], else [B, L]."""
+    t = (i + 1).float() / T
+    return t[:, 0] if t.shape[1] == 1 else t

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from difflm.sampling import consistency, ddim, ddpm, distilled, dpm_solver, meanflow, shortcut
+from difflm.sampling import consistency, ddim, ddpm, distilled, dpm_solver, meanflow, shortcut, sweep
 from difflm.sampling.base import SampleOutput
 
 Sampler = Callable[..., SampleOutput]
@@ -23,6 +23,7 @@ SAMPLERS: dict[str, Sampler] = {
     "meanflow": meanflow.sample,
     "consistency": consistency.sample,
     "distilled": distilled.sample,
+    "sweep": sweep.sample,
 }
 
 

@@ -46,7 +46,8 @@ class AnchoredDenoiser(DenoiserWrapper):
         words = torch.tensor([Vocab.END_ID, Vocab.PAD_ID], device=x_t.device)
         logits = self.embedding.logits(self.embedding(words))[(anchor_ids(anchors) == Vocab.PAD_ID).long()]
         for group, width in width_groups(anchors):
-            pred = self.denoiser(anchored[group, :width], t[group], **_rows_of(inputs, group, width))
+            times = t[group] if t.ndim == 1 else t[group, :width]  # shared, or one per position
+            pred = self.denoiser(anchored[group, :width], times, **_rows_of(inputs, group, width))
             x0[group, :width] = pred.x0.to(x0.dtype)
             logits[group, :width] = pred.logits.to(logits.dtype)
         return Prediction(x0=anchor(x0, anchors, self.embedding), logits=logits)

@@ -42,6 +42,13 @@ def update(
     return mean, sigma
 
 
+def check_eta(eta: object) -> float:
+    """η as a float; ValueError unless it is a number in [0, 1]."""
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    return float(eta)
+
+
 def sample(
     denoiser: Denoiser,
     shape: tuple[int, ...],
@@ -68,11 +75,9 @@ def sample(
         ValueError: an unknown option, η outside [0, 1], or a bad value.
     """
     check_options(options, (*WALK_OPTIONS, "eta"))
-    eta = options.pop("eta", 0.0)
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    eta = check_eta(options.pop("eta", 0.0))
     return walk(
-        partial(update, eta=float(eta)),
+        partial(update, eta=eta),
         denoiser,
         shape,
         steps=steps,
