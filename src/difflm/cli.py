@@ -57,10 +57,16 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.config import ROUNDINGS
     from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
     from difflm.sampling.grid import GRIDS
+    from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sorted(SAMPLERS), help="the sampling algorithm")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        choices=sorted([*SAMPLERS, *MASKED_SAMPLERS]),
+        help=f"the sampling algorithm (default: {DEFAULT_SAMPLER}; {MASKED_SAMPLER} on a masked run)",
+    )
     p.add_argument(
         "--steps",
         type=int,
@@ -229,12 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sampling_options(args: argparse.Namespace) -> dict:
     """The options of `Pipeline.generate` given on the command line (the rest keep its defaults)."""
-    options = {"sampler": args.sampler, "steps": args.steps, "seed": args.seed, "clamp_from": args.clamp_from}
+    options = {"steps": args.steps, "seed": args.seed}
     # Sampler-specific options only when given: a sampler without them rejects them by name.
     options.update(
         {
             key: value
-            for key in ("temperature", "eta", "grid", "refine_from", "sc_guidance", "rounding")
+            for key in ("sampler", "clamp_from", "temperature", "eta", "grid", "refine_from", "sc_guidance", "rounding")
             if (value := getattr(args, key, None)) is not None
         }
     )

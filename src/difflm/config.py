@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 
 #: Values of `model.generator`; the non-diffusion ones each have a sampler of the same name.
+#: The model families: continuous diffusion (Diffusion-LM), the causal LM, masked diffusion (MDLM).
+MODEL_KINDS = ("diffusion", "autoregressive", "masked")
 GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency", "distilled")
 
 #: The teacher samplers a distilled student can learn (`distill.sampler`).
@@ -47,11 +49,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: the denoiser f(x_t, t) and its embeddings, or a causal LM.
+    """The network: the denoiser f(x_t, t) and its embeddings, a causal LM, or a masked denoiser.
 
     Attributes:
-        kind: `diffusion` (the denoiser) or `autoregressive` (the teacher LM and AR
-            baseline; uses hidden, layers, heads and dropout only).
+        kind: `diffusion` (the denoiser), `autoregressive` (the teacher LM and AR
+            baseline) or `masked` (masked diffusion, `model/masked.py`); the last two use
+            hidden, layers, heads and dropout only.
         embed_dim: d, the size of a word embedding (the paper uses 16 for E2E).
         hidden: transformer width.
         layers: transformer blocks.
@@ -334,8 +337,8 @@ class Config:
                 f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'",
             ),
             (
-                self.model.kind in ("diffusion", "autoregressive"),
-                f"model.kind must be diffusion or autoregressive, got '{self.model.kind}'",
+                self.model.kind in MODEL_KINDS,
+                f"model.kind must be one of {', '.join(MODEL_KINDS)}, got '{self.model.kind}'",
             ),
             (
                 self.model.predict in ("x0", "eps", "v", "logits"),
@@ -376,6 +379,14 @@ class Config:
             ),
             (0.0 <= self.diffusion.sweep <= 1.0, f"diffusion.sweep must be in [0, 1], got {self.diffusion.sweep}"),
             (self.diffusion.sweep_lag > 0, f"diffusion.sweep_lag must be > 0, got {self.diffusion.sweep_lag}"),
+            (
+                not self.diffusion.sweep or self.model.kind == "diffusion",
+                f"diffusion.sweep needs model.kind=diffusion (a time per position), got {self.model.kind}",
+            ),
+            (
+                self.model.kind != "masked" or self.model.generator == "diffusion",
+                f"model.kind=masked has its own samplers: model.generator={self.model.generator} does not apply",
+            ),
             (
                 not self.diffusion.sweep or self.model.generator == "diffusion",
                 f"diffusion.sweep needs model.generator=diffusion, got {self.model.generator}",

@@ -21,15 +21,17 @@ from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
 from difflm.control.constraints import FixesLength, RequiresWords, RestrictsWords
 from difflm.control.guidance import Constraint, GradientGuidance
-from difflm.model.anchors import anchor_ids, draw_lengths, tail
+from difflm.model.anchors import anchor_ids, draw_lengths, tail, width_groups
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
-from difflm.run import load_run
+from difflm.model.masked import MaskedDenoiser
+from difflm.run import Network, load_run
 from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, get_sampler
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.contextual import round_in_context
+from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
@@ -49,9 +51,7 @@ class Pipeline:
             (classifier-free guidance), else None.
     """
 
-    def __init__(
-        self, config: Config, vocab: Vocab, model: Denoiser | CausalLM, conditions: SlotLabels | None = None
-    ) -> None:
+    def __init__(self, config: Config, vocab: Vocab, model: Network, conditions: SlotLabels | None = None) -> None:
         self.config = config
         self.vocab = vocab
         self.model = model.eval()
@@ -80,7 +80,7 @@ class Pipeline:
         self,
         n: int,
         *,
-        sampler: str = DEFAULT_SAMPLER,
+        sampler: str | None = None,
         steps: int = DEFAULT_STEPS,
         seed: int | None = 0,
         length: int | None = None,
@@ -100,7 +100,8 @@ class Pipeline:
 
         Args:
             n: number of sentences.
-            sampler, steps: a registered sampler and its number of steps K.
+            sampler, steps: a registered sampler and its number of steps K (sampler None:
+                `DEFAULT_SAMPLER`; on a masked run `MASKED_SAMPLER`, of `MASKED_SAMPLERS`).
             seed: None draws a fresh seed.
             length: positions per sentence (default data.max_len; a run with length anchors
                 draws each row's word count, at most length − 2).
@@ -132,6 +133,20 @@ class Pipeline:
             raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
+        if isinstance(self.model, MaskedDenoiser):
+            continuous = {
+                "sc_guidance": sc_guidance,
+                "condition": condition,
+                "guidance": guidance,
+                "rounding": rounding,
+            }
+            given = sorted(k for k, v in {**continuous, **options}.items() if v is not None and v != {})
+            if given or cfg_scale != 1.0:
+                raise ValueError(
+                    f"option(s) {', '.join(given) or 'cfg_scale'} apply to continuous runs, not masked ones"
+                )
+            return self._unmask(n, sampler or MASKED_SAMPLER, steps, seed, length, temperature, constraints)
+        sampler = sampler or DEFAULT_SAMPLER
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if guidance and not constraints:
@@ -182,10 +197,68 @@ class Pipeline:
             output = replace(output, tokens=torch.where(anchors, anchor_ids(anchors), output.tokens))
         return replace(output, nfe=counted.per_sample(n))
 
+    def _unmask(
+        self,
+        n: int,
+        sampler: str,
+        steps: int,
+        seed: int | None,
+        length: int | None,
+        temperature: float | None,
+        constraints: Sequence[Constraint],
+    ) -> SampleOutput:
+        """Masked diffusion (`sampling/masked.py`): a canvas of masks with START, the length
+        anchors and the constraints' given words fixed, unmasked by `sampler`; under anchors
+        one length at a time, each group cut after its END, as training saw the rows."""
+        model = self.model
+        assert isinstance(model, MaskedDenoiser)
+        if sampler not in MASKED_SAMPLERS:
+            raise ValueError(f"unknown masked sampler {sampler!r}; valid choices: {', '.join(sorted(MASKED_SAMPLERS))}")
+        unsupported = [type(c).__name__ for c in constraints if not isinstance(c, RestrictsWords)]
+        if unsupported:
+            raise ValueError(
+                f"{', '.join(unsupported)} cannot steer a masked run yet: it takes constraints that fix words "
+                "(length, infilling)"
+            )
+        L, V = length or self.config.data.max_len, len(self.vocab)
+        generator = self._generator(seed)
+        allowed = None
+        for constraint in constraints:
+            assert isinstance(constraint, RestrictsWords)
+            given = constraint.allowed_words(V)[:L].to(self.device)
+            allowed = given if allowed is None else allowed & given
+        canvas = torch.full((n, L), model.mask_id, dtype=torch.long, device=self.device)
+        canvas[:, 0] = Vocab.START_ID
+        if allowed is not None:
+            if not allowed.any(-1).all():
+                raise ValueError("the constraints leave some position no word to take")
+            known = allowed.sum(-1) == 1  # a position with one word left: fixed, never masked
+            canvas[:, known] = allowed[known].long().argmax(-1)
+        groups = [(torch.arange(n, device=self.device), L)]
+        if model.lengths is not None:
+            anchors = tail(self._words(n, constraints, L, generator), L)
+            canvas = torch.where(anchors, anchor_ids(anchors), canvas)
+            groups = width_groups(anchors)
+        tokens, calls = canvas.clone(), 0
+        for group, width in groups:
+            written, used = MASKED_SAMPLERS[sampler](
+                model,
+                canvas[group, :width],
+                mask_id=model.mask_id,
+                steps=steps,
+                generator=generator,
+                allowed=None if allowed is None else allowed[:width],
+                temperature=MASKED_TEMPERATURE if temperature is None else temperature,
+            )
+            tokens[group, :width] = written
+            calls += used * len(group)
+        x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of masked diffusion: one-hot words
+        return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
+
     def _words(self, n: int, constraints: Sequence[Constraint], width: int, generator: torch.Generator) -> torch.Tensor:
         """The word count [n] of each row of a run with length anchors: the one the constraints
         fix, else drawn from the training sentences' (`model/anchors.py`)."""
-        assert isinstance(self.model, Denoiser) and self.model.lengths is not None
+        assert isinstance(self.model, (Denoiser, MaskedDenoiser)) and self.model.lengths is not None
         fixed = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
         if len(fixed) > 1:
             raise ValueError(f"the constraints fix different lengths: {sorted(fixed)} words")

@@ -18,6 +18,7 @@ from difflm.config import Config
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
+from difflm.model.masked import MaskedDenoiser
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -40,11 +41,17 @@ def load_conditions(config: Config, run_dir: str | Path) -> SlotLabels | None:
     return SlotLabels.load(Path(run_dir) / CONDITIONS_FILE) if config.model.condition != "none" else None
 
 
-def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Denoiser | CausalLM:
+#: The network of a run: the continuous denoiser, the causal LM or the masked denoiser.
+Network = Denoiser | CausalLM | MaskedDenoiser
+
+
+def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Network:
     """The network a config describes: the diffusion denoiser (conditioned on P = num_conditions
     slot=value pairs when model.condition is set) or the causal LM."""
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len)
+    if config.model.kind == "masked":
+        return MaskedDenoiser(config.model, vocab_size, config.data.max_len, config.diffusion.length_anchors)
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
     rounding = config.rounding if config.contextual_rounding else None
     return Denoiser(
@@ -72,7 +79,7 @@ class SavedRun:
 
     config: Config
     vocab: Vocab
-    model: Denoiser | CausalLM
+    model: Network
     conditions: SlotLabels | None
 
 

@@ -21,10 +21,10 @@ from difflm import checkpoint
 from difflm.config import Config
 from difflm.loop import RunningMean, TrainingDiverged, TrainingLoop
 from difflm.model.anchors import word_counts
-from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
+from difflm.model.masked import MaskedDenoiser
 from difflm.objectives import Batch, Frozen, get_objective
-from difflm.run import CONDITIONS_FILE, build_model, load_conditions, load_teacher, resolve_device
+from difflm.run import CONDITIONS_FILE, Network, build_model, load_conditions, load_teacher, resolve_device
 from difflm.sampling.teacher import teacher_words
 from difflm.text.corpora import Corpus
 from difflm.text.dataset import prepare_data
@@ -55,7 +55,7 @@ class Objective(torch.nn.Module):
         frozen: the networks the loss reads but does not train.
     """
 
-    def __init__(self, model: Denoiser | CausalLM, config: Config, frozen: Frozen = Frozen()) -> None:
+    def __init__(self, model: Network, config: Config, frozen: Frozen = Frozen()) -> None:
         super().__init__()
         self.model, self.config, self.frozen = model, config, frozen
         self.loss = get_objective(config)
@@ -109,7 +109,7 @@ HELDOUT_BATCH = 64
 
 @torch.no_grad()
 def heldout_loss(
-    model: Denoiser | CausalLM,
+    model: Network,
     ids: torch.Tensor,
     config: Config,
     device: torch.device,
@@ -146,7 +146,7 @@ class Trainer(TrainingLoop):
         progress: show a tqdm bar (rank 0 only).
     """
 
-    ema: Denoiser | CausalLM  # the EMA copy of the model (TrainingLoop types it as any Module)
+    ema: Network  # the EMA copy of the model (TrainingLoop types it as any Module)
 
     def __init__(
         self, config: Config, run_dir: str | Path, *, corpus: Corpus | None = None, progress: bool = True
@@ -179,7 +179,7 @@ class Trainer(TrainingLoop):
             # From its denoiser: a contextual rounding decoder the teacher carries is not the student's.
             own = model.state_dict().keys()
             model.load_state_dict({key: value for key, value in self.teacher.state_dict().items() if key in own})
-        if isinstance(model, Denoiser) and model.lengths is not None:  # the length prior sampling draws from
+        if isinstance(model, (Denoiser, MaskedDenoiser)) and model.lengths is not None:  # sampling's length prior
             model.lengths.copy_(word_counts(self.data.train, config.data.max_len))
         super().__init__(model, config.train, run_dir, progress=progress, world=world, rank=rank)
         self.run_dir = run_dir

@@ -1,6 +1,7 @@
 """Training objectives: one signature (`base.py`), one registry.
 
 A run's objective is picked by its config: `model.kind=autoregressive` trains the causal LM,
+`model.kind=masked` the masked denoiser (MDLM's NELBO),
 `rounding.kind=contextual` the denoiser with its rounding decoder, otherwise
 `model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's end-to-end
 loss) or a one/few-step generator's.
@@ -19,6 +20,7 @@ from difflm.objectives.consistency import consistency_loss
 from difflm.objectives.contextual import contextual_loss
 from difflm.objectives.diffusion import e2e_loss
 from difflm.objectives.distillation import distillation_loss
+from difflm.objectives.masked import masked_loss
 from difflm.objectives.meanflow import meanflow_loss
 from difflm.objectives.shortcut import shortcut_loss
 
@@ -57,13 +59,14 @@ OBJECTIVES: dict[str, Objective] = {
     "consistency": consistency_loss,
     "distilled": distillation_loss,
     "autoregressive": autoregressive_loss,
+    "masked": masked_loss,
 }
 
 
 def objective_name(config: Config) -> str:
     """The registry key of a run's objective."""
-    if config.model.kind == "autoregressive":
-        return "autoregressive"
+    if config.model.kind in ("autoregressive", "masked"):
+        return config.model.kind
     if config.contextual_rounding:  # the diffusion denoiser with its rounding decoder
         return "diffusion+contextual"
     return config.model.generator
