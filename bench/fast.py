@@ -1,8 +1,12 @@
 """Fast sampling: quality and speed against the number of denoiser evaluations (NFE).
 
-    .venv/bin/python bench/fast.py --diffusion RUN --ar RUN --teacher RUN \
+    .venv/bin/python bench/fast.py --diffusion RUN --ar RUN --teacher RUN [--masked RUN] \
         [--extra shortcut=RUN --extra meanflow=RUN ...] [--nfe 1,2,4,8,16,50,200] [--n 256]
     .venv/bin/python bench/fast.py --train-minutes 6 [--corpus grammar] [--set ...]
+
+A masked diffusion run (`--masked`, `model.kind=masked`) is sampled with each masked sampler
+(ancestral, confidence) at every NFE as its step budget; its NFE column counts the network
+calls it made (the ancestral sampler skips a call when a step reveals nothing).
 
 The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
 steps = NFE), on every time grid of `--grids` and at every x̂0 temperature of
@@ -39,6 +43,7 @@ import difflm
 from difflm.eval.report import evaluate
 from difflm.sampling import get_sampler
 from difflm.sampling.grid import GRIDS
+from difflm.sampling.masked import MASKED_SAMPLERS
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.dataset import split_sentences
 from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
@@ -127,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--diffusion", type=Path, help="diffusion run: DDPM, DDIM and DPM-Solver++ at every NFE")
     parser.add_argument("--ar", type=Path, help="autoregressive baseline run")
+    parser.add_argument("--masked", type=Path, help="masked diffusion run: each masked sampler at every NFE")
     parser.add_argument("--teacher", type=Path, help="autoregressive run scoring lm-score")
     parser.add_argument(
         "--extra",
@@ -176,14 +182,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
 
-    runs = {"diffusion": args.diffusion, "autoregressive": args.ar, "teacher": args.teacher}
+    runs = {"diffusion": args.diffusion, "autoregressive": args.ar, "teacher": args.teacher, "masked": args.masked}
     missing = tuple(name for name, run in runs.items() if run is None)
     if args.train_minutes is not None and missing:
         base = [f"data.corpus={args.corpus}", "train.threads=1", *args.overrides]
         train_equal_time(args.out, args.config, base, args.train_minutes, missing)
         runs.update({name: args.out / name for name in missing})
-    if runs["diffusion"] is None and runs["autoregressive"] is None and not args.extra:
-        parser.error("nothing to evaluate: give --diffusion, --ar, --extra NAME=RUN or --train-minutes")
+    if all(runs[name] is None for name in ("diffusion", "autoregressive", "masked")) and not args.extra:
+        parser.error("nothing to evaluate: give --diffusion, --ar, --masked, --extra NAME=RUN or --train-minutes")
 
     pipes = {name: difflm.load(run) for name, run in runs.items() if run is not None}
     # An extra's rows are labelled by its sampler, and by its run directory too when two share a sampler.
@@ -242,6 +248,13 @@ def main() -> None:
                 f"grammatical {rows[-1].get('grammatical', '-')}, lm-score {rows[-1].get('lm_score', '-')}",
                 flush=True,
             )
+
+    for sampler, steps in itertools.product(MASKED_SAMPLERS if "masked" in pipes else (), args.nfe):
+        texts, speed, nfe = generate_timed(pipes["masked"], args.n, sampler, steps)  # at its own temperature
+        rows.append(row("masked", sampler, nfe, texts, speed))
+        print(
+            f"masked, {sampler}, {steps} steps (NFE {nfe}): grammatical {rows[-1].get('grammatical', '-')}", flush=True
+        )
 
     result = {
         "runs": {name: str(run) for name, run in runs.items() if run is not None}

@@ -34,11 +34,16 @@ RUNS = {
     "diffusion": [],
     "autoregressive": ["model.kind=autoregressive"],
     "teacher": ["model.kind=autoregressive", "train.seed=1"],
+    "masked": ["model.kind=masked"],
 }
 
 
 def train_equal_time(
-    out: Path, config_path: str | None, base: list[str], minutes: float, names: tuple[str, ...] = tuple(RUNS)
+    out: Path,
+    config_path: str | None,
+    base: list[str],
+    minutes: float,
+    names: tuple[str, ...] = ("diffusion", "autoregressive", "teacher"),
 ) -> dict[str, list[str]]:
     """Train (or resume) the named `RUNS` under `out` for `minutes` CPU-minutes each, two at a time.
 

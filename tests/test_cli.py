@@ -95,6 +95,8 @@ def test_sample_with_every_registered_sampler(tiny_run, capsys):
         code, out, err = run_cli(capsys, "sample", str(tiny_run), "--n", "2", "--sampler", name, "--steps", "4")
         if name in ("shortcut", "meanflow"):  # they need a model trained with a jump size
             assert code == 2 and "jump size" in err, name
+        elif name == "sweep":  # it needs a model trained with left-to-right noise
+            assert code == 2 and "not trained with left-to-right noise" in err, name
         else:
             assert code == 0 and len(out.splitlines()) == 2, name
     code, out, _ = run_cli(

@@ -143,6 +143,7 @@ def test_a_masked_run_trains_and_samples_through_the_pipeline(run):
         assert out.tokens.shape == (6, 16) and 1 <= out.nfe <= 8
         assert (out.tokens != pipe.model.mask_id).all()
     assert pipe.sample(3, steps=8, seed=0) == pipe.sample(3, steps=8, seed=0)  # a seed reproduces
+    assert pipe.default_sampler == "confidence"
 
 
 def test_infilling_and_length_are_exact_on_a_masked_run(run):

@@ -15,7 +15,8 @@ diffusers = pytest.importorskip("diffusers")
 T, V, B, L, D = 20, 9, 2, 5, 6
 SHAPE = (B, L, D)
 # The one/few-step models' samplers have their own tests (test_onestep_samplers.py).
-GRID_SAMPLERS = sorted(set(SAMPLERS) - {"shortcut", "meanflow", "consistency", "distilled"})
+# The samplers that walk the shared time grid (the sweep gives each position its own time: tests/test_sweep.py).
+GRID_SAMPLERS = sorted(set(SAMPLERS) - {"shortcut", "meanflow", "consistency", "distilled", "sweep"})
 
 
 class FakeDenoiser:

@@ -131,6 +131,8 @@ def test_a_swept_run_samples_left_to_right_and_still_takes_guidance(run, tiny_ru
     assert pipe.model.sweep_lag == 1.0
     out = pipe.generate(4, sampler="sweep", steps=10)
     assert out.nfe == 10 and out.tokens.shape == (4, 16)
+    assert pipe.default_sampler == "sweep" and torch.equal(pipe.generate(4, steps=10).tokens, out.tokens)
+    assert difflm.load(tiny_run).default_sampler == "ddpm"
     texts = pipe.sample(4, sampler="sweep", steps=10)
     assert len(texts) == 4 and all(texts)
     # The shared-t rows of training keep constraints working through the other samplers.

@@ -65,7 +65,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         "--sampler",
         default=None,
         choices=sorted([*SAMPLERS, *MASKED_SAMPLERS]),
-        help=f"the sampling algorithm (default: {DEFAULT_SAMPLER}; {MASKED_SAMPLER} on a masked run)",
+        help=f"the sampling algorithm (default: {DEFAULT_SAMPLER}; sweep on a run trained with left-to-right "
+        f"noise, without constraints; {MASKED_SAMPLER} on a masked run)",
     )
     p.add_argument(
         "--steps",
@@ -359,7 +360,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     import difflm
     from difflm.config import load_config
-    from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
+    from difflm.sampling import DEFAULT_STEPS
     from difflm.train import train
 
     config = load_config(args.config, DEMO_SETTINGS + list(args.overrides))
@@ -371,7 +372,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if "valid" in last:
         print(f"held-out loss {last['valid']['loss']:.3f}")
     pipe = difflm.load(args.out)
-    how = f"{DEFAULT_SAMPLER}, {DEFAULT_STEPS} steps, {config.rounding.kind} rounding"
+    how = f"{pipe.default_sampler}, {DEFAULT_STEPS} steps, {config.rounding.kind} rounding"
     _demo_show(pipe, f"unconditional samples ({how})", pipe.sample(DEMO_SAMPLES, seed=0), [], shown=10)
     length, keyword = DEMO_CONTROL
     if keyword not in pipe.vocab:

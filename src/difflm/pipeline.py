@@ -71,6 +71,15 @@ class Pipeline:
     def is_autoregressive(self) -> bool:
         return isinstance(self.model, CausalLM)
 
+    @property
+    def default_sampler(self) -> str:
+        """The sampler of unconstrained sampling: `MASKED_SAMPLER` on a masked run, "sweep" on a run
+        trained with left-to-right noise (it writes the left words first, as it learned), else
+        `DEFAULT_SAMPLER` (also under constraints, which guide at a shared time)."""
+        if isinstance(self.model, MaskedDenoiser):
+            return MASKED_SAMPLER
+        return "sweep" if isinstance(self.model, Denoiser) and self.model.sweep_lag else DEFAULT_SAMPLER
+
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
@@ -100,8 +109,8 @@ class Pipeline:
 
         Args:
             n: number of sentences.
-            sampler, steps: a registered sampler and its number of steps K (sampler None:
-                `DEFAULT_SAMPLER`; on a masked run `MASKED_SAMPLER`, of `MASKED_SAMPLERS`).
+            sampler, steps: a registered sampler (of `MASKED_SAMPLERS` on a masked run) and its
+                number of steps K; None: `default_sampler`.
             seed: None draws a fresh seed.
             length: positions per sentence (default data.max_len; a run with length anchors
                 draws each row's word count, at most length − 2).
@@ -145,14 +154,14 @@ class Pipeline:
                 raise ValueError(
                     f"option(s) {', '.join(given) or 'cfg_scale'} apply to continuous runs, not masked ones"
                 )
-            return self._unmask(n, sampler or MASKED_SAMPLER, steps, seed, length, temperature, constraints)
-        sampler = sampler or DEFAULT_SAMPLER
+            return self._unmask(n, sampler or self.default_sampler, steps, seed, length, temperature, constraints)
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if guidance and not constraints:
             raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
         model = self.model
         assert isinstance(model, Denoiser)
+        sampler = sampler or (DEFAULT_SAMPLER if constraints else self.default_sampler)
         rounding = rounding or ("contextual" if self.config.contextual_rounding else "factorized")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be {' or '.join(ROUNDINGS)}, got {rounding!r}")

@@ -332,7 +332,9 @@ def train_classifier(
         raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
     run = load_run(run_dir, device=device)
     if not isinstance(run.model, Denoiser):
-        raise ValueError(f"{run_dir} is an autoregressive run: classifiers guide diffusion runs")
+        raise ValueError(
+            f"{run_dir} is a {run.config.model.kind} run: classifiers on noisy latents guide continuous diffusion runs"
+        )
     config, denoiser = run.config, run.model
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

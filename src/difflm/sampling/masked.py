@@ -120,6 +120,8 @@ def confidence(
 
 
 MASKED_SAMPLERS: dict[str, MaskedSampler] = {"ancestral": ancestral, "confidence": confidence}
-#: The sampler and x̂0 temperature of a masked run unless told otherwise.
+#: The sampler and word temperature of a masked run unless told otherwise. Like the continuous
+#: model's x̂0 temperature, a sharpened draw trades diversity for well-formed rows
+#: (docs/benchmarks.md, "Masked diffusion").
 MASKED_SAMPLER = "confidence"
-MASKED_TEMPERATURE = 1.0
+MASKED_TEMPERATURE = 0.3
