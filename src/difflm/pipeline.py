@@ -31,7 +31,7 @@ from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.contextual import round_in_context
-from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE
+from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE, place_words
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
@@ -223,19 +223,25 @@ class Pipeline:
         assert isinstance(model, MaskedDenoiser)
         if sampler not in MASKED_SAMPLERS:
             raise ValueError(f"unknown masked sampler {sampler!r}; valid choices: {', '.join(sorted(MASKED_SAMPLERS))}")
-        unsupported = [type(c).__name__ for c in constraints if not isinstance(c, RestrictsWords)]
+        unsupported = [
+            type(c).__name__
+            for c in constraints
+            if isinstance(c, ClassifierConstraint) or not isinstance(c, (RestrictsWords, RequiresWords))
+        ]
         if unsupported:
             raise ValueError(
                 f"{', '.join(unsupported)} cannot steer a masked run yet: it takes constraints that fix words "
-                "(length, infilling)"
+                "(length, infilling, keywords)"
             )
         L, V = length or self.config.data.max_len, len(self.vocab)
         generator = self._generator(seed)
-        allowed = None
+        allowed, required = None, []
         for constraint in constraints:
-            assert isinstance(constraint, RestrictsWords)
-            given = constraint.allowed_words(V)[:L].to(self.device)
-            allowed = given if allowed is None else allowed & given
+            if isinstance(constraint, RequiresWords):
+                required += constraint.required_words().tolist()
+            if isinstance(constraint, RestrictsWords):
+                given = constraint.allowed_words(V)[:L].to(self.device)
+                allowed = given if allowed is None else allowed & given
         canvas = torch.full((n, L), model.mask_id, dtype=torch.long, device=self.device)
         canvas[:, 0] = Vocab.START_ID
         if allowed is not None:
@@ -250,9 +256,13 @@ class Pipeline:
             groups = width_groups(anchors)
         tokens, calls = canvas.clone(), 0
         for group, width in groups:
+            start = canvas[group, :width]
+            if required:  # each keyword fixed where the all-masked row wants it most (one more call)
+                start = place_words(model, start, torch.tensor(required, device=self.device), model.mask_id)
+                calls += len(group)
             written, used = MASKED_SAMPLERS[sampler](
                 model,
-                canvas[group, :width],
+                start,
                 mask_id=model.mask_id,
                 steps=steps,
                 generator=generator,

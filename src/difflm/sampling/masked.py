@@ -119,6 +119,26 @@ def confidence(
     return z, calls
 
 
+@torch.no_grad()
+def place_words(network: Network, canvas: torch.Tensor, words: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """The canvas [B, L] with each of `words` [K] fixed at the masked position where one call on
+    the canvas finds it most likely (in the given order, one position each), so the samplers
+    keep it: how a masked run writes keywords exactly.
+
+    Raises:
+        ValueError: a row with fewer masked positions than words.
+    """
+    if int((canvas == mask_id).sum(1).min()) < len(words):
+        raise ValueError(f"{len(words)} required words do not fit the masked positions of every row")
+    z = canvas.clone()
+    logp = network(z).log_softmax(-1)  # [B, L, V]
+    rows = torch.arange(len(z), device=z.device)
+    for word in words.tolist():
+        where = logp[..., word].masked_fill(z != mask_id, float("-inf")).argmax(1)
+        z[rows, where] = word
+    return z
+
+
 MASKED_SAMPLERS: dict[str, MaskedSampler] = {"ancestral": ancestral, "confidence": confidence}
 #: The sampler and word temperature of a masked run unless told otherwise. Like the continuous
 #: model's x̂0 temperature, a sharpened draw trades diversity for well-formed rows
