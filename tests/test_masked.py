@@ -191,3 +191,28 @@ def test_masked_run_refuses_what_it_cannot_do(run, capsys):
         tiny_config("grammar", "model.kind=absorbing")
     with pytest.raises(ValueError, match="diffusion.sweep needs model.kind=diffusion"):
         tiny_config("grammar", "model.kind=masked", "diffusion.sweep=0.5")
+
+
+def test_classifier_free_guidance_on_a_masked_run(run, tmp_path, toy_e2e_corpus):
+    from difflm.train import train
+
+    slots = tmp_path / "masked_slots"
+    config = tiny_config(
+        f"e2e:{toy_e2e_corpus}", "model.kind=masked", "model.condition=slots", "train.steps=200", "train.lr=3e-3"
+    )
+    train(config, slots, progress=False)
+    pipe = difflm.load(slots)
+
+    def share(texts: list[str]) -> float:
+        return sum("Chinese" in t.split() for t in texts) / len(texts)
+
+    free = pipe.generate(32, steps=8, seed=0)
+    guided = pipe.generate(32, steps=8, seed=0, condition="food=Chinese", cfg_scale=3.0)
+    assert share(pipe.decode(guided.tokens)) >= share(pipe.decode(free.tokens)) + 0.3
+    assert guided.nfe == 2 * free.nfe  # a guided call evaluates the conditional and the null rows
+    conditional = pipe.generate(32, steps=8, seed=0, condition="food=Chinese")  # w = 1: one row per call
+    assert conditional.nfe == free.nfe and share(pipe.decode(conditional.tokens)) > share(pipe.decode(free.tokens))
+    argv = ["control", str(slots), "--cfg-scale", "3", "--n", "4", "--steps", "8", "--attribute"]
+    assert main([*argv, "food=Chinese"]) == 0 and main([*argv, "food=Thai"]) == 2
+    with pytest.raises(ValueError, match="trained without conditioning"):
+        difflm.load(run).sample(2, condition="food=Chinese", cfg_scale=3.0)

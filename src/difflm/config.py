@@ -361,8 +361,8 @@ class Config:
                 f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'",
             ),
             (
-                self.model.condition == "none" or self.model.kind == "diffusion",
-                f"model.condition={self.model.condition} needs model.kind=diffusion "
+                self.model.condition == "none" or self.model.kind != "autoregressive",
+                f"model.condition={self.model.condition} needs model.kind=diffusion or masked "
                 "(the autoregressive LM is unconditional)",
             ),
             (

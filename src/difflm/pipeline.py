@@ -31,7 +31,7 @@ from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.contextual import round_in_context
-from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE, place_words
+from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE, MaskedNetwork, place_words
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
@@ -142,21 +142,18 @@ class Pipeline:
             raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
-        if isinstance(self.model, MaskedDenoiser):
-            continuous = {
-                "sc_guidance": sc_guidance,
-                "condition": condition,
-                "guidance": guidance,
-                "rounding": rounding,
-            }
-            given = sorted(k for k, v in {**continuous, **options}.items() if v is not None and v != {})
-            if given or cfg_scale != 1.0:
-                raise ValueError(
-                    f"option(s) {', '.join(given) or 'cfg_scale'} apply to continuous runs, not masked ones"
-                )
-            return self._unmask(n, sampler or self.default_sampler, steps, seed, length, temperature, constraints)
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
+        if isinstance(self.model, MaskedDenoiser):
+            continuous = {"sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
+            given = sorted(k for k, v in {**continuous, **options}.items() if v is not None and v != {})
+            if given:
+                raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not masked ones")
+            c = None if condition is None else condition_of(self.conditions, condition, self.device)
+            network = MaskedNetwork(self.model, c, cfg_scale)
+            return self._unmask(
+                n, sampler or self.default_sampler, steps, seed, length, temperature, constraints, network
+            )
         if guidance and not constraints:
             raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
         model = self.model
@@ -215,10 +212,12 @@ class Pipeline:
         length: int | None,
         temperature: float | None,
         constraints: Sequence[Constraint],
+        network: MaskedNetwork,
     ) -> SampleOutput:
         """Masked diffusion (`sampling/masked.py`): a canvas of masks with START, the length
-        anchors and the constraints' given words fixed, unmasked by `sampler`; under anchors
-        one length at a time, each group cut after its END, as training saw the rows."""
+        anchors and the constraints' given words fixed, unmasked by `sampler` calling `network`
+        (the model, guided towards a condition or not); under anchors one length at a time,
+        each group cut after its END, as training saw the rows."""
         model = self.model
         assert isinstance(model, MaskedDenoiser)
         if sampler not in MASKED_SAMPLERS:
@@ -258,10 +257,10 @@ class Pipeline:
         for group, width in groups:
             start = canvas[group, :width]
             if required:  # each keyword fixed where the all-masked row wants it most (one more call)
-                start = place_words(model, start, torch.tensor(required, device=self.device), model.mask_id)
-                calls += len(group)
+                start = place_words(network, start, torch.tensor(required, device=self.device), model.mask_id)
+                calls += len(group) * network.rows_per_call
             written, used = MASKED_SAMPLERS[sampler](
-                model,
+                network,
                 start,
                 mask_id=model.mask_id,
                 steps=steps,
@@ -270,7 +269,7 @@ class Pipeline:
                 temperature=MASKED_TEMPERATURE if temperature is None else temperature,
             )
             tokens[group, :width] = written
-            calls += used * len(group)
+            calls += used * len(group) * network.rows_per_call
         x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of masked diffusion: one-hot words
         return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
 

@@ -51,7 +51,9 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Net
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len)
     if config.model.kind == "masked":
-        return MaskedDenoiser(config.model, vocab_size, config.data.max_len, config.diffusion.length_anchors)
+        return MaskedDenoiser(
+            config.model, vocab_size, config.data.max_len, config.diffusion.length_anchors, num_conditions
+        )
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
     rounding = config.rounding if config.contextual_rounding else None
     return Denoiser(

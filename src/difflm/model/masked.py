@@ -6,6 +6,10 @@ The transformer is the denoiser's, bidirectional, reading token embeddings inste
 vectors. It is told no time: under masking the visible tokens say all a time would (MDLM),
 and a step that reveals nothing can reuse the last call's output.
 
+A conditioned model (`model.condition=slots`) adds a projection of the slot values
+multi-hot c [B, P] at every position, c = 0 being the null condition ∅ of classifier-free
+guidance, as the continuous denoiser does.
+
 Under length anchors (`diffusion.length_anchors`) a row's END and PAD tail are never masked,
 as for the continuous model, so the network learns p(x | n) and the sampler draws n from
 the training sentences' word counts (`lengths`, saved with the weights).
@@ -24,8 +28,12 @@ class MaskedDenoiser(nn.Module):
 
     lengths: torch.Tensor | None  # a buffer under length anchors
 
-    def __init__(self, config: ModelConfig, vocab_size: int, max_len: int, length_anchors: bool = False) -> None:
+    def __init__(
+        self, config: ModelConfig, vocab_size: int, max_len: int, length_anchors: bool = False, num_conditions: int = 0
+    ) -> None:
         super().__init__()
+        if (config.condition != "none") != (num_conditions > 0):
+            raise ValueError(f"model.condition={config.condition} does not fit {num_conditions} condition labels")
         self.config, self.max_len, self.vocab_size = config, max_len, vocab_size
         self.mask_id = vocab_size
         h = config.hidden
@@ -39,11 +47,18 @@ class MaskedDenoiser(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.out_norm = nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab_size)
+        self.num_conditions = num_conditions
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
         self.register_buffer("lengths", torch.zeros(max_len - 1) if length_anchors else None)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Word logits [B, L, V] of z [B, L], given the condition cond [B, P] (None: ∅)."""
         if z.ndim != 2 or z.shape[1] > self.max_len:
             raise ValueError(f"z must be [B, L ≤ {self.max_len}] token ids, got {list(z.shape)}")
         h = self.embed(z) + self.pos[: z.shape[1]]
+        if cond is not None:
+            if self.cond_proj is None:
+                raise ValueError("this model was trained without a conditioning signal (cond)")
+            h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]
         h = self.encoder(self.dropout(self.in_norm(h)))
         return self.head(self.out_norm(h)).float()

@@ -5,7 +5,9 @@
 reported per modelled token (nats). The B rows of a batch take the times (u + b)/B mod 1 for
 one uniform u (MDLM's low-discrepancy sampler): the same expectation with far less
 variance, since the weight 1/t makes small times rare but heavy. START is never masked,
-nor, under length anchors, END and the PAD tail.
+nor, under length anchors, END and the PAD tail. A conditioned model sees each row's slot
+values, replaced by the null condition with probability diffusion.cond_drop (classifier-free
+guidance), as the continuous objective does.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def masked_loss(
     generator: torch.Generator | None = None,
     frozen: Frozen = Frozen(),
 ) -> LossOutput:
-    """The NELBO per modelled token of a batch of rows [B, L] (`frozen` and `batch.cond` unused)."""
-    ids = batch.ids
+    """The NELBO per modelled token of a batch of rows [B, L] and their conditions (`frozen` unused)."""
+    ids, cond = batch.ids, batch.cond
     B, L = ids.shape
     draws = Draws(generator, ids.device)
     t = ((draws.rand(1) + torch.arange(B, device=ids.device) / B) % 1).clamp_min(T_MIN)
@@ -42,7 +44,9 @@ def masked_loss(
         modelled &= ~anchors_of(ids)
     z = mask_rows(ids, t, draws.rand(B * L).view(B, L), modelled, model.mask_id)
     masked = (z == model.mask_id).float()
-    nll = F.cross_entropy(model(z).transpose(1, 2), ids, reduction="none")  # [B, L]
+    if cond is not None:
+        cond = cond * (draws.rand(B) >= config.diffusion.cond_drop)[:, None].to(cond.dtype)
+    nll = F.cross_entropy(model(z, cond).transpose(1, 2), ids, reduction="none")  # [B, L]
     loss = ((nll * masked).sum(1) / t).sum() / modelled.sum().clamp_min(1)
     terms = {"masked_ce": (nll * masked).sum() / masked.sum().clamp_min(1)}
     return LossOutput.of(loss, terms)

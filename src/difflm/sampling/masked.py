@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from difflm.diffusion.masking import reveal_prob
+from difflm.sampling.autoguidance import check_scale
 from difflm.sampling.grid import check_step_count
 
 Network = Callable[[torch.Tensor], torch.Tensor]  # z [B, L] -> logits [B, L, V]
@@ -117,6 +118,29 @@ def confidence(
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(z.shape[1], device=z.device).expand_as(order))
         z = torch.where(masked & (rank < count[:, None]), words, z)
     return z, calls
+
+
+class MaskedNetwork:
+    """The masked model as the samplers call it: z [B, L] -> word log-probabilities [B, L, V],
+    guided towards a condition c [P] with scale w when given (classifier-free guidance in its
+    discrete form, Schiff et al. 2024: log p̃ = log p(x | z, ∅) + w·(log p(x | z, c) − log p(x | z, ∅)),
+    renormalised by the samplers' softmax; w = 0 unconditional, 1 conditional). A guided call
+    evaluates 2B rows (`rows_per_call`).
+    """
+
+    def __init__(self, model: Callable[..., torch.Tensor], cond: torch.Tensor | None = None, scale: float = 1.0):
+        self.model, self.cond, self.scale = model, cond, check_scale(scale)
+        self.rows_per_call = 1 if cond is None or scale == 1.0 else 2
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if self.cond is None:
+            return self.model(z).log_softmax(-1)
+        c = self.cond.expand(len(z), -1)
+        if self.rows_per_call == 1:
+            return self.model(z, c).log_softmax(-1)
+        both = self.model(torch.cat([z, z]), torch.cat([c, torch.zeros_like(c)])).log_softmax(-1)
+        conditional, null = both.chunk(2)
+        return null + self.scale * (conditional - null)
 
 
 @torch.no_grad()
