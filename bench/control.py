@@ -54,7 +54,6 @@ from difflm import control
 from difflm.control.classifiers import LatentClassifier, has_classifier, load_classifier
 from difflm.eval.control_metrics import ROOT_LABELS
 from difflm.model.autoregressive import perplexity
-from difflm.sampling import DEFAULT_SAMPLER
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.dataset import split_sentences
 from difflm.text.grammar import default_parser
@@ -264,11 +263,9 @@ def run_task(
     nfe = classifier_calls = 0  # per sample, summed over targets
     start = time.perf_counter()
     for index, target in enumerate(targets):
-        guidance = (
-            {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings}
-            if target.constraints
-            else {}
-        )
+        # Gradient guidance steers continuous runs; a masked run writes the constraints' words into its canvas.
+        gradient = target.constraints and ctx.pipe.config.model.kind == "diffusion"
+        guidance = {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings} if gradient else {}
         cfg = {"condition": target.condition, "cfg_scale": args.cfg_scale} if target.condition else {}
         out = ctx.pipe.generate(
             args.n,
@@ -350,13 +347,13 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=20, help="targets per task")
     parser.add_argument("--n", type=int, default=50, help="samples per target (the paper: 50)")
     parser.add_argument("--pool", type=int, default=2000, help="held-out sentences to draw targets from")
-    parser.add_argument("--sampler", default=DEFAULT_SAMPLER)
+    parser.add_argument("--sampler", default=None, help="default: the run's (ddpm; confidence on a masked run)")
     parser.add_argument("--steps", type=int, default=200, help="sampler steps (the paper's control runs: 200)")
     parser.add_argument(
         "--temperature",
         type=float,
-        default=SAMPLING_TEMPERATURE,
-        help="x̂0 temperature of the sampler (1 = the model's own x̂0)",
+        default=None,
+        help=f"x̂0 temperature of the sampler (default {SAMPLING_TEMPERATURE}, a masked run's own; 1 = the model's)",
     )
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale w")
     parser.add_argument(
@@ -437,7 +434,7 @@ def main() -> None:
         "teacher": args.teacher,
         "corpus": config.data.corpus,
         "judge": judge,
-        "sampler": args.sampler,
+        "sampler": args.sampler or pipe.default_sampler,
         "steps": args.steps,
         "temperature": args.temperature,
         "sc_guidance": args.sc_guidance,
