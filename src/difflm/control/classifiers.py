@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difflm import checkpoint
+from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
 from difflm.text.grammar import UPOS_TAGS
 from difflm.text.grammar.tree import Tree
@@ -97,10 +98,7 @@ class LatentEncoder(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            h, config.heads, 4 * h, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(h, config.heads, config.layers, config.dropout)
         self.out_norm = nn.LayerNorm(h)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from difflm.diffusion import process
 from difflm.diffusion.schedules import NoiseSchedule
 from difflm.model.contextual import ContextualDecoder
 from difflm.model.embedding import WordEmbedding
+from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
 
 #: Generators whose network is told the size of the jump it serves (`model.generator`).
@@ -121,11 +122,7 @@ class Denoiser(nn.Module):
         )
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            h, config.heads, 4 * h, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        # enable_nested_tensor only matters for padding masks, which we do not use.
-        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(h, config.heads, config.layers, config.dropout)
         self.out_norm = nn.LayerNorm(h)
         out_dim = vocab_size if config.predict == "logits" else d
         self.out_proj = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, out_dim))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from difflm.config import ModelConfig
+from difflm.model.encoder import transformer_encoder
 
 
 class MaskedDenoiser(nn.Module):
@@ -41,10 +42,7 @@ class MaskedDenoiser(nn.Module):
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            h, config.heads, 4 * h, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(h, config.heads, config.layers, config.dropout)
         self.out_norm = nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab_size)
         self.num_conditions = num_conditions
