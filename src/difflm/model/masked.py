@@ -6,9 +6,9 @@ The transformer is the denoiser's, bidirectional, reading token embeddings inste
 vectors. It is told no time: under masking the visible tokens say all a time would (MDLM),
 and a step that reveals nothing can reuse the last call's output.
 
-A conditioned model (`model.condition=slots`) adds a projection of the slot values
-multi-hot c [B, P] at every position, c = 0 being the null condition ∅ of classifier-free
-guidance, as the continuous denoiser does.
+A conditioned model (`model.condition=slots`) adds a projection of c [B, P], the multi-hot
+of each row's slot values, at every position; c = 0 is the null condition ∅ of
+classifier-free guidance, as for the continuous denoiser.
 
 Under length anchors (`diffusion.length_anchors`) a row's END and PAD tail are never masked,
 as for the continuous model, so the network learns p(x | n) and the sampler draws n from
