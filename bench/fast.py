@@ -58,6 +58,8 @@ COLUMNS = [
     "grammatical",
     "lm_score",
     "within_human_range",
+    "below_human_median",
+    "repeated_word",
     "distinct_2",
     "self_bleu",
     "mean_length",
