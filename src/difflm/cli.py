@@ -57,7 +57,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.config import ROUNDINGS
     from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
     from difflm.sampling.grid import GRIDS
-    from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS
+    from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
@@ -97,7 +97,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TAU",
         help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
-        f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md)",
+        f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md); "
+        f"on a masked run, the temperature of its word draws (default {MASKED_TEMPERATURE:g})",
     )
     p.add_argument(
         "--clamp-from",
