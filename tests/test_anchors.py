@@ -16,7 +16,7 @@ from difflm.run import build_model
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.wrappers import DenoiserWrapper
 from difflm.text.vocab import Vocab
-from difflm.train import batch_indices, bucketed_indices
+from difflm.train import batch_indices, bucketed_pool
 from tests.conftest import tiny_config
 
 torch.set_num_threads(1)
@@ -78,11 +78,11 @@ def test_bucketed_batches_serve_every_row_once_and_keep_lengths_close():
     lengths = torch.randint(3, 40, (640,), generator=torch.Generator().manual_seed(0))
     pool, batch = 8, 16
     plain = torch.cat([batch_indices(s, batch, 640, 0, 0, 1) for s in range(pool)])
-    bucketed = [bucketed_indices(s, batch, lengths, 0, 0, 1, pool) for s in range(pool)]
+    bucketed = list(bucketed_pool(0, batch, lengths, 0, 0, 1, pool))
     assert sorted(torch.cat(bucketed).tolist()) == sorted(plain.tolist())
     spread = max(int(lengths[b].max() - lengths[b].min()) for b in bucketed)
     assert spread < int(lengths[plain].max() - lengths[plain].min()) / 2
-    assert torch.equal(bucketed_indices(3, batch, lengths, 0, 0, 1, pool), bucketed[3])  # a resumed step
+    assert torch.equal(bucketed_pool(0, batch, lengths, 0, 0, 1, pool)[3], bucketed[3])  # drawn again on resume
 
 
 def test_length_bucketing_needs_anchors_and_anchors_need_the_diffusion_generator():

@@ -234,13 +234,8 @@ class Pipeline:
             )
         L, V = length or self.config.data.max_len, len(self.vocab)
         generator = self._generator(seed)
-        allowed, required = None, []
-        for constraint in constraints:
-            if isinstance(constraint, RequiresWords):
-                required += constraint.required_words().tolist()
-            if isinstance(constraint, RestrictsWords):
-                given = constraint.allowed_words(V)[:L].to(self.device)
-                allowed = given if allowed is None else allowed & given
+        allowed, required = self._fixed_words(constraints)
+        allowed = None if allowed is None else allowed[:L]
         canvas = torch.full((n, L), model.mask_id, dtype=torch.long, device=self.device)
         canvas[:, 0] = Vocab.START_ID
         if allowed is not None:
@@ -256,8 +251,8 @@ class Pipeline:
         tokens, calls = canvas.clone(), 0
         for group, width in groups:
             start = canvas[group, :width]
-            if required:  # each keyword fixed where the all-masked row wants it most (one more call)
-                start = place_words(network, start, torch.tensor(required, device=self.device), model.mask_id)
+            if required is not None:  # each keyword fixed where the all-masked row wants it most (one more call)
+                start = place_words(network, start, required.to(self.device), model.mask_id)
                 calls += len(group) * network.rows_per_call
             written, used = MASKED_SAMPLERS[sampler](
                 network,
@@ -284,6 +279,19 @@ class Pipeline:
             return torch.full((n,), fixed.pop(), dtype=torch.long, device=self.device)
         return draw_lengths(self.model.lengths, n, width - 2, generator)
 
+    def _fixed_words(self, constraints: Sequence[Constraint]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the constraints say outright about words: the words each position may take
+        ([L, V], every `RestrictsWords` at once; None: any) and the words every row must
+        contain (ids [K] of the `RequiresWords`; None: none)."""
+        allowed, required = None, set()
+        for constraint in constraints:
+            if isinstance(constraint, RestrictsWords):
+                given = constraint.allowed_words(len(self.vocab)).to(self.device)
+                allowed = given if allowed is None else allowed & given
+            if isinstance(constraint, RequiresWords):
+                required |= set(constraint.required_words().tolist())
+        return allowed, torch.tensor(sorted(required), dtype=torch.long) if required else None
+
     def _round_in_context(
         self,
         x0: torch.Tensor,
@@ -295,13 +303,7 @@ class Pipeline:
         """The decoder's words for the final x̂0, within what the constraints fix, reading the
         rows' length anchors [B, L] (a run with length anchors) (`sampling.contextual`)."""
         assert isinstance(self.model, Denoiser)
-        allowed, required = None, set()
-        for constraint in constraints:
-            if isinstance(constraint, RestrictsWords):
-                given = constraint.allowed_words(len(self.vocab)).to(self.device)
-                allowed = given if allowed is None else allowed & given
-            if isinstance(constraint, RequiresWords):
-                required |= set(constraint.required_words().tolist())
+        allowed, required = self._fixed_words(constraints)
         rc = self.config.rounding
         return round_in_context(
             self.model,
@@ -309,7 +311,7 @@ class Pipeline:
             t_d=rc.t_constrained if constraints else rc.t_sample,
             generator=generator,
             allowed=allowed,
-            required=torch.tensor(sorted(required), dtype=torch.long) if required else None,
+            required=required,
             cond=cond,
             anchors=anchors,
         )

@@ -89,14 +89,6 @@ def bucketed_pool(
     return by_length[torch.randperm(pool, generator=torch.Generator().manual_seed(seed * 100_003 + first * 64 + rank))]
 
 
-def bucketed_indices(
-    step: int, batch: int, lengths: torch.Tensor, seed: int, rank: int, world: int, pool: int
-) -> torch.Tensor:
-    """This process's rows for `step` under length bucketing (`bucketed_pool`)."""
-    first = step - step % pool
-    return bucketed_pool(first, batch, lengths, seed, rank, world, pool)[step - first]
-
-
 def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step) * 64 + rank
 

@@ -29,6 +29,7 @@ import torch
 from difflm.diffusion.masking import reveal_prob
 from difflm.sampling.autoguidance import check_scale
 from difflm.sampling.grid import check_step_count
+from difflm.sampling.rounding import check_temperature
 
 Network = Callable[[torch.Tensor], torch.Tensor]  # z [B, L] -> logits [B, L, V]
 MaskedSampler = Callable[..., tuple[torch.Tensor, int]]
@@ -53,10 +54,9 @@ def _draw(
 
 def _check(canvas: torch.Tensor, steps: int, temperature: float) -> None:
     check_step_count(steps)
+    check_temperature(temperature)
     if canvas.ndim != 2:
         raise ValueError(f"the canvas must be [B, L] token ids, got {list(canvas.shape)}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number ≥ 0, got {temperature!r}")
 
 
 @torch.no_grad()

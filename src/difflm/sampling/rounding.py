@@ -48,6 +48,13 @@ def clamp_time(schedule: NoiseSchedule, clamp_from: int | None) -> float | None:
     return float(schedule.time_of(clamp_from))
 
 
+def check_temperature(temperature: object) -> float:
+    """τ as a float; ValueError unless it is a number ≥ 0 (1 = the model's own distribution)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number ≥ 0 (1 = the model's own x̂0), got {temperature!r}")
+    return float(temperature)
+
+
 @dataclass(frozen=True)
 class Rounding:
     """A sampler's reading of predictions: temperature τ ≥ 0 and the clamping time (None: never)."""
@@ -66,9 +73,7 @@ class Rounding:
         """
         if temperature is None:
             return cls(clamp_at=clamp_time(schedule, clamp_from))
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-            raise ValueError(f"temperature must be a number ≥ 0 (1 = the model's own x̂0), got {temperature!r}")
-        return cls(temperature=float(temperature), clamp_at=clamp_time(schedule, clamp_from))
+        return cls(temperature=check_temperature(temperature), clamp_at=clamp_time(schedule, clamp_from))
 
     def clamps(self, t: float) -> bool:
         """Whether x̂0 is snapped to an embedding at time t."""
