@@ -47,7 +47,7 @@ class Oracle:
                     probs[i, w] += p / sum(fits.values())
             self.table[index] = probs.log()
 
-    def __call__(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, z: torch.Tensor, t: object = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         code = torch.zeros_like(z[:, 0])
         for i in range(3):
             code += (z[:, i + 1] == MASK).long() * 3 * 4**i + (z[:, i + 1] - 4).clamp(0, 2) * (

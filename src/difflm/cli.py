@@ -55,18 +55,19 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.config import ROUNDINGS
-    from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+    from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, TOKEN_DEFAULTS, TOKEN_SAMPLERS
     from difflm.sampling.grid import GRIDS
-    from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
     p.add_argument("--n", type=int, default=10, help="number of sentences")
     p.add_argument(
         "--sampler",
         default=None,
-        choices=sorted([*SAMPLERS, *MASKED_SAMPLERS]),
+        choices=sorted({*SAMPLERS, *(name for kind in TOKEN_SAMPLERS.values() for name in kind)}),
         help=f"the sampling algorithm (default: {DEFAULT_SAMPLER}; sweep on a run trained with left-to-right "
-        f"noise, without constraints; {MASKED_SAMPLER} on a masked run)",
+        "noise, without constraints; "
+        + "; ".join(f"{sampler} on a {kind} run" for kind, (sampler, _) in TOKEN_DEFAULTS.items())
+        + ")",
     )
     p.add_argument(
         "--steps",
@@ -98,7 +99,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         metavar="TAU",
         help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
         f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md); "
-        f"on a masked run, the temperature of its word draws (default {MASKED_TEMPERATURE:g})",
+        "on a masked or uniform run, the temperature of its word draws (default "
+        + ", ".join(f"{tau:g} {kind}" for kind, (_, tau) in TOKEN_DEFAULTS.items())
+        + ")",
     )
     p.add_argument(
         "--clamp-from",

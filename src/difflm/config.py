@@ -16,8 +16,11 @@ from typing import Any, Literal
 import yaml
 
 #: Values of `model.generator`; the non-diffusion ones each have a sampler of the same name.
-#: The model families: continuous diffusion (Diffusion-LM), the causal LM, masked diffusion (MDLM).
-MODEL_KINDS = ("diffusion", "autoregressive", "masked")
+#: The model families: continuous diffusion (Diffusion-LM), the causal LM, masked diffusion
+#: (MDLM) and uniform-noise diffusion (UDLM).
+MODEL_KINDS = ("diffusion", "autoregressive", "masked", "uniform")
+#: The discrete diffusion kinds: one token denoiser (`model/tokens.py`), two forward processes.
+TOKEN_KINDS = ("masked", "uniform")
 GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency", "distilled")
 
 #: The teacher samplers a distilled student can learn (`distill.sampler`).
@@ -49,12 +52,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: the denoiser f(x_t, t) and its embeddings, a causal LM, or a masked denoiser.
+    """The network: the denoiser f(x_t, t) and its embeddings, a causal LM, or a token denoiser.
 
     Attributes:
         kind: `diffusion` (the denoiser), `autoregressive` (the teacher LM and AR
-            baseline) or `masked` (masked diffusion, `model/masked.py`); the last two use
-            hidden, layers, heads and dropout only.
+            baseline), `masked` or `uniform` (discrete diffusion, `model/tokens.py`); the
+            last three use hidden, layers, heads and dropout only.
         embed_dim: d, the size of a word embedding (the paper uses 16 for E2E).
         hidden: transformer width.
         layers: transformer blocks.
@@ -362,7 +365,7 @@ class Config:
             ),
             (
                 self.model.condition == "none" or self.model.kind != "autoregressive",
-                f"model.condition={self.model.condition} needs model.kind=diffusion or masked "
+                f"model.condition={self.model.condition} needs a diffusion model.kind "
                 "(the autoregressive LM is unconditional)",
             ),
             (
@@ -384,8 +387,9 @@ class Config:
                 f"diffusion.sweep needs model.kind=diffusion (a time per position), got {self.model.kind}",
             ),
             (
-                self.model.kind != "masked" or self.model.generator == "diffusion",
-                f"model.kind=masked has its own samplers: model.generator={self.model.generator} does not apply",
+                self.model.kind not in TOKEN_KINDS or self.model.generator == "diffusion",
+                f"model.kind={self.model.kind} has its own samplers: model.generator={self.model.generator} "
+                "does not apply",
             ),
             (
                 not self.diffusion.sweep or self.model.generator == "diffusion",

@@ -24,15 +24,16 @@ from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.anchors import anchor_ids, draw_lengths, tail, width_groups
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
-from difflm.model.masked import MaskedDenoiser
+from difflm.model.tokens import TokenDenoiser
 from difflm.run import Network, load_run
-from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, get_sampler
+from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, TOKEN_DEFAULTS, TOKEN_SAMPLERS, get_sampler
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.contextual import round_in_context
-from difflm.sampling.masked import MASKED_SAMPLER, MASKED_SAMPLERS, MASKED_TEMPERATURE, MaskedNetwork, place_words
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
+from difflm.sampling.tokens import TokenNetwork, place_words
+from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
@@ -73,11 +74,11 @@ class Pipeline:
 
     @property
     def default_sampler(self) -> str:
-        """The sampler of unconstrained sampling: `MASKED_SAMPLER` on a masked run, "sweep" on a run
-        trained with left-to-right noise (it writes the left words first, as it learned), else
-        `DEFAULT_SAMPLER` (also under constraints, which guide at a shared time)."""
-        if isinstance(self.model, MaskedDenoiser):
-            return MASKED_SAMPLER
+        """The sampler of unconstrained sampling: the kind's own on a discrete run (`TOKEN_DEFAULTS`),
+        "sweep" on a run trained with left-to-right noise (it writes the left words first, as it
+        learned), else `DEFAULT_SAMPLER` (also under constraints, which guide at a shared time)."""
+        if isinstance(self.model, TokenDenoiser):
+            return TOKEN_DEFAULTS[self.model.noise][0]
         return "sweep" if isinstance(self.model, Denoiser) and self.model.sweep_lag else DEFAULT_SAMPLER
 
     def _generator(self, seed: int | None) -> torch.Generator:
@@ -109,7 +110,7 @@ class Pipeline:
 
         Args:
             n: number of sentences.
-            sampler, steps: a registered sampler (of `MASKED_SAMPLERS` on a masked run) and its
+            sampler, steps: a registered sampler (of `TOKEN_SAMPLERS` on a discrete run) and its
                 number of steps K; None: `default_sampler`.
             seed: None draws a fresh seed.
             length: positions per sentence (default data.max_len; a run with length anchors
@@ -144,13 +145,15 @@ class Pipeline:
             raise ValueError(f"n must be ≥ 1, got {n}")
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
-        if isinstance(self.model, MaskedDenoiser):
+        if isinstance(self.model, TokenDenoiser):
             continuous = {"sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
             given = sorted(k for k, v in {**continuous, **options}.items() if v is not None and v != {})
             if given:
-                raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not masked ones")
+                raise ValueError(
+                    f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones"
+                )
             c = None if condition is None else condition_of(self.conditions, condition, self.device)
-            network = MaskedNetwork(self.model, c, cfg_scale)
+            network = TokenNetwork(self.model, c, cfg_scale)
             return self._unmask(
                 n, sampler or self.default_sampler, steps, seed, length, temperature, constraints, network
             )
@@ -212,16 +215,19 @@ class Pipeline:
         length: int | None,
         temperature: float | None,
         constraints: Sequence[Constraint],
-        network: MaskedNetwork,
+        network: TokenNetwork,
     ) -> SampleOutput:
-        """Masked diffusion (`sampling/masked.py`): a canvas of masks with START, the length
-        anchors and the constraints' given words fixed, unmasked by `sampler` calling `network`
+        """Discrete diffusion (`sampling/tokens.py`): a canvas of blanks with START, the length
+        anchors and the constraints' given words fixed, written by `sampler` calling `network`
         (the model, guided towards a condition or not); under anchors one length at a time,
         each group cut after its END, as training saw the rows."""
         model = self.model
-        assert isinstance(model, MaskedDenoiser)
-        if sampler not in MASKED_SAMPLERS:
-            raise ValueError(f"unknown masked sampler {sampler!r}; valid choices: {', '.join(sorted(MASKED_SAMPLERS))}")
+        assert isinstance(model, TokenDenoiser)
+        samplers = TOKEN_SAMPLERS[model.noise]
+        if sampler not in samplers:
+            raise ValueError(
+                f"unknown {model.noise} sampler {sampler!r}; valid choices: {', '.join(sorted(samplers))}"
+            )
         unsupported = [
             type(c).__name__
             for c in constraints
@@ -229,7 +235,7 @@ class Pipeline:
         ]
         if unsupported:
             raise ValueError(
-                f"{', '.join(unsupported)} cannot steer a masked run yet: it takes constraints that fix words "
+                f"{', '.join(unsupported)} cannot steer a {model.noise} run yet: it takes constraints that fix words "
                 "(length, infilling, keywords)"
             )
         L, V = length or self.config.data.max_len, len(self.vocab)
@@ -251,27 +257,28 @@ class Pipeline:
         tokens, calls = canvas.clone(), 0
         for group, width in groups:
             start = canvas[group, :width]
-            if required is not None:  # each keyword fixed where the all-masked row wants it most (one more call)
-                start = place_words(network, start, required.to(self.device), model.mask_id)
+            if required is not None:  # each keyword fixed where the row at t = 1 wants it most (one more call)
+                noised = prior(start, model.mask_id, V, generator) if model.noise == "uniform" else None
+                start = place_words(network, start, required.to(self.device), model.mask_id, noised)
                 calls += len(group) * network.rows_per_call
-            written, used = MASKED_SAMPLERS[sampler](
+            written, used = samplers[sampler](
                 network,
                 start,
                 mask_id=model.mask_id,
                 steps=steps,
                 generator=generator,
                 allowed=None if allowed is None else allowed[:width],
-                temperature=MASKED_TEMPERATURE if temperature is None else temperature,
+                temperature=TOKEN_DEFAULTS[model.noise][1] if temperature is None else temperature,
             )
             tokens[group, :width] = written
             calls += used * len(group) * network.rows_per_call
-        x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of masked diffusion: one-hot words
+        x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of discrete diffusion: one-hot words
         return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
 
     def _words(self, n: int, constraints: Sequence[Constraint], width: int, generator: torch.Generator) -> torch.Tensor:
         """The word count [n] of each row of a run with length anchors: the one the constraints
         fix, else drawn from the training sentences' (`model/anchors.py`)."""
-        assert isinstance(self.model, (Denoiser, MaskedDenoiser)) and self.model.lengths is not None
+        assert isinstance(self.model, (Denoiser, TokenDenoiser)) and self.model.lengths is not None
         fixed = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
         if len(fixed) > 1:
             raise ValueError(f"the constraints fix different lengths: {sorted(fixed)} words")

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from difflm import checkpoint
-from difflm.config import Config
+from difflm.config import TOKEN_KINDS, Config
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
-from difflm.model.masked import MaskedDenoiser
+from difflm.model.tokens import TokenDenoiser
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -41,8 +41,8 @@ def load_conditions(config: Config, run_dir: str | Path) -> SlotLabels | None:
     return SlotLabels.load(Path(run_dir) / CONDITIONS_FILE) if config.model.condition != "none" else None
 
 
-#: The network of a run: the continuous denoiser, the causal LM or the masked denoiser.
-Network = Denoiser | CausalLM | MaskedDenoiser
+#: The network of a run: the continuous denoiser, the causal LM or the token denoiser.
+Network = Denoiser | CausalLM | TokenDenoiser
 
 
 def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Network:
@@ -50,9 +50,14 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Net
     slot=value pairs when model.condition is set) or the causal LM."""
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len)
-    if config.model.kind == "masked":
-        return MaskedDenoiser(
-            config.model, vocab_size, config.data.max_len, config.diffusion.length_anchors, num_conditions
+    if config.model.kind in TOKEN_KINDS:
+        return TokenDenoiser(
+            config.model,
+            vocab_size,
+            config.data.max_len,
+            config.diffusion.length_anchors,
+            num_conditions,
+            noise=config.model.kind,
         )
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
     rounding = config.rounding if config.contextual_rounding else None

@@ -22,7 +22,7 @@ from difflm.config import Config
 from difflm.loop import RunningMean, TrainingDiverged, TrainingLoop
 from difflm.model.anchors import word_counts
 from difflm.model.denoiser import Denoiser
-from difflm.model.masked import MaskedDenoiser
+from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch, Frozen, get_objective
 from difflm.run import CONDITIONS_FILE, Network, build_model, load_conditions, load_teacher, resolve_device
 from difflm.sampling.teacher import teacher_words
@@ -171,7 +171,7 @@ class Trainer(TrainingLoop):
             # From its denoiser: a contextual rounding decoder the teacher carries is not the student's.
             own = model.state_dict().keys()
             model.load_state_dict({key: value for key, value in self.teacher.state_dict().items() if key in own})
-        if isinstance(model, (Denoiser, MaskedDenoiser)) and model.lengths is not None:  # sampling's length prior
+        if isinstance(model, (Denoiser, TokenDenoiser)) and model.lengths is not None:  # sampling's length prior
             model.lengths.copy_(word_counts(self.data.train, config.data.max_len))
         super().__init__(model, config.train, run_dir, progress=progress, world=world, rank=rank)
         self.run_dir = run_dir

@@ -1,7 +1,7 @@
 """Training objectives: one signature (`base.py`), one registry.
 
 A run's objective is picked by its config: `model.kind=autoregressive` trains the causal LM,
-`model.kind=masked` the masked denoiser (MDLM's NELBO),
+`model.kind=masked` and `uniform` the token denoiser (MDLM's and UDLM's NELBO),
 `rounding.kind=contextual` the denoiser with its rounding decoder, otherwise
 `model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's end-to-end
 loss) or a one/few-step generator's.
@@ -23,6 +23,7 @@ from difflm.objectives.distillation import distillation_loss
 from difflm.objectives.masked import masked_loss
 from difflm.objectives.meanflow import meanflow_loss
 from difflm.objectives.shortcut import shortcut_loss
+from difflm.objectives.uniform import uniform_loss
 
 __all__ = [
     "OBJECTIVES",
@@ -60,12 +61,13 @@ OBJECTIVES: dict[str, Objective] = {
     "distilled": distillation_loss,
     "autoregressive": autoregressive_loss,
     "masked": masked_loss,
+    "uniform": uniform_loss,
 }
 
 
 def objective_name(config: Config) -> str:
     """The registry key of a run's objective."""
-    if config.model.kind in ("autoregressive", "masked"):
+    if config.model.kind != "diffusion":
         return config.model.kind
     if config.contextual_rounding:  # the diffusion denoiser with its rounding decoder
         return "diffusion+contextual"

@@ -102,6 +102,22 @@ class Draws:
         return torch.randint(low, high, (n,), **self.kwargs).to(self.device)
 
 
+#: The smallest training time ε of discrete diffusion (MDLM's sampling_eps): weights 1/t stay finite.
+T_MIN = 1e-3
+
+
+def stratified_times(draws: Draws, B: int) -> torch.Tensor:
+    """B times (u + b)/B mod 1 [B] for one uniform u, at least `T_MIN`."""
+    return ((draws.rand(1) + torch.arange(B, device=draws.device) / B) % 1).clamp_min(T_MIN)
+
+
+def drop_conditions(cond: torch.Tensor | None, draws: Draws, share: float) -> torch.Tensor | None:
+    """Each row's condition [B, P], replaced by the null condition with probability `share`."""
+    if cond is None:
+        return None
+    return cond * (draws.rand(len(cond)) >= share)[:, None].to(cond.dtype)
+
+
 def word_nll(logits: torch.Tensor, ids: torch.Tensor, counted: torch.Tensor | None = None) -> torch.Tensor:
     """Mean −log p(w) of word logits [B, L, V] at the words ids [B, L], over the positions
     `counted` [B, L] (None: all)."""

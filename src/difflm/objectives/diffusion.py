@@ -34,7 +34,7 @@ from difflm.diffusion import process
 from difflm.diffusion.sweep import sweep_times
 from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions, word_nll
 
 
 def e2e_loss(
@@ -81,9 +81,7 @@ def e2e_loss(
         x_t = anchor(x_t, anchors, denoiser.embedding)
 
     # 3. Condition dropout: a share p of the rows see ∅ (c = 0), teaching f(x_t, t, ∅).
-    if cond is not None:
-        keep = draws.rand(B) >= dc.cond_drop
-        cond = cond * keep[:, None].to(cond.dtype)
+    cond = drop_conditions(cond, draws, dc.cond_drop)
 
     # 4. Self-conditioning (Analog Bits): for a random half, a first no-grad pass
     #    supplies x̂0 as an extra input; the rest see zeros, as at the first sampling step.

@@ -18,16 +18,12 @@ import torch.nn.functional as F
 from difflm.config import Config
 from difflm.diffusion.masking import mask_rows
 from difflm.model.anchors import anchors_of
-from difflm.model.masked import MaskedDenoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput
+from difflm.model.tokens import TokenDenoiser
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions, stratified_times
 from difflm.text.vocab import Vocab
 
-#: The smallest training time ε (MDLM's sampling_eps): the weight 1/t stays finite.
-T_MIN = 1e-3
-
-
 def masked_loss(
-    model: MaskedDenoiser,
+    model: TokenDenoiser,
     batch: Batch,
     config: Config,
     *,
@@ -38,15 +34,14 @@ def masked_loss(
     ids, cond = batch.ids, batch.cond
     B, L = ids.shape
     draws = Draws(generator, ids.device)
-    t = ((draws.rand(1) + torch.arange(B, device=ids.device) / B) % 1).clamp_min(T_MIN)
+    t = stratified_times(draws, B)
     modelled = ids != Vocab.START_ID
     if model.lengths is not None:
         modelled &= ~anchors_of(ids)
     z = mask_rows(ids, t, draws.rand(B * L).view(B, L), modelled, model.mask_id)
     masked = (z == model.mask_id).float()
-    if cond is not None:
-        cond = cond * (draws.rand(B) >= config.diffusion.cond_drop)[:, None].to(cond.dtype)
-    nll = F.cross_entropy(model(z, cond).transpose(1, 2), ids, reduction="none")  # [B, L]
+    cond = drop_conditions(cond, draws, config.diffusion.cond_drop)
+    nll = F.cross_entropy(model(z, cond=cond).transpose(1, 2), ids, reduction="none")  # [B, L]
     loss = ((nll * masked).sum(1) / t).sum() / modelled.sum().clamp_min(1)
     terms = {"masked_ce": (nll * masked).sum() / masked.sum().clamp_min(1)}
     return LossOutput.of(loss, terms)

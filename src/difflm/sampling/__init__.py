@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from difflm.sampling import consistency, ddim, ddpm, distilled, dpm_solver, meanflow, shortcut, sweep
+from difflm.sampling import consistency, ddim, ddpm, distilled, dpm_solver, masked, meanflow, shortcut, sweep, uniform
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.tokens import TokenSampler
 
 Sampler = Callable[..., SampleOutput]
 
@@ -24,6 +25,18 @@ SAMPLERS: dict[str, Sampler] = {
     "consistency": consistency.sample,
     "distilled": distilled.sample,
     "sweep": sweep.sample,
+}
+
+
+#: The samplers of discrete diffusion by model kind (`sampling/tokens.py`), and each kind's
+#: default sampler and word temperature.
+TOKEN_SAMPLERS: dict[str, dict[str, TokenSampler]] = {
+    "masked": masked.MASKED_SAMPLERS,
+    "uniform": uniform.UNIFORM_SAMPLERS,
+}
+TOKEN_DEFAULTS: dict[str, tuple[str, float]] = {
+    "masked": (masked.MASKED_SAMPLER, masked.MASKED_TEMPERATURE),
+    "uniform": (uniform.UNIFORM_SAMPLER, uniform.UNIFORM_TEMPERATURE),
 }
 
 
