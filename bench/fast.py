@@ -1,12 +1,14 @@
 """Fast sampling: quality and speed against the number of denoiser evaluations (NFE).
 
-    .venv/bin/python bench/fast.py --diffusion RUN --ar RUN --teacher RUN [--masked RUN] \
+    .venv/bin/python bench/fast.py --diffusion RUN --ar RUN --teacher RUN [--masked RUN] [--uniform RUN] \
         [--extra shortcut=RUN --extra meanflow=RUN ...] [--nfe 1,2,4,8,16,50,200] [--n 256]
     .venv/bin/python bench/fast.py --train-minutes 6 [--corpus grammar] [--set ...]
 
 A masked diffusion run (`--masked`, `model.kind=masked`) is sampled with each masked sampler
-(ancestral, confidence) at every NFE as its step budget; its NFE column counts the network
-calls it made (the ancestral sampler skips a call when a step reveals nothing).
+(ancestral, confidence) at every NFE as its step budget, and a uniform-noise run (`--uniform`)
+with its ancestral sampler; the NFE column counts the network calls made (the masked
+ancestral sampler skips a call when a step reveals nothing). Their word temperatures are
+each run's default, or every one of `--word-temperature`.
 
 The diffusion run is sampled with DDPM, DDIM and DPM-Solver++(2M) at every NFE (for them
 steps = NFE), on every time grid of `--grids` and at every x̂0 temperature of
@@ -41,9 +43,8 @@ import torch
 
 import difflm
 from difflm.eval.report import evaluate
-from difflm.sampling import get_sampler
+from difflm.sampling import TOKEN_SAMPLERS, get_sampler
 from difflm.sampling.grid import GRIDS
-from difflm.sampling.masked import MASKED_SAMPLERS
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.dataset import split_sentences
 from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
@@ -135,6 +136,14 @@ def main() -> None:
     parser.add_argument("--diffusion", type=Path, help="diffusion run: DDPM, DDIM and DPM-Solver++ at every NFE")
     parser.add_argument("--ar", type=Path, help="autoregressive baseline run")
     parser.add_argument("--masked", type=Path, help="masked diffusion run: each masked sampler at every NFE")
+    parser.add_argument("--uniform", type=Path, help="uniform-noise diffusion run: its sampler at every NFE")
+    parser.add_argument(
+        "--word-temperature",
+        type=parse_nonnegative,
+        default=[None],
+        metavar="TAU,...",
+        help="comma-separated word temperatures of the masked and uniform runs (default: each run's own)",
+    )
     parser.add_argument("--teacher", type=Path, help="autoregressive run scoring lm-score")
     parser.add_argument(
         "--extra",
@@ -184,14 +193,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
 
-    runs = {"diffusion": args.diffusion, "autoregressive": args.ar, "teacher": args.teacher, "masked": args.masked}
+    runs = {
+        "diffusion": args.diffusion,
+        "autoregressive": args.ar,
+        "teacher": args.teacher,
+        "masked": args.masked,
+        "uniform": args.uniform,
+    }
     missing = tuple(name for name, run in runs.items() if run is None)
     if args.train_minutes is not None and missing:
         base = [f"data.corpus={args.corpus}", "train.threads=1", *args.overrides]
         train_equal_time(args.out, args.config, base, args.train_minutes, missing)
         runs.update({name: args.out / name for name in missing})
-    if all(runs[name] is None for name in ("diffusion", "autoregressive", "masked")) and not args.extra:
-        parser.error("nothing to evaluate: give --diffusion, --ar, --masked, --extra NAME=RUN or --train-minutes")
+    if all(runs[name] is None for name in runs if name != "teacher") and not args.extra:
+        parser.error(
+            "nothing to evaluate: give --diffusion, --ar, --masked, --uniform, --extra NAME=RUN or --train-minutes"
+        )
 
     pipes = {name: difflm.load(run) for name, run in runs.items() if run is not None}
     # An extra's rows are labelled by its sampler, and by its run directory too when two share a sampler.
@@ -251,12 +268,12 @@ def main() -> None:
                 flush=True,
             )
 
-    for sampler, steps in itertools.product(MASKED_SAMPLERS if "masked" in pipes else (), args.nfe):
-        texts, speed, nfe = generate_timed(pipes["masked"], args.n, sampler, steps)  # at its own temperature
-        rows.append(row("masked", sampler, nfe, texts, speed))
-        print(
-            f"masked, {sampler}, {steps} steps (NFE {nfe}): grammatical {rows[-1].get('grammatical', '-')}", flush=True
-        )
+    discrete = [(kind, sampler) for kind, samplers in TOKEN_SAMPLERS.items() if kind in pipes for sampler in samplers]
+    for (kind, sampler), tau, steps in itertools.product(discrete, args.word_temperature, args.nfe):
+        texts, speed, nfe = generate_timed(pipes[kind], args.n, sampler, steps, temperature=tau)
+        label = sampler if tau is None else f"{sampler}, τ {tau:g}"
+        rows.append(row(kind, label, nfe, texts, speed))
+        print(f"{kind}, {label}, {steps} steps (NFE {nfe}): grammatical {rows[-1].get('grammatical', '-')}", flush=True)
 
     result = {
         "runs": {name: str(run) for name, run in runs.items() if run is not None}

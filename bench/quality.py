@@ -35,6 +35,7 @@ RUNS = {
     "autoregressive": ["model.kind=autoregressive"],
     "teacher": ["model.kind=autoregressive", "train.seed=1"],
     "masked": ["model.kind=masked"],
+    "uniform": ["model.kind=uniform"],
 }
 
 

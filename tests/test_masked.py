@@ -3,18 +3,14 @@ denoiser on a toy distribution, and a tiny run through the pipeline and the CLI.
 
 from __future__ import annotations
 
-import json
 import math
 from itertools import combinations
 
 import pytest
 import torch
 
-import difflm
-from difflm import control
-from difflm.cli import main
-from difflm.control.classifiers import ClassifierConfig, PosClassifier
 from difflm.diffusion.masking import mask_rows, reveal_prob, visible_share
+from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch
 from difflm.objectives.masked import masked_loss
 from difflm.sampling.masked import MASKED_SAMPLERS
@@ -34,6 +30,8 @@ class Oracle:
 
     lengths = None
     mask_id = MASK
+    noise = "masked"
+    noisable, noised = TokenDenoiser.noisable, TokenDenoiser.noised  # the forward process of the real model
     codes = (4, 5, 6, MASK)
 
     def __init__(self) -> None:
@@ -121,98 +119,3 @@ def test_samplers_never_change_fixed_tokens_and_respect_allowed_words():
             Oracle(), canvas, mask_id=MASK, steps=4, generator=torch.Generator().manual_seed(1), allowed=allowed
         )
         assert (tokens[:, 2] == 5).all() and (tokens[:, 0] == START).all() and (tokens[:, 3] != 6).all()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, toy_corpus):
-    from difflm.train import train
-
-    out = tmp_path_factory.mktemp("runs") / "masked"
-    train(
-        tiny_config(f"lines:{toy_corpus}", "model.kind=masked", "train.steps=150", "train.lr=3e-3"), out, progress=False
-    )
-    return out
-
-
-def test_a_masked_run_trains_and_samples_through_the_pipeline(run):
-    pipe = difflm.load(run)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in rows if r["split"] == "train"]
-    assert losses[-1] < 0.7 * losses[0]
-    for sampler in MASKED_SAMPLERS:
-        out = pipe.generate(6, sampler=sampler, steps=8, seed=0)
-        assert out.tokens.shape == (6, 16) and 1 <= out.nfe <= 8
-        assert (out.tokens != pipe.model.mask_id).all()
-    assert pipe.sample(3, steps=8, seed=0) == pipe.sample(3, steps=8, seed=0)  # a seed reproduces
-    assert pipe.default_sampler == "confidence"
-
-
-def test_infilling_and_length_are_exact_on_a_masked_run(run):
-    pipe = difflm.load(run)
-    infill = control.Infill("Zizzi serves ___ food in the ___ .", pipe.vocab, max_len=16)
-    for sampler in MASKED_SAMPLERS:
-        texts = pipe.sample(8, sampler=sampler, steps=8, seed=0, constraints=[infill])
-        kept = [t.split()[:2] + t.split()[3:6] for t in texts]
-        assert all(k == ["Zizzi", "serves", "food", "in", "the"] for k in kept), texts
-        length = control.Length(4, max_len=16)
-        assert all(len(t.split()) == 4 for t in pipe.sample(8, sampler=sampler, steps=8, constraints=[length]))
-    unguided = pipe.sample(16, steps=8, seed=0)
-    assert sum(len(t.split()) == 4 for t in unguided) < 16  # the constraint, not the model, makes it exact
-
-
-def test_keywords_are_exact_on_a_masked_run(run):
-    pipe = difflm.load(run)
-    keywords = control.Keywords(["Zizzi", "French"], pipe.vocab)
-    for sampler in MASKED_SAMPLERS:
-        out = pipe.generate(8, sampler=sampler, steps=8, seed=0, constraints=[keywords])
-        texts = pipe.decode(out.tokens)
-        assert all({"Zizzi", "French"} <= set(t.split()) for t in texts), texts
-    unguided = pipe.sample(16, steps=8, seed=0)
-    assert sum({"Zizzi", "French"} <= set(t.split()) for t in unguided) < 16
-    with pytest.raises(ValueError, match="do not fit the masked positions"):
-        pipe.sample(2, constraints=[keywords, control.Length(1, max_len=16)])
-
-
-def test_masked_run_refuses_what_it_cannot_do(run, capsys):
-    pipe = difflm.load(run)
-    shape = ClassifierConfig("pos", 16, 16, PosClassifier.tag_set())
-    with pytest.raises(ValueError, match="POS cannot steer a masked run"):
-        pipe.sample(2, constraints=[control.POS("PROPN VERB", run=PosClassifier(shape), judge="text")])
-    with pytest.raises(ValueError, match="apply to continuous runs"):
-        pipe.sample(2, eta=0.5)
-    for argv, message in (
-        (["sample", str(run), "--sampler", "ddim"], "unknown masked sampler 'ddim'"),
-        (["sample", str(run), "--sc-guidance", "2"], "apply to continuous runs"),
-    ):
-        capsys.readouterr()
-        assert main(argv) == 2
-        assert message in capsys.readouterr().err
-    with pytest.raises(ValueError, match="model.kind must be one of"):
-        tiny_config("grammar", "model.kind=absorbing")
-    with pytest.raises(ValueError, match="diffusion.sweep needs model.kind=diffusion"):
-        tiny_config("grammar", "model.kind=masked", "diffusion.sweep=0.5")
-
-
-def test_classifier_free_guidance_on_a_masked_run(run, tmp_path, toy_e2e_corpus):
-    from difflm.train import train
-
-    slots = tmp_path / "masked_slots"
-    config = tiny_config(
-        f"e2e:{toy_e2e_corpus}", "model.kind=masked", "model.condition=slots", "train.steps=200", "train.lr=3e-3"
-    )
-    train(config, slots, progress=False)
-    pipe = difflm.load(slots)
-
-    def share(texts: list[str]) -> float:
-        return sum("Chinese" in t.split() for t in texts) / len(texts)
-
-    free = pipe.generate(32, steps=8, seed=0)
-    guided = pipe.generate(32, steps=8, seed=0, condition="food=Chinese", cfg_scale=3.0)
-    assert share(pipe.decode(guided.tokens)) >= share(pipe.decode(free.tokens)) + 0.3
-    assert guided.nfe == 2 * free.nfe  # a guided call evaluates the conditional and the null rows
-    conditional = pipe.generate(32, steps=8, seed=0, condition="food=Chinese")  # w = 1: one row per call
-    assert conditional.nfe == free.nfe and share(pipe.decode(conditional.tokens)) > share(pipe.decode(free.tokens))
-    argv = ["control", str(slots), "--cfg-scale", "3", "--n", "4", "--steps", "8", "--attribute"]
-    assert main([*argv, "food=Chinese"]) == 0 and main([*argv, "food=Thai"]) == 2
-    with pytest.raises(ValueError, match="trained without conditioning"):
-        difflm.load(run).sample(2, condition="food=Chinese", cfg_scale=3.0)

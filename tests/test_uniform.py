@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from difflm.diffusion.uniform import nelbo_integrand, noise_rows, posterior
+from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch
 from difflm.objectives.uniform import uniform_loss
 from difflm.sampling.uniform import UNIFORM_SAMPLERS
@@ -37,6 +38,8 @@ class Oracle:
     lengths = None
     vocab_size = N
     mask_id = BLANK
+    noise = "uniform"
+    noisable, noised = TokenDenoiser.noisable, TokenDenoiser.noised  # the forward process of the real model
     time_mlp = True  # it reads t, as a uniform model does
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -53,7 +56,9 @@ class Oracle:
 def test_forward_marginals():
     ids = torch.tensor([[START, 4, 5, 6]] * 40000)
     for t in (0.1, 0.5, 0.9):
-        z = noise_rows(ids, torch.full((len(ids),), t), torch.rand(ids.shape), torch.randint(0, N, ids.shape), ids != START)
+        z = noise_rows(
+            ids, torch.full((len(ids),), t), torch.rand(ids.shape), torch.randint(0, N, ids.shape), ids != START
+        )
         assert (z[:, 0] == START).all()
         for token in range(N):
             expected = float(q_t(torch.tensor(t), torch.tensor(4), torch.tensor(token)))
@@ -107,7 +112,10 @@ def test_the_training_loss_estimates_the_nelbo():
     config = tiny_config("grammar", "model.kind=uniform")
     estimates = torch.stack(
         [
-            3 * uniform_loss(Model(), Batch(torch.tensor([x] * 2048)), config, generator=torch.Generator().manual_seed(s)).loss
+            3
+            * uniform_loss(
+                Model(), Batch(torch.tensor([x] * 2048)), config, generator=torch.Generator().manual_seed(s)
+            ).loss
             for s in range(12)
         ]
     )

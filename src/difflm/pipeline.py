@@ -20,6 +20,7 @@ from difflm.config import ROUNDINGS, Config
 from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
 from difflm.control.constraints import FixesLength, RequiresWords, RestrictsWords
+from difflm.control.discrete import GuidedTokenNetwork, check_token_classifiers
 from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.anchors import anchor_ids, draw_lengths, tail, width_groups
 from difflm.model.autoregressive import CausalLM
@@ -149,9 +150,7 @@ class Pipeline:
             continuous = {"sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
             given = sorted(k for k, v in {**continuous, **options}.items() if v is not None and v != {})
             if given:
-                raise ValueError(
-                    f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones"
-                )
+                raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
             c = None if condition is None else condition_of(self.conditions, condition, self.device)
             network = TokenNetwork(self.model, c, cfg_scale)
             return self._unmask(
@@ -219,26 +218,31 @@ class Pipeline:
     ) -> SampleOutput:
         """Discrete diffusion (`sampling/tokens.py`): a canvas of blanks with START, the length
         anchors and the constraints' given words fixed, written by `sampler` calling `network`
-        (the model, guided towards a condition or not); under anchors one length at a time,
-        each group cut after its END, as training saw the rows."""
+        (the model, guided towards a condition or not, and by the classifier constraints,
+        `control/discrete.py`); under anchors one length at a time, each group cut after its
+        END, as training saw the rows."""
         model = self.model
         assert isinstance(model, TokenDenoiser)
         samplers = TOKEN_SAMPLERS[model.noise]
         if sampler not in samplers:
-            raise ValueError(
-                f"unknown {model.noise} sampler {sampler!r}; valid choices: {', '.join(sorted(samplers))}"
-            )
+            raise ValueError(f"unknown {model.noise} sampler {sampler!r}; valid choices: {', '.join(sorted(samplers))}")
         unsupported = [
             type(c).__name__
             for c in constraints
-            if isinstance(c, ClassifierConstraint) or not isinstance(c, (RestrictsWords, RequiresWords))
+            if not isinstance(c, (ClassifierConstraint, RestrictsWords, RequiresWords))
         ]
         if unsupported:
             raise ValueError(
-                f"{', '.join(unsupported)} cannot steer a {model.noise} run yet: it takes constraints that fix words "
-                "(length, infilling, keywords)"
+                f"{', '.join(unsupported)} cannot steer a {model.noise} run: it takes constraints that fix words "
+                "(length, infilling, keywords) and classifier constraints"
             )
         L, V = length or self.config.data.max_len, len(self.vocab)
+        classified = [c for c in constraints if isinstance(c, ClassifierConstraint)]
+        if classified:  # first-order discrete guidance by classifiers of the noised rows
+            check_token_classifiers(classified, V + 1, model.noise)
+            call: TokenNetwork | GuidedTokenNetwork = GuidedTokenNetwork(network, classified, V + 1)
+        else:
+            call = network
         generator = self._generator(seed)
         allowed, required = self._fixed_words(constraints)
         allowed = None if allowed is None else allowed[:L]
@@ -259,10 +263,10 @@ class Pipeline:
             start = canvas[group, :width]
             if required is not None:  # each keyword fixed where the row at t = 1 wants it most (one more call)
                 noised = prior(start, model.mask_id, V, generator) if model.noise == "uniform" else None
-                start = place_words(network, start, required.to(self.device), model.mask_id, noised)
-                calls += len(group) * network.rows_per_call
+                start = place_words(call, start, required.to(self.device), model.mask_id, noised)
+                calls += len(group) * call.rows_per_call
             written, used = samplers[sampler](
-                network,
+                call,
                 start,
                 mask_id=model.mask_id,
                 steps=steps,
@@ -271,7 +275,7 @@ class Pipeline:
                 temperature=TOKEN_DEFAULTS[model.noise][1] if temperature is None else temperature,
             )
             tokens[group, :width] = written
-            calls += used * len(group) * network.rows_per_call
+            calls += used * len(group) * call.rows_per_call
         x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of discrete diffusion: one-hot words
         return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
 

@@ -1,4 +1,5 @@
-"""Train a classifier p(c | x_t) on a frozen diffusion run's embeddings (Diffusion-LM §5.1).
+"""Train a classifier p(c | x_t) on a frozen diffusion run's embeddings (Diffusion-LM §5.1),
+or p(c | z_t) on a discrete run's noised token rows (its guidance: `control/discrete.py`).
 
 Notation (as in `classifiers`): w a sentence's word ids [B, L] (START w.. END PAD, from the
 run's Vocab); EMB the run's frozen (EMA) embedding table; T the run's training steps.
@@ -43,6 +44,7 @@ from difflm.diffusion.process import q_sample
 from difflm.diffusion.schedules import NoiseSchedule
 from difflm.loop import TrainingLoop
 from difflm.model.denoiser import Denoiser
+from difflm.model.tokens import TokenDenoiser
 from difflm.run import load_run
 from difflm.text.corpora import read_corpus
 from difflm.text.dataset import split_rows
@@ -175,15 +177,45 @@ def noisy_latents(
     return q_sample(x0, abar, noise)
 
 
+class LatentNoise:
+    """A continuous run's noisy latents (`noisy_latents`), at times on its training grid."""
+
+    def __init__(self, table: torch.Tensor, schedule: NoiseSchedule) -> None:
+        self.table, self.schedule = table, schedule
+
+    def times(self, B: int, max_time: float, generator: torch.Generator) -> torch.Tensor:
+        """t = k/T, k ~ U{0..⌊max_time·T⌋} (k = 0: clean input), [B]."""
+        T = self.schedule.num_steps
+        return torch.randint(0, int(max_time * T) + 1, (B,), generator=generator, device=generator.device) / T
+
+    def __call__(self, ids: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return noisy_latents(self.table, ids, self.schedule, t, generator)
+
+
+class TokenNoise:
+    """A discrete run's noised rows z_t [B, L] (`TokenDenoiser.noised`: masks or uniform noise),
+    at times t ~ U[0, max_time]."""
+
+    def __init__(self, model: TokenDenoiser) -> None:
+        self.model = model
+
+    def times(self, B: int, max_time: float, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(B, generator=generator, device=generator.device) * max_time
+
+    def __call__(self, ids: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        device = generator.device
+        words = torch.randint(0, self.model.vocab_size, ids.shape, generator=generator, device=device)
+        u = torch.rand(ids.shape, generator=generator, device=device)
+        return self.model.noised(ids, t.to(ids.device), u.to(ids.device), words.to(ids.device))
+
+
+#: How a classifier's training sees a run's sentences: noisy latents or noised token rows.
+NoisyInputs = LatentNoise | TokenNoise
+
+
 @torch.no_grad()
 def heldout_accuracy(
-    classifier: LatentClassifier,
-    data: LabelledSplit,
-    table: torch.Tensor,
-    schedule: NoiseSchedule,
-    t: float,
-    batch_size: int,
-    seed: int = 0,
+    classifier: LatentClassifier, data: LabelledSplit, inputs: NoisyInputs, t: float, batch_size: int, seed: int = 0
 ) -> float:
     """Share of the held-out decisions (tags, constituent labels, slot values) predicted right at noise level t.
 
@@ -191,12 +223,13 @@ def heldout_accuracy(
     """
     was_training = classifier.training
     classifier.eval()
-    generator = torch.Generator(device=table.device).manual_seed(seed)
+    device = next(classifier.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
     correct = total = 0
     for start in range(0, len(data.labels), batch_size):
-        ids = data.ids[start : start + batch_size].to(table.device)
-        target = make_target(classifier, data.labels[start : start + batch_size], ids.shape[1]).to(table.device)
-        x = noisy_latents(table, ids, schedule, torch.full((len(ids),), t, device=table.device), generator)
+        ids = data.ids[start : start + batch_size].to(device)
+        target = make_target(classifier, data.labels[start : start + batch_size], ids.shape[1]).to(device)
+        x = inputs(ids, torch.full((len(ids),), t, device=device), generator)
         gold, _ = classifier.gold_items(target)
         correct += int((classifier.predicted_items(x, t, target) == gold).sum())
         total += len(gold)
@@ -229,15 +262,15 @@ def majority_accuracy(
 
 
 class ClassifierTrainer(TrainingLoop):
-    """Trains a latent classifier on noisy latents x_t of a run's frozen embeddings, in the one
-    training loop (`difflm.loop`): no EMA, a checkpoint is the classifier itself.
+    """Trains a classifier on a run's noisy inputs (noisy latents x_t of its frozen embeddings,
+    or its noised token rows), in the one training loop (`difflm.loop`): no EMA, a checkpoint
+    is the classifier itself.
 
     Args:
-        classifier: the classifier, on the device of `table`.
+        classifier: the classifier, on the run's device.
         tc: the trainer's settings (steps, batch size, learning rate, intervals, seed).
         directory: RUN/classifiers/<task>/.
-        table: the frozen EMB [V, d].
-        schedule: the run's noise schedule.
+        inputs: how the run's sentences are noised.
         train, held: the labelled training and held-out sentences.
         options: the classifier-specific settings.
         extra: what `save` writes into config.json besides the architecture.
@@ -250,8 +283,7 @@ class ClassifierTrainer(TrainingLoop):
         tc: TrainConfig,
         directory: Path,
         *,
-        table: torch.Tensor,
-        schedule: NoiseSchedule,
+        inputs: NoisyInputs,
         train: LabelledSplit,
         held: LabelledSplit,
         options: ClassifierOptions,
@@ -261,9 +293,8 @@ class ClassifierTrainer(TrainingLoop):
         super().__init__(
             classifier, tc, directory, ema=False, progress=progress, desc=f"train {classifier.config.task} classifier"
         )
-        self.classifier, self.table, self.schedule = classifier, table, schedule
+        self.classifier, self.inputs = classifier, inputs
         self.train_data, self.held_data, self.options, self.extra = train, held, options, extra
-        self.last_k = int(options.max_time * schedule.num_steps)
         self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)  # batches and noise
         self.majority = majority_accuracy(classifier, train, held, tc.batch_size)
 
@@ -275,18 +306,15 @@ class ClassifierTrainer(TrainingLoop):
         batch = torch.randint(len(self.train_data.labels), (B,), generator=self.generator, device=self.device)
         ids = self.train_data.ids[batch.cpu()].to(self.device)
         target = make_target(self.classifier, [self.train_data.labels[i] for i in batch.tolist()], L).to(self.device)
-        t = (
-            torch.randint(0, self.last_k + 1, (B,), generator=self.generator, device=self.device)
-            / self.schedule.num_steps
-        )
-        loss = self.classifier.loss(noisy_latents(self.table, ids, self.schedule, t, self.generator), t, target)
+        t = self.inputs.times(B, self.options.max_time, self.generator).to(self.device)
+        loss = self.classifier.loss(self.inputs(ids, t, self.generator), t, target)
         return loss, {"loss": loss.item()}
 
     def evaluate(self) -> dict[str, float]:
         row = {"majority": self.majority}
         for t in self.options.eval_times:
             row[f"accuracy@t={t:g}"] = heldout_accuracy(
-                self.classifier, self.held_data, self.table, self.schedule, t, self.tc.batch_size
+                self.classifier, self.held_data, self.inputs, t, self.tc.batch_size
             )
         return row
 
@@ -331,10 +359,8 @@ def train_classifier(
     if not 0 <= options.max_time <= 1:
         raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
     run = load_run(run_dir, device=device)
-    if not isinstance(run.model, Denoiser):
-        raise ValueError(
-            f"{run_dir} is a {run.config.model.kind} run: classifiers on noisy latents guide continuous diffusion runs"
-        )
+    if not isinstance(run.model, (Denoiser, TokenDenoiser)):
+        raise ValueError(f"{run_dir} is an autoregressive run: classifiers guide diffusion runs")
     config, denoiser = run.config, run.model
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -357,6 +383,7 @@ def train_classifier(
             label_set(task, train_data.labels + held_data.labels),
             **(architecture or {}),
             vocab_size=len(run.vocab) if task == "pos" else 0,
+            tokens=len(run.vocab) + 1 if isinstance(denoiser, TokenDenoiser) else 0,
         )
     except TypeError as err:
         raise ValueError(f"bad classifier architecture {dict(architecture or {})}: {err}") from None
@@ -378,12 +405,16 @@ def train_classifier(
             "options": asdict(options),
         }
     }
+    inputs: NoisyInputs = (
+        TokenNoise(denoiser)
+        if isinstance(denoiser, TokenDenoiser)
+        else LatentNoise(denoiser.embedding.table().detach(), denoiser.schedule)
+    )
     trainer = ClassifierTrainer(
         classifier,
         training,
         directory,
-        table=denoiser.embedding.table().detach(),
-        schedule=denoiser.schedule,
+        inputs=inputs,
         train=train_data,
         held=held_data,
         options=options,

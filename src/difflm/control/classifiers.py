@@ -56,7 +56,8 @@ class ClassifierConfig:
 
     Attributes:
         task: one of TASKS.
-        embed_dim: d, the diffusion model's embedding size.
+        embed_dim: d, the diffusion model's embedding size (of a discrete run: the
+            classifier's own token embedding).
         max_len: L, the diffusion model's row length.
         labels: class names: POS tags, chart labels (NO_SPAN first) or "slot=value" pairs.
         hidden: H, the transformer width.
@@ -65,6 +66,8 @@ class ClassifierConfig:
         dropout: dropout inside the transformer.
         vocab_size: V, the run's vocabulary, for a POS classifier's word-tag counts (0: a
             classifier saved before it kept them).
+        tokens: the token ids a classifier of a discrete run reads (V + 1: the words and the
+            mask), through its own embedding; 0: it reads a continuous run's noisy latents.
     """
 
     task: str
@@ -76,6 +79,7 @@ class ClassifierConfig:
     heads: int = 4
     dropout: float = 0.1
     vocab_size: int = 0
+    tokens: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -118,13 +122,20 @@ class LatentClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = LatentEncoder(config)
+        self.tokens = nn.Embedding(config.tokens, config.embed_dim) if config.tokens else None
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.config.labels
 
     def features(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """h = encoder(x_t, t): x [B, L, d] with L ≤ max_len -> [B, L, H]."""
+        """h = encoder(x_t, t): x [B, L, d] with L ≤ max_len -> [B, L, H]. A classifier of a
+        discrete run reads token ids z [B, L], or one-hot rows [B, L, tokens] (differentiable:
+        discrete guidance takes the gradient with respect to them)."""
+        if self.tokens is not None:
+            if x.is_floating_point() and x.shape[-1] != self.config.tokens:
+                raise ValueError(f"one-hot rows must be [B, L, {self.config.tokens}], got {list(x.shape)}")
+            x = x.to(self.tokens.weight.dtype) @ self.tokens.weight if x.is_floating_point() else self.tokens(x)
         if x.ndim != 3 or x.shape[-1] != self.config.embed_dim or x.shape[1] > self.config.max_len:
             raise ValueError(
                 f"x must be [B, L ≤ {self.config.max_len}, {self.config.embed_dim}] for this classifier, "
@@ -231,7 +242,8 @@ class AttributeClassifier(LatentClassifier):
 
     def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         """Σ over the target's pairs of log p(slot=value | x_t), [B]."""
-        return (F.logsigmoid(self.logits(x, t)) * target.to(x.dtype)).sum(-1)
+        logits = self.logits(x, t)
+        return (F.logsigmoid(logits) * target.to(logits.dtype)).sum(-1)
 
     @torch.no_grad()
     def init_prior(self, target: torch.Tensor) -> None:
@@ -244,7 +256,8 @@ class AttributeClassifier(LatentClassifier):
 
     def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         # Absent pairs are negatives: the classifier must tell "food=French" from "food=Italian".
-        return F.binary_cross_entropy_with_logits(self.logits(x, t), target.to(x.dtype))
+        logits = self.logits(x, t)
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
 
     def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gold = target.nonzero()[:, 1]

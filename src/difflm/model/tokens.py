@@ -9,7 +9,11 @@ noisy vectors. One class serves both forward processes (`noise`):
   tokens say all a time would, and a step that reveals nothing can reuse the last call's output.
 - `uniform` (UDLM, `diffusion/uniform.py`): z holds words only, any of which may be noise, so
   the network is told t, embedded as the continuous denoiser embeds it. `mask_id` then only
-  marks, on a sampler's canvas, the positions still to be written.
+  marks, on a sampler's canvas, the positions still to be written. The prediction the
+  posterior needs is x_θ,i = p(x_i | z_t without position i); the network's softmax models
+  p(x_i | z_t), own token included, and the forward pass divides out that token's likelihood,
+  x_θ,i ∝ p(x_i | z_t)/q(z_t,i | x_i), exact at the optimum (Bayes). So the network may copy
+  its input where the input is probably clean, rather than learn to look away from it.
 
 A conditioned model (`model.condition=slots`) adds a projection of c [B, P], the multi-hot
 of each row's slot values, at every position; c = 0 is the null condition ∅ of
@@ -26,8 +30,13 @@ import torch
 from torch import nn
 
 from difflm.config import TOKEN_KINDS, ModelConfig
+from difflm.diffusion.masking import mask_rows, visible_share
+from difflm.diffusion.uniform import noise_rows
+from difflm.model.anchors import anchors_of
 from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
+from difflm.text.vocab import Vocab
+
 
 class TokenDenoiser(nn.Module):
     """z [B, L] (and t [B] under uniform noise) -> word logits [B, L, V] (never the mask)."""
@@ -66,8 +75,8 @@ class TokenDenoiser(nn.Module):
         self.register_buffer("lengths", torch.zeros(max_len - 1) if length_anchors else None)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Word logits [B, L, V] of z [B, L] at times t [B] (uniform noise only), given the
-        condition cond [B, P] (None: ∅)."""
+        """Word logits [B, L, V] of the prediction x_θ(z) for z [B, L] at times t [B] (uniform
+        noise only), given the condition cond [B, P] (None: ∅)."""
         if z.ndim != 2 or z.shape[1] > self.max_len:
             raise ValueError(f"z must be [B, L ≤ {self.max_len}] token ids, got {list(z.shape)}")
         if (t is None) != (self.time_mlp is None):
@@ -81,4 +90,27 @@ class TokenDenoiser(nn.Module):
                 raise ValueError("this model was trained without a conditioning signal (cond)")
             h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]
         h = self.encoder(self.dropout(self.in_norm(h)))
-        return self.head(self.out_norm(h)).float()
+        logits = self.head(self.out_norm(h)).float()
+        if self.time_mlp is None:
+            return logits
+        assert t is not None
+        alpha = visible_share(t.float())[:, None, None]
+        own = torch.nn.functional.one_hot(z, self.vocab_size).float()
+        return logits - (alpha * own + (1 - alpha) / self.vocab_size).log()  # ÷ q(z_t,i | x_i = w)
+
+    def noisable(self, ids: torch.Tensor) -> torch.Tensor:
+        """The positions [B, L] of rows ids [B, L] the forward process may change: all but START
+        and, under length anchors, END and the PAD tail."""
+        noisable = ids != Vocab.START_ID
+        return noisable & ~anchors_of(ids) if self.lengths is not None else noisable
+
+    def noised(
+        self, ids: torch.Tensor, t: torch.Tensor, u: torch.Tensor, words: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z_t ~ q(z_t | x) of rows ids [B, L] at times t [B], from uniforms u [B, L] and, under
+        uniform noise, uniformly drawn token ids `words` [B, L]."""
+        if self.noise == "masked":
+            return mask_rows(ids, t, u, self.noisable(ids), self.mask_id)
+        if words is None:
+            raise ValueError("uniform noise needs the token ids it draws (words)")
+        return noise_rows(ids, t, u, words, self.noisable(ids))

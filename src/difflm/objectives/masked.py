@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from difflm.config import Config
-from difflm.diffusion.masking import mask_rows
-from difflm.model.anchors import anchors_of
 from difflm.model.tokens import TokenDenoiser
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions, stratified_times
-from difflm.text.vocab import Vocab
+
 
 def masked_loss(
     model: TokenDenoiser,
@@ -35,10 +33,8 @@ def masked_loss(
     B, L = ids.shape
     draws = Draws(generator, ids.device)
     t = stratified_times(draws, B)
-    modelled = ids != Vocab.START_ID
-    if model.lengths is not None:
-        modelled &= ~anchors_of(ids)
-    z = mask_rows(ids, t, draws.rand(B * L).view(B, L), modelled, model.mask_id)
+    modelled = model.noisable(ids)
+    z = model.noised(ids, t, draws.rand(B * L).view(B, L))
     masked = (z == model.mask_id).float()
     cond = drop_conditions(cond, draws, config.diffusion.cond_drop)
     nll = F.cross_entropy(model(z, cond=cond).transpose(1, 2), ids, reduction="none")  # [B, L]

@@ -13,11 +13,9 @@ from __future__ import annotations
 import torch
 
 from difflm.config import Config
-from difflm.diffusion.uniform import nelbo_integrand, noise_rows
-from difflm.model.anchors import anchors_of
+from difflm.diffusion.uniform import nelbo_integrand
 from difflm.model.tokens import TokenDenoiser
 from difflm.objectives.base import T_MIN, Batch, Draws, Frozen, LossOutput, drop_conditions, stratified_times
-from difflm.text.vocab import Vocab
 
 
 def uniform_loss(
@@ -33,11 +31,9 @@ def uniform_loss(
     B, L = ids.shape
     draws = Draws(generator, ids.device)
     t = stratified_times(draws, B).clamp_max(1 - T_MIN)
-    modelled = ids != Vocab.START_ID
-    if model.lengths is not None:
-        modelled &= ~anchors_of(ids)
+    modelled = model.noisable(ids)
     words = draws.randint(0, model.vocab_size, B * L).view(B, L)
-    z = noise_rows(ids, t, draws.rand(B * L).view(B, L), words, modelled)
+    z = model.noised(ids, t, draws.rand(B * L).view(B, L), words)
     cond = drop_conditions(batch.cond, draws, config.diffusion.cond_drop)
     logits = model(z, t, cond=cond)
     terms = nelbo_integrand(z, ids, logits.softmax(-1), t) * modelled  # [B, L]

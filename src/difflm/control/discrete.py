@@ -1,0 +1,57 @@
+"""Classifier guidance of discrete diffusion runs (masked and uniform), in its first-order form
+(Nisonoff et al. 2024, arXiv 2406.01572).
+
+A classifier of the run's noised token rows (`train_classifier`, `ClassifierConfig.tokens`)
+scores log p(c | z_t) of a row z [B, L] read as one-hot vectors. What guidance needs is, for
+every position i and word w, how much writing w at i would change it:
+
+    log p(c | z with z_i = w) − log p(c | z)  ≈  g[i, w] − g[i, z_i],   g = ∇_onehot(z) Σ_c w_c·log p(c | z_t)
+
+one backward pass for all L·V substitutions (the first-order estimate, where exact
+reweighting would take one classifier call per candidate). The tilt is added to the
+denoiser's word log-probabilities, so each sampler draws from p(x_i | z)·exp(tilt)
+renormalised: under masking, the word revealed at a masked position; under uniform noise,
+the prediction x_θ plugged into the posterior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from difflm.control.classifier_constraints import ClassifierConstraint
+from difflm.sampling.tokens import TokenNetwork
+
+
+def check_token_classifiers(constraints: Sequence[ClassifierConstraint], tokens: int, kind: str) -> None:
+    """ValueError unless every constraint's classifier reads this run's `tokens` token ids."""
+    for constraint in constraints:
+        read = constraint.classifier.config.tokens
+        if read != tokens:
+            what = "a continuous run's noisy latents" if read == 0 else f"{read} token ids, this run has {tokens}"
+            raise ValueError(
+                f"{type(constraint).__name__}'s classifier reads {what}: train one on this {kind} run "
+                f"(difflm train-classifier RUN --task {constraint.task})"
+            )
+
+
+class GuidedTokenNetwork:
+    """`network` (z [B, L], t -> word log-probabilities [B, L, V]) tilted towards the classifier
+    constraints (module docstring). Evaluates the denoiser as `network` does, plus one
+    classifier call and its gradient per constraint."""
+
+    def __init__(self, network: TokenNetwork, constraints: Sequence[ClassifierConstraint], tokens: int) -> None:
+        self.network, self.constraints, self.tokens = network, list(constraints), tokens
+        self.rows_per_call = network.rows_per_call
+
+    def tilt(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        """g[i, w] − g[i, z_i] for every word w: [B, L, V]."""
+        with torch.enable_grad():
+            onehot = torch.nn.functional.one_hot(z, self.tokens).float().requires_grad_()
+            total = torch.stack([c.weight * c.log_prob(onehot, t).sum() for c in self.constraints]).sum()
+            (grad,) = torch.autograd.grad(total, onehot)
+        return grad[..., : self.tokens - 1] - grad.gather(-1, z[..., None])
+
+    def __call__(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        return self.network(z, t) + self.tilt(z, t)

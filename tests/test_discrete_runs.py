@@ -1,0 +1,150 @@
+"""Discrete diffusion runs, masked and uniform, through training, the pipeline and the CLI:
+every sampler, the exact constraints (infilling, length, keywords), classifier-free guidance,
+and what a discrete run refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import difflm
+from difflm import control
+from difflm.cli import main
+from difflm.control.classifiers import AttributeClassifier, ClassifierConfig, PosClassifier
+from difflm.sampling import TOKEN_DEFAULTS, TOKEN_SAMPLERS
+from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
+from tests.conftest import tiny_config
+
+torch.set_num_threads(1)
+KINDS = ("masked", "uniform")
+
+
+def samplers(pipe: difflm.Pipeline) -> list[str]:
+    return sorted(TOKEN_SAMPLERS[pipe.config.model.kind])
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def run(request, tmp_path_factory, toy_corpus):
+    from difflm.train import train
+
+    out = tmp_path_factory.mktemp("runs") / request.param
+    config = tiny_config(f"lines:{toy_corpus}", f"model.kind={request.param}", "train.steps=150", "train.lr=3e-3")
+    train(config, out, progress=False)
+    return out
+
+
+def test_a_discrete_run_trains_and_samples_through_the_pipeline(run):
+    pipe = difflm.load(run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["split"] == "train"]
+    assert losses[-1] < 0.7 * losses[0]
+    for sampler in samplers(pipe):
+        out = pipe.generate(6, sampler=sampler, steps=8, seed=0)
+        assert out.tokens.shape == (6, 16) and 1 <= out.nfe <= 8
+        assert (out.tokens != pipe.model.mask_id).all()
+    assert pipe.sample(3, steps=8, seed=0) == pipe.sample(3, steps=8, seed=0)  # a seed reproduces
+    assert pipe.default_sampler == TOKEN_DEFAULTS[pipe.config.model.kind][0]
+
+
+def test_infilling_and_length_are_exact_on_a_discrete_run(run):
+    pipe = difflm.load(run)
+    infill = control.Infill("Zizzi serves ___ food in the ___ .", pipe.vocab, max_len=16)
+    for sampler in samplers(pipe):
+        texts = pipe.sample(8, sampler=sampler, steps=8, seed=0, constraints=[infill])
+        kept = [t.split()[:2] + t.split()[3:6] for t in texts]
+        assert all(k == ["Zizzi", "serves", "food", "in", "the"] for k in kept), texts
+        length = control.Length(4, max_len=16)
+        assert all(len(t.split()) == 4 for t in pipe.sample(8, sampler=sampler, steps=8, constraints=[length]))
+    unguided = pipe.sample(16, steps=8, seed=0)
+    assert sum(len(t.split()) == 4 for t in unguided) < 16  # the constraint, not the model, makes it exact
+
+
+def test_keywords_are_exact_on_a_discrete_run(run):
+    pipe = difflm.load(run)
+    keywords = control.Keywords(["Zizzi", "French"], pipe.vocab)
+    for sampler in samplers(pipe):
+        out = pipe.generate(8, sampler=sampler, steps=8, seed=0, constraints=[keywords])
+        texts = pipe.decode(out.tokens)
+        assert all({"Zizzi", "French"} <= set(t.split()) for t in texts), texts
+    unguided = pipe.sample(16, steps=8, seed=0)
+    assert sum({"Zizzi", "French"} <= set(t.split()) for t in unguided) < 16
+    with pytest.raises(ValueError, match="do not fit the masked positions"):
+        pipe.sample(2, constraints=[keywords, control.Length(1, max_len=16)])
+
+
+def test_a_discrete_run_refuses_what_it_cannot_do(run, capsys):
+    pipe = difflm.load(run)
+    kind = pipe.config.model.kind
+    shape = ClassifierConfig("pos", 16, 16, PosClassifier.tag_set())
+    with pytest.raises(ValueError, match="POS's classifier reads a continuous run's noisy latents"):
+        pipe.sample(2, constraints=[control.POS("PROPN VERB", run=PosClassifier(shape), judge="text")])
+    with pytest.raises(ValueError, match="apply to continuous runs"):
+        pipe.sample(2, eta=0.5)
+    for argv, message in (
+        (["sample", str(run), "--sampler", "ddim"], f"unknown {kind} sampler 'ddim'"),
+        (["sample", str(run), "--sc-guidance", "2"], "apply to continuous runs"),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="model.kind must be one of"):
+        tiny_config("grammar", "model.kind=absorbing")
+    with pytest.raises(ValueError, match="diffusion.sweep needs model.kind=diffusion"):
+        tiny_config("grammar", f"model.kind={kind}", "diffusion.sweep=0.5")
+
+
+@pytest.fixture(scope="module")
+def slots(run, tmp_path_factory, toy_e2e_corpus):
+    """A run of the same kind on the toy corpus with slot values, conditioned on them."""
+    from difflm.train import train
+
+    kind = difflm.load(run).config.model.kind
+    out = tmp_path_factory.mktemp("runs") / f"{kind}_slots"
+    config = tiny_config(
+        f"e2e:{toy_e2e_corpus}", f"model.kind={kind}", "model.condition=slots", "train.steps=200", "train.lr=3e-3"
+    )
+    train(config, out, progress=False)
+    return out
+
+
+def share(texts: list[str], word: str = "Chinese") -> float:
+    return sum(word in t.split() for t in texts) / len(texts)
+
+
+def test_classifier_free_guidance_on_a_discrete_run(run, slots):
+    pipe = difflm.load(slots)
+
+    free = pipe.generate(32, steps=8, seed=0)
+    guided = pipe.generate(32, steps=8, seed=0, condition="food=Chinese", cfg_scale=3.0)
+    assert share(pipe.decode(guided.tokens)) >= share(pipe.decode(free.tokens)) + 0.3
+    assert guided.nfe == 2 * free.nfe  # a guided call evaluates the conditional and the null rows
+    conditional = pipe.generate(32, steps=8, seed=0, condition="food=Chinese")  # w = 1: one row per call
+    assert conditional.nfe == free.nfe and share(pipe.decode(conditional.tokens)) > share(pipe.decode(free.tokens))
+    argv = ["control", str(slots), "--cfg-scale", "3", "--n", "4", "--steps", "8", "--attribute"]
+    assert main([*argv, "food=Chinese"]) == 0 and main([*argv, "food=Thai"]) == 2
+    with pytest.raises(ValueError, match="trained without conditioning"):
+        difflm.load(run).sample(2, condition="food=Chinese", cfg_scale=3.0)
+
+
+def test_classifier_guidance_on_a_discrete_run(slots):
+    """An attribute classifier of the run's noised rows steers it (first-order discrete
+    guidance), without the condition; a continuous run's classifier is refused by name."""
+    train_classifier(
+        slots,
+        "attribute",
+        training=classifier_training(steps=150, batch_size=32, lr=6e-3, eval_every=150),
+        progress=False,
+        architecture={"hidden": 32, "layers": 1},
+        options=ClassifierOptions(eval_rows=64, prior_rows=256),
+    )
+    pipe = difflm.load(slots)
+    chinese = control.Attribute("food", "Chinese", run=slots, weight=10.0)
+    free = pipe.decode(pipe.generate(32, steps=8, seed=0).tokens)
+    guided = pipe.decode(pipe.generate(32, steps=8, seed=0, constraints=[chinese]).tokens)
+    assert share(guided) >= share(free) + 0.3, (share(guided), share(free))
+    assert all(chinese.satisfied(t.split()) == ("Chinese" in t.split()) for t in guided)
+    latent = AttributeClassifier(ClassifierConfig("attribute", 16, 16, ("food=Chinese",)))
+    with pytest.raises(ValueError, match="reads a continuous run's noisy latents: train one on this"):
+        pipe.sample(2, constraints=[control.Attribute("food", "Chinese", run=latent)])
