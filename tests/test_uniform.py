@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from difflm.diffusion.uniform import nelbo_integrand, noise_rows, posterior
+from difflm.diffusion.uniform import log_likelihood_of_own, nelbo_integrand, noise_rows, posterior
 from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch
 from difflm.objectives.uniform import uniform_loss
@@ -109,7 +109,7 @@ def test_the_training_loss_estimates_the_nelbo():
             return super().__call__(z, t).float()
 
     x = (START, 5, 5, 4)
-    config = tiny_config("grammar", "model.kind=uniform")
+    config = tiny_config("grammar", "model.kind=uniform", "diffusion.uniform_loss=nelbo")
     estimates = torch.stack(
         [
             3
@@ -121,6 +121,25 @@ def test_the_training_loss_estimates_the_nelbo():
     )
     mean, spread = float(estimates.mean()), float(estimates.std()) / math.sqrt(12)
     assert abs(mean + math.log(TOY[x])) < 4 * spread + 0.02, (mean, -math.log(TOY[x]), spread)
+
+
+def test_the_posterior_is_x_theta_times_the_own_token_likelihood():
+    """p(x_i | z_t) ∝ p(x_i | z_t without i)·q(z_t,i | x_i): the network's softmax (what the
+    posterior loss scores) and x_θ (what the sampler plugs in) are one prediction."""
+    states = torch.tensor([[START, *w] for w in itertools.product(range(N), repeat=3)])
+    t = torch.full((len(states),), 0.4, dtype=torch.float64)
+    rows = torch.tensor(list(TOY))
+    joint = torch.tensor(list(TOY.values()), dtype=torch.float64)[None] * q_t(
+        t[:, None, None], rows[None], states[:, None]
+    ).prod(-1)
+    for i in range(1, 4):  # p(x_i = w | z) by enumeration over the rows
+        exact = torch.zeros(len(states), N, dtype=torch.float64).index_add_(1, rows[:, i], joint.double())
+        exact = exact / exact.sum(-1, keepdim=True)
+        own = log_likelihood_of_own(states, t, N).double()
+        assert torch.allclose((Oracle()(states, t) + own)[:, i].softmax(-1), exact, atol=1e-9)
+    config = tiny_config("grammar", "model.kind=uniform")  # the default loss: the posterior's cross-entropy
+    out = uniform_loss(Oracle(), Batch(torch.tensor([(START, 5, 5, 4)] * 256)), config, generator=torch.Generator())
+    assert out.terms["loss"] == out.terms["posterior_ce"] and out.terms["nelbo"] > 0
 
 
 def network(z: torch.Tensor, t: float) -> torch.Tensor:

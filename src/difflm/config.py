@@ -19,6 +19,8 @@ import yaml
 #: The model families: continuous diffusion (Diffusion-LM), the causal LM, masked diffusion
 #: (MDLM) and uniform-noise diffusion (UDLM).
 MODEL_KINDS = ("diffusion", "autoregressive", "masked", "uniform")
+#: What a uniform-noise run descends (`DiffusionConfig.uniform_loss`).
+UNIFORM_LOSSES = ("posterior", "nelbo")
 #: The discrete diffusion kinds: one token denoiser (`model/tokens.py`), two forward processes.
 TOKEN_KINDS = ("masked", "uniform")
 GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency", "distilled")
@@ -117,6 +119,11 @@ class DiffusionConfig:
             `diffusion/sweep.py`): each position its own time, left ones cleaner; the other
             rows keep the shared t that guidance and the other samplers use. 0 = off.
         sweep_lag: λ, how far (in t) the sweep's first word runs ahead of its last.
+        uniform_loss: what a uniform-noise run (model.kind=uniform) descends: `posterior`,
+            the cross-entropy of p_θ(x_i | z_t) at every noisable position (low variance;
+            its optimum is the exact x_θ too, `model/tokens.py`), or `nelbo`, UDLM's
+            continuous-time bound. Both are logged; `posterior` trains far better at this
+            machine's budgets (docs/benchmarks.md, "Uniform-noise diffusion").
     """
 
     schedule: str = "sqrt"
@@ -128,6 +135,7 @@ class DiffusionConfig:
     length_anchors: bool = False
     sweep: float = 0.0
     sweep_lag: float = 1.0
+    uniform_loss: str = "posterior"
 
 
 @dataclass(frozen=True)
@@ -382,6 +390,11 @@ class Config:
             ),
             (0.0 <= self.diffusion.sweep <= 1.0, f"diffusion.sweep must be in [0, 1], got {self.diffusion.sweep}"),
             (self.diffusion.sweep_lag > 0, f"diffusion.sweep_lag must be > 0, got {self.diffusion.sweep_lag}"),
+            (
+                self.diffusion.uniform_loss in UNIFORM_LOSSES,
+                f"diffusion.uniform_loss must be one of {', '.join(UNIFORM_LOSSES)}, "
+                f"got '{self.diffusion.uniform_loss}'",
+            ),
             (
                 not self.diffusion.sweep or self.model.kind == "diffusion",
                 f"diffusion.sweep needs model.kind=diffusion (a time per position), got {self.model.kind}",

@@ -41,6 +41,14 @@ def noise_rows(
     return torch.where(replaced, words, ids)
 
 
+def log_likelihood_of_own(z_t: torch.Tensor, t: torch.Tensor, N: int) -> torch.Tensor:
+    """log q(z_t,i | x_i = w) for every word w: [B, L, N], for rows z_t [B, L] at times t [B].
+    Bayes: p(x_i | z_t) ∝ p(x_i | z_t without i)·q(z_t,i | x_i), so adding it to the log of the
+    one gives the other."""
+    alpha = visible_share(t.float())[:, None, None]
+    return (alpha * F.one_hot(z_t, N).float() + (1 - alpha) / N).log()
+
+
 def posterior(z_t: torch.Tensor, x: torch.Tensor, t: float, s: float) -> torch.Tensor:
     """q(z_s | z_t, x) [B, L, N] for z_t [B, L] and x [B, L, N] one-hot or a prediction in Δ^N."""
     N = x.shape[-1]

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from difflm.config import TOKEN_KINDS, ModelConfig
-from difflm.diffusion.masking import mask_rows, visible_share
-from difflm.diffusion.uniform import noise_rows
+from difflm.diffusion.masking import mask_rows
+from difflm.diffusion.uniform import log_likelihood_of_own, noise_rows
 from difflm.model.anchors import anchors_of
 from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
@@ -94,9 +94,7 @@ class TokenDenoiser(nn.Module):
         if self.time_mlp is None:
             return logits
         assert t is not None
-        alpha = visible_share(t.float())[:, None, None]
-        own = torch.nn.functional.one_hot(z, self.vocab_size).float()
-        return logits - (alpha * own + (1 - alpha) / self.vocab_size).log()  # ÷ q(z_t,i | x_i = w)
+        return logits - log_likelihood_of_own(z, t, self.vocab_size)  # ÷ q(z_t,i | x_i = w)
 
     def noisable(self, ids: torch.Tensor) -> torch.Tensor:
         """The positions [B, L] of rows ids [B, L] the forward process may change: all but START

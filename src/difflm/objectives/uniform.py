@@ -1,11 +1,16 @@
-"""The objective of uniform diffusion: UDLM's continuous-time NELBO (`diffusion/uniform.py`).
+"""The objectives of uniform diffusion (`diffusion/uniform.py`), per modelled token (nats).
 
-    L = E_{t ~ U(ε, 1 − ε)} Σ_i (1/(N·α_t))·[N/x̄_θ,i − N/x̄_i − Σ_{j≠i} (x̄_j/x̄_i)·log(…)],   z_t ~ q(z_t | x)
+    nelbo      E_{t ~ U(ε, 1 − ε)} Σ_i (1/(N·α_t))·[N/x̄_θ,i − N/x̄_i − Σ_{j≠i} (x̄_j/x̄_i)·log(…)]   (UDLM)
+    posterior  E_{t ~ U(ε, 1 − ε)} Σ_i −log p_θ(x_i | z_t)
 
-reported per modelled token (nats), with the masked objective's low-discrepancy times,
+with z_t ~ q(z_t | x). `diffusion.uniform_loss` picks the one descended; both are logged.
+The posterior cross-entropy scores the network's own softmax, p_θ(x_i | z_t) ∝ x_θ,i·q(z_t,i | x_i)
+(`model/tokens.py`), at every noisable position, noised or not: its optimum is the true
+posterior, which makes x_θ exact, as the NELBO's does, without the NELBO's heavy weights (N/x̄_i
+grows as 1/t at a noised position). Both use the masked objective's low-discrepancy times,
 fixed tokens (START; under length anchors END and the PAD tail, never noised) and
 classifier-free condition dropout. The times stop ε short of 1 as well as of 0: at α_t = 0
-the weight 1/α_t is infinite and the bracket exactly 0.
+the NELBO's weight 1/α_t is infinite and its bracket exactly 0.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from difflm.config import Config
-from difflm.diffusion.uniform import nelbo_integrand
+from difflm.diffusion.uniform import log_likelihood_of_own, nelbo_integrand
 from difflm.model.tokens import TokenDenoiser
 from difflm.objectives.base import T_MIN, Batch, Draws, Frozen, LossOutput, drop_conditions, stratified_times
 
@@ -35,9 +40,13 @@ def uniform_loss(
     words = draws.randint(0, model.vocab_size, B * L).view(B, L)
     z = model.noised(ids, t, draws.rand(B * L).view(B, L), words)
     cond = drop_conditions(batch.cond, draws, config.diffusion.cond_drop)
-    logits = model(z, t, cond=cond)
-    terms = nelbo_integrand(z, ids, logits.softmax(-1), t) * modelled  # [B, L]
-    loss = terms.sum() / modelled.sum().clamp_min(1)
-    noised = (z != ids).float()
-    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
-    return LossOutput.of(loss, {"noised_ce": (ce * noised).sum() / noised.sum().clamp_min(1)})
+    logits = model(z, t, cond=cond)  # log x_θ + const
+    count = modelled.sum().clamp_min(1)
+    nelbo = (nelbo_integrand(z, ids, logits.softmax(-1), t) * modelled).sum() / count
+    own = log_likelihood_of_own(z, t, model.vocab_size)
+    nll = torch.nn.functional.cross_entropy(
+        (logits + own).transpose(1, 2), ids, reduction="none"
+    )  # −log p_θ(x_i | z_t)
+    posterior = (nll * modelled).sum() / count
+    terms = {"nelbo": nelbo, "posterior_ce": posterior}
+    return LossOutput.of(nelbo if config.diffusion.uniform_loss == "nelbo" else posterior, terms)

@@ -50,4 +50,4 @@ UNIFORM_SAMPLERS: dict[str, TokenSampler] = {"ancestral": ancestral}
 #: The sampler and word temperature of a uniform run unless told otherwise (docs/benchmarks.md,
 #: "Uniform-noise diffusion").
 UNIFORM_SAMPLER = "ancestral"
-UNIFORM_TEMPERATURE = 0.3
+UNIFORM_TEMPERATURE = 0.5
