@@ -204,9 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train-classifier",
-        help="train a classifier on a run's noisy latents (for --pos, --tree, --span, --attribute of difflm control)",
+        help="train a classifier on a run's noisy latents or noised token rows "
+        "(for --pos, --tree, --span, --attribute of difflm control)",
     )
-    p.add_argument("run", help="a trained diffusion run directory; the classifier goes to RUN/classifiers/TASK/")
+    p.add_argument(
+        "run", help="a trained diffusion run directory (any diffusion kind); the classifier goes to RUN/classifiers/TASK/"
+    )
     p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
     # Unset: difflm.train_classifier.CLASSIFIER_TRAINING (2000 steps of 64 sentences, lr 1e-3, seed 0).
     p.add_argument("--steps", type=int, help="optimizer steps")
