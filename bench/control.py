@@ -263,7 +263,8 @@ def run_task(
     nfe = classifier_calls = 0  # per sample, summed over targets
     start = time.perf_counter()
     for index, target in enumerate(targets):
-        # Gradient guidance steers continuous runs; a masked run writes the constraints' words into its canvas.
+        # Gradient guidance steers continuous runs; a discrete run writes the constraints' words into its
+        # canvas and its classifiers tilt the word draws (`control/discrete.py`).
         gradient = target.constraints and ctx.pipe.config.model.kind == "diffusion"
         guidance = {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings} if gradient else {}
         cfg = {"condition": target.condition, "cfg_scale": args.cfg_scale} if target.condition else {}
@@ -347,13 +348,17 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=20, help="targets per task")
     parser.add_argument("--n", type=int, default=50, help="samples per target (the paper: 50)")
     parser.add_argument("--pool", type=int, default=2000, help="held-out sentences to draw targets from")
-    parser.add_argument("--sampler", default=None, help="default: the run's (ddpm; confidence on a masked run)")
+    parser.add_argument(
+        "--sampler",
+        default=None,
+        help="default: the run's (ddpm; confidence on a masked run, ancestral on a uniform one)",
+    )
     parser.add_argument("--steps", type=int, default=200, help="sampler steps (the paper's control runs: 200)")
     parser.add_argument(
         "--temperature",
         type=float,
         default=None,
-        help=f"x̂0 temperature of the sampler (default {SAMPLING_TEMPERATURE}, a masked run's own; 1 = the model's)",
+        help=f"x̂0 temperature of the sampler (default {SAMPLING_TEMPERATURE}, a discrete run's own; 1 = the model's)",
     )
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale w")
     parser.add_argument(

@@ -13,7 +13,7 @@ from difflm.diffusion.masking import mask_rows, reveal_prob, visible_share
 from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch
 from difflm.objectives.masked import masked_loss
-from difflm.sampling.masked import MASKED_SAMPLERS
+from difflm.sampling.masked import MASKED_SAMPLERS, gibbs_updates
 from difflm.text.vocab import Vocab
 from tests.conftest import tiny_config
 
@@ -25,8 +25,9 @@ V, MASK = 7, 7
 
 
 class Oracle:
-    """The exact p(x_i | visible tokens of z) of TOY, as logits [B, L, V] (uniform where impossible),
-    looked up from a table of every state of the three word positions."""
+    """The exact p(x_i | visible tokens of z) of a distribution over rows START a b c (TOY unless
+    given), as logits [B, L, V] (uniform where impossible), looked up from a table of every
+    state of the three word positions."""
 
     lengths = None
     mask_id = MASK
@@ -34,11 +35,11 @@ class Oracle:
     noisable, noised = TokenDenoiser.noisable, TokenDenoiser.noised  # the forward process of the real model
     codes = (4, 5, 6, MASK)
 
-    def __init__(self) -> None:
+    def __init__(self, dist: dict[tuple[int, ...], float] = TOY) -> None:
         self.table = torch.empty(4**3, 4, V)
         for index in range(4**3):
             row = [START, *(self.codes[index // 4**i % 4] for i in range(3))]
-            fits = {x: p for x, p in TOY.items() if all(v == MASK or v == w for v, w in zip(row, x))}
+            fits = {x: p for x, p in dist.items() if all(v == MASK or v == w for v, w in zip(row, x))}
             probs = torch.full((4, V), 1e-12)
             for x, p in fits.items():
                 for i, w in enumerate(x):
@@ -90,11 +91,11 @@ def test_the_nelbo_of_the_exact_denoiser_is_the_exact_nll():
     assert abs(mean + math.log(TOY[x])) < 4 * spread + 0.01, (mean, -math.log(TOY[x]), spread)
 
 
-@pytest.mark.parametrize("sampler, steps", [("ancestral", 1000), ("confidence", 3)])
+@pytest.mark.parametrize("sampler, steps", [("ancestral", 1000), ("confidence", 3), ("gibbs", 6)])
 def test_oracle_samplers_reproduce_the_toy_distribution(sampler, steps):
-    """Exact when one position is revealed at a time: the confidence sampler with K = 3 steps;
-    the ancestral one as K grows (two positions revealed at the same step are drawn
-    independently, which happens to about 3/K of the rows)."""
+    """Exact when one position is revealed at a time: the confidence sampler with K = 3 steps
+    (and Gibbs after it); the ancestral one as K grows (two positions revealed at the same
+    step are drawn independently, which happens to about 3/K of the rows)."""
     canvas = torch.tensor([[START, MASK, MASK, MASK]] * 3000)
     tokens, calls = MASKED_SAMPLERS[sampler](
         Oracle(), canvas, mask_id=MASK, steps=steps, generator=torch.Generator().manual_seed(0)
@@ -108,6 +109,22 @@ def test_oracle_samplers_reproduce_the_toy_distribution(sampler, steps):
     assert few.shape == (8, 4)
     _, cached = MASKED_SAMPLERS["ancestral"](Oracle(), canvas[:1], mask_id=MASK, steps=1000)
     assert cached <= 3  # one row, three positions: at most three calls in a thousand steps
+
+
+def test_gibbs_leaves_the_distribution_invariant():
+    """Random-scan Gibbs with the exact conditionals (one of three positions a call): rows drawn
+    from a distribution whose one-position conditionals are not certain (on TOY they all are,
+    and the chain could not move) stay distributed as it, and never leave its support."""
+    mixed = {(START, 4, 4, 4): 0.3, (START, 4, 5, 4): 0.2, (START, 5, 5, 4): 0.25, (START, 5, 5, 6): 0.25}
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.multinomial(torch.tensor(list(mixed.values())), 8000, True, generator=generator)
+    start = torch.tensor(list(mixed))[draws]
+    after = gibbs_updates(Oracle(mixed), start, start != START, mask_id=MASK, calls=4, generator=generator)
+    rows = [tuple(r) for r in after.tolist()]
+    assert all(r in mixed for r in rows)
+    for x, p in mixed.items():
+        assert abs(rows.count(x) / len(rows) - p) < 0.025, x
+    assert (after != start).any(1).float().mean().item() > 0.2  # the chain moves
 
 
 def test_samplers_never_change_fixed_tokens_and_respect_allowed_words():

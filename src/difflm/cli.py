@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(for --pos, --tree, --span, --attribute of difflm control)",
     )
     p.add_argument(
-        "run", help="a trained diffusion run directory (any diffusion kind); the classifier goes to RUN/classifiers/TASK/"
+        "run",
+        help="a trained diffusion run directory (any diffusion kind); the classifier goes to RUN/classifiers/TASK/",
     )
     p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
     # Unset: difflm.train_classifier.CLASSIFIER_TRAINING (2000 steps of 64 sentences, lr 1e-3, seed 0).

@@ -31,7 +31,8 @@ def uniform_loss(
     generator: torch.Generator | None = None,
     frozen: Frozen = Frozen(),
 ) -> LossOutput:
-    """The NELBO per modelled token of a batch of rows [B, L] and their conditions (`frozen` unused)."""
+    """The loss `diffusion.uniform_loss` names, per modelled token, of a batch of rows [B, L] and
+    their conditions, with the other logged (`frozen` unused)."""
     ids = batch.ids
     B, L = ids.shape
     draws = Draws(generator, ids.device)
@@ -43,10 +44,8 @@ def uniform_loss(
     logits = model(z, t, cond=cond)  # log x_θ + const
     count = modelled.sum().clamp_min(1)
     nelbo = (nelbo_integrand(z, ids, logits.softmax(-1), t) * modelled).sum() / count
-    own = log_likelihood_of_own(z, t, model.vocab_size)
-    nll = torch.nn.functional.cross_entropy(
-        (logits + own).transpose(1, 2), ids, reduction="none"
-    )  # −log p_θ(x_i | z_t)
+    posterior_logits = logits + log_likelihood_of_own(z, t, model.vocab_size)  # log p_θ(x_i | z_t) + const
+    nll = torch.nn.functional.cross_entropy(posterior_logits.transpose(1, 2), ids, reduction="none")
     posterior = (nll * modelled).sum() / count
     terms = {"nelbo": nelbo, "posterior_ce": posterior}
     return LossOutput.of(nelbo if config.diffusion.uniform_loss == "nelbo" else posterior, terms)
