@@ -88,6 +88,7 @@ class Context:
     pool: int  # held-out sentences to draw targets from
     classifier_dirs: dict[str, Path]
     train_steps: int | None
+    weight: float = 1.0  # w_c of every classifier constraint
     _classifiers: dict[str, LatentClassifier] = field(default_factory=dict)
     _labels: dict[str, list] = field(default_factory=dict)
 
@@ -148,7 +149,9 @@ def semantic(ctx: Context, k: int, cfg: bool) -> list[Target]:
         if cfg:
             targets.append(Target(f"{slot}={value}", check.score, condition={slot: value}))
         else:
-            attribute = control.Attribute(slot, value, run=ctx.classifier("attribute"), judge=ctx.judge)
+            attribute = control.Attribute(
+                slot, value, run=ctx.classifier("attribute"), judge=ctx.judge, weight=ctx.weight
+            )
             targets.append(Target(f"{slot}={value}", check.score, [attribute]))
     return targets
 
@@ -156,7 +159,7 @@ def semantic(ctx: Context, k: int, cfg: bool) -> list[Target]:
 def pos(ctx: Context, k: int) -> list[Target]:
     targets = []
     for _, tags in ctx.draw(ctx.heldout("pos"), k):
-        constraint = control.POS(tags, run=ctx.classifier("pos"), judge=ctx.judge)
+        constraint = control.POS(tags, run=ctx.classifier("pos"), judge=ctx.judge, weight=ctx.weight)
         targets.append(Target(" ".join(tags), constraint.score, [constraint]))
     return targets
 
@@ -170,7 +173,7 @@ def tree(ctx: Context, k: int) -> list[Target]:
     _needs_parser(ctx)
     targets = []
     for _, gold in ctx.draw(ctx.heldout("tree"), k):
-        constraint = control.Tree(str(gold), run=ctx.classifier("tree"), judge=ctx.judge)
+        constraint = control.Tree(str(gold), run=ctx.classifier("tree"), judge=ctx.judge, weight=ctx.weight)
         targets.append(Target(str(gold), constraint.score, [constraint]))
     return targets
 
@@ -188,7 +191,7 @@ def spans(ctx: Context, k: int) -> list[Target]:
         ]
         if choices:
             i, j, label = ctx.rng.choice(choices)
-            constraint = control.Span(i, j, label, run=ctx.classifier("tree"), judge=ctx.judge)
+            constraint = control.Span(i, j, label, run=ctx.classifier("tree"), judge=ctx.judge, weight=ctx.weight)
             targets.append(Target(f"{i},{j},{label}", constraint.score, [constraint]))
     return targets
 
@@ -385,6 +388,7 @@ def main() -> None:
         help="train missing classifiers into RUN/classifiers/ for STEPS steps",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weight", type=float, default=1.0, help="w_c of every classifier constraint")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/out/control")
     args = parser.parse_args()
@@ -407,6 +411,7 @@ def main() -> None:
         args.pool,
         {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()},
         args.train_classifiers,
+        args.weight,
     )
 
     unguided_texts = pipe.sample(
