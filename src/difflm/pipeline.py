@@ -33,7 +33,7 @@ from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, 
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.contextual import round_in_context
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
-from difflm.sampling.tokens import TokenNetwork, place_words
+from difflm.sampling.tokens import TokenNetwork, open_until, place_words
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.slots import SlotLabels
@@ -261,17 +261,21 @@ class Pipeline:
         tokens, calls = canvas.clone(), 0
         for group, width in groups:
             start = canvas[group, :width]
+            within = None if allowed is None else allowed[:width]
             if required is not None:  # each keyword fixed where the row at t = 1 wants it most (one more call)
                 noised = prior(start, model.mask_id, V, generator) if model.noise == "uniform" else None
-                start = place_words(call, start, required.to(self.device), model.mask_id, noised)
+                placed = place_words(call, start, required.to(self.device), model.mask_id, noised)
                 calls += len(group) * call.rows_per_call
+                if model.lengths is None:  # no END is fixed yet: none may be written before a row's last keyword
+                    within = open_until(within, placed, start, model.mask_id, V)
+                start = placed
             written, used = samplers[sampler](
                 call,
                 start,
                 mask_id=model.mask_id,
                 steps=steps,
                 generator=generator,
-                allowed=None if allowed is None else allowed[:width],
+                allowed=within,
                 temperature=TOKEN_DEFAULTS[model.noise][1] if temperature is None else temperature,
             )
             tokens[group, :width] = written

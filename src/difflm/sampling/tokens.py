@@ -3,8 +3,8 @@
 A sampler takes a canvas z [B, L]: the blank id (the model's `mask_id`, one past the
 vocabulary) where words are to be written, and fixed tokens elsewhere (START; a length's END
 and PAD; infilling's given words). A fixed token is never changed, so those constraints are
-exact. `allowed` [L, V] (None: any word) limits the words each position may end with. One
-signature:
+exact. `allowed` [L, V] or per row [B, L, V] (None: any word) limits the words each position
+may end with. One signature:
 
     sample(network, canvas, *, mask_id, steps, generator=None, allowed=None, temperature=1.0)
         -> (tokens [B, L], network calls)
@@ -22,15 +22,16 @@ import torch
 from difflm.sampling.autoguidance import check_scale
 from difflm.sampling.grid import check_step_count
 from difflm.sampling.rounding import check_temperature
+from difflm.text.vocab import Vocab
 
 Network = Callable[[torch.Tensor, float], torch.Tensor]  # z [B, L], t -> log-probabilities [B, L, V]
 TokenSampler = Callable[..., tuple[torch.Tensor, int]]
 
 
 def word_probs(logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    """softmax(logits/τ) [B, L, V] within `allowed` [≥ L, V]; τ = 0: the one-hot argmax."""
+    """softmax(logits/τ) [B, L, V] within `allowed` ([≥ L, V] or [B, ≥ L, V]); τ = 0: the one-hot argmax."""
     if allowed is not None:
-        logits = logits.masked_fill(~allowed[: logits.shape[1]], float("-inf"))
+        logits = logits.masked_fill(~allowed[..., : logits.shape[1], :], float("-inf"))
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
     return (logits / temperature).softmax(-1)
@@ -96,3 +97,20 @@ def place_words(
         where = logp[..., word].masked_fill(placed != mask_id, float("-inf")).argmax(1)
         placed[rows, where] = word
     return placed
+
+
+def open_until(
+    allowed: torch.Tensor | None, placed: torch.Tensor, canvas: torch.Tensor, mask_id: int, vocab_size: int
+) -> torch.Tensor:
+    """Per row [B, L, V]: `allowed` ([L, V]; None: any word) with END and PAD barred before the
+    last word `place_words` put into the canvas [B, L] (placed [B, L]), so that no row ends
+    before its keywords: decoding stops at the first END."""
+    B, L = canvas.shape
+    new = (placed != canvas) & (canvas == mask_id)
+    last = torch.where(new, torch.arange(L, device=canvas.device), -1).amax(1)  # [B]
+    rows = torch.ones(L, vocab_size, dtype=torch.bool, device=canvas.device) if allowed is None else allowed
+    rows = rows.expand(B, L, vocab_size).clone()
+    early = torch.arange(L, device=canvas.device)[None] < last[:, None]  # [B, L]
+    for ender in (Vocab.END_ID, Vocab.PAD_ID):
+        rows[..., ender] &= ~early
+    return rows
