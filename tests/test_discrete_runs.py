@@ -142,7 +142,9 @@ def test_classifier_guidance_on_a_discrete_run(slots):
     pipe = difflm.load(slots)
     chinese = control.Attribute("food", "Chinese", run=slots, weight=10.0)
     free = pipe.decode(pipe.generate(32, steps=8, seed=0).tokens)
-    guided = pipe.decode(pipe.generate(32, steps=8, seed=0, constraints=[chinese]).tokens)
+    out = pipe.generate(32, steps=8, seed=0, constraints=[chinese])
+    guided = pipe.decode(out.tokens)
+    assert chinese.calls == pytest.approx(out.nfe)  # one batched classifier call per denoiser call
     assert share(guided) >= share(free) + 0.3, (share(guided), share(free))
     assert all(chinese.satisfied(t.split()) == ("Chinese" in t.split()) for t in guided)
     latent = AttributeClassifier(ClassifierConfig("attribute", 16, 16, ("food=Chinese",)))

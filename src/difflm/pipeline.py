@@ -240,7 +240,7 @@ class Pipeline:
         classified = [c for c in constraints if isinstance(c, ClassifierConstraint)]
         if classified:  # first-order discrete guidance by classifiers of the noised rows
             check_token_classifiers(classified, V + 1, model.noise)
-            call: TokenNetwork | GuidedTokenNetwork = GuidedTokenNetwork(network, classified, V + 1)
+            call: TokenNetwork | GuidedTokenNetwork = GuidedTokenNetwork(network, classified, V + 1, n)
         else:
             call = network
         generator = self._generator(seed)

@@ -81,7 +81,7 @@ class ClassifierConstraint:
         self.judge = judge if judge is not None or isinstance(run, LatentClassifier) else judge_of(run)
         self.max_len = classifier.config.max_len
         self._targets: dict[tuple[int, torch.device], torch.Tensor] = {}
-        self.calls = 0
+        self.calls: float = 0
 
     def log_prob(self, x: torch.Tensor, t: float | torch.Tensor, denoiser: object = None) -> torch.Tensor:
         """log p(c | x_t) for x [B, L, d] at time t of x: [B], in x's dtype."""

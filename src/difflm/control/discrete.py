@@ -39,10 +39,14 @@ def check_token_classifiers(constraints: Sequence[ClassifierConstraint], tokens:
 class GuidedTokenNetwork:
     """`network` (z [B, L], t -> word log-probabilities [B, L, V]) tilted towards the classifier
     constraints (module docstring). Evaluates the denoiser as `network` does, plus one
-    classifier call and its gradient per constraint."""
+    classifier call and its gradient per constraint. A call on B of a sample's `rows` rows (one
+    length group) counts B/rows of a batched classifier evaluation in each constraint's
+    `calls`, as the pipeline counts the denoiser's."""
 
-    def __init__(self, network: TokenNetwork, constraints: Sequence[ClassifierConstraint], tokens: int) -> None:
-        self.network, self.constraints, self.tokens = network, list(constraints), tokens
+    def __init__(
+        self, network: TokenNetwork, constraints: Sequence[ClassifierConstraint], tokens: int, rows: int
+    ) -> None:
+        self.network, self.constraints, self.tokens, self.rows = network, list(constraints), tokens, rows
         self.rows_per_call = network.rows_per_call
 
     def tilt(self, z: torch.Tensor, t: float) -> torch.Tensor:
@@ -51,6 +55,8 @@ class GuidedTokenNetwork:
             onehot = torch.nn.functional.one_hot(z, self.tokens).float().requires_grad_()
             total = torch.stack([c.weight * c.log_prob(onehot, t).sum() for c in self.constraints]).sum()
             (grad,) = torch.autograd.grad(total, onehot)
+        for constraint in self.constraints:  # log_prob counted a whole evaluation
+            constraint.calls += len(z) / self.rows - 1
         return grad[..., : self.tokens - 1] - grad.gather(-1, z[..., None])
 
     def __call__(self, z: torch.Tensor, t: float) -> torch.Tensor:
