@@ -63,11 +63,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler",
         default=None,
-        choices=sorted({*SAMPLERS, *(name for kind in TOKEN_SAMPLERS.values() for name in kind)}),
+        choices=sorted({*SAMPLERS, *(name for kind in TOKEN_SAMPLERS.values() for name in kind), "cgmh"}),
         help=f"the sampling algorithm (default: {DEFAULT_SAMPLER}; sweep on a run trained with left-to-right "
         "noise, without constraints; "
         + "; ".join(f"{sampler} on a {kind} run" for kind, (sampler, _) in TOKEN_DEFAULTS.items())
-        + ")",
+        + "); cgmh: Metropolis–Hastings on an autoregressive run, under keywords and a length",
     )
     p.add_argument(
         "--steps",

@@ -19,7 +19,7 @@ import torch
 from difflm.config import ROUNDINGS, Config
 from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
-from difflm.control.constraints import FixesLength, RequiresWords, RestrictsWords
+from difflm.control.constraints import FixesLength, Keywords, Length, RequiresWords, RestrictsWords
 from difflm.control.discrete import GuidedTokenNetwork, check_token_classifiers
 from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.anchors import anchor_ids, draw_lengths, tail, width_groups
@@ -31,6 +31,7 @@ from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, TOKEN_DEFAULTS, TOKE
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.cgmh import Chain, cgmh
 from difflm.sampling.contextual import round_in_context
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import TokenNetwork, open_until, place_words
@@ -140,10 +141,18 @@ class Pipeline:
         Raises:
             ValueError: an autoregressive run, n < 1, or a bad option (named).
         """
-        if self.is_autoregressive:
-            raise ValueError("this run is an autoregressive LM: use sample(), not a diffusion sampler")
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
+        if self.is_autoregressive:
+            if sampler != "cgmh":
+                raise ValueError(
+                    "this run is an autoregressive LM: use sample(), or sampler='cgmh' to generate under constraints"
+                )
+            diffusion = {"condition": condition, "sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
+            given = sorted(k for k, v in {**diffusion, **options}.items() if v is not None and v != {})
+            if given or length is not None:
+                raise ValueError(f"option(s) {', '.join(given or ['length'])} do not apply to CGMH")
+            return self._cgmh(n, steps, seed, 1.0 if temperature is None else temperature, constraints)
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if isinstance(self.model, TokenDenoiser):
@@ -283,6 +292,54 @@ class Pipeline:
         x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of discrete diffusion: one-hot words
         return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
 
+    def _cgmh(
+        self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint]
+    ) -> SampleOutput:
+        """CGMH on an autoregressive run (`sampling/cgmh.py`): n chains of `steps` Metropolis–Hastings
+        steps under π ∝ p_LM^(1/T). Keywords are protected words of the start; a fixed length
+        starts at that many words (the keywords, then the words of an LM sample) and only replaces."""
+        model = self.model
+        assert isinstance(model, CausalLM)
+        unsupported = [type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length))]
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)} cannot steer CGMH: it takes keywords and a length")
+        required = list(
+            dict.fromkeys(w for c in constraints if isinstance(c, Keywords) for w in c.required_words().tolist())
+        )
+        lengths = {c.fixed_length() for c in constraints if isinstance(c, Length)}
+        if len(lengths) > 1:
+            raise ValueError(f"the constraints fix different lengths: {sorted(lengths)} words")
+        L = self.config.data.max_len
+        length = lengths.pop() if lengths else None
+        if len(required) > (length or L - 2):
+            raise ValueError(f"{len(required)} keywords do not fit {length or L - 2} words")
+        generator = self._generator(seed)
+        starts = []
+        for row in model.generate(n, generator=generator).tolist():
+            drawn = [w for w in row[1 : row.index(Vocab.END_ID)]] or [Vocab.UNK_ID]
+            if length is not None:
+                filler = (drawn * length)[: length - len(required)]
+                starts.append(Chain(required + filler, [True] * len(required) + [False] * len(filler)))
+            else:
+                starts.append(
+                    Chain(required, [True] * len(required)) if required else Chain(drawn, [False] * len(drawn))
+                )
+        chains, _ = cgmh(
+            lambda rows: model(rows)[0],
+            starts,
+            steps=steps,
+            max_len=L,
+            generator=generator,
+            temperature=temperature,
+            fixed_length=length is not None,
+        )
+        tokens = torch.full((n, L), Vocab.PAD_ID, dtype=torch.long, device=self.device)
+        for b, chain in enumerate(chains):
+            row = [Vocab.START_ID, *chain.words, Vocab.END_ID]
+            tokens[b, : len(row)] = torch.tensor(row, device=self.device)
+        x0 = torch.nn.functional.one_hot(tokens, len(self.vocab)).float()
+        return SampleOutput(x0=x0, tokens=tokens, nfe=steps + 1)  # the LM sample of the start counted as one
+
     def _words(self, n: int, constraints: Sequence[Constraint], width: int, generator: torch.Generator) -> torch.Tensor:
         """The word count [n] of each row of a run with length anchors: the one the constraints
         fix, else drawn from the training sentences' (`model/anchors.py`)."""
@@ -339,9 +396,10 @@ class Pipeline:
         """Sample n sentences.
 
         Diffusion runs take the options of `generate` (sampler, steps, constraints,
-        condition, eta, clamp_from, …); autoregressive runs take temperature and top_p.
+        condition, eta, clamp_from, …); autoregressive runs take temperature and top_p, or
+        sampler="cgmh" with `generate`'s steps, constraints and temperature.
         """
-        if not self.is_autoregressive:
+        if not self.is_autoregressive or options.get("sampler") == "cgmh":
             return self.decode(self.generate(n, seed=seed, **options).tokens)
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")

@@ -1,0 +1,156 @@
+"""CGMH (Miao et al. 2019): constrained generation by Metropolis–Hastings over sentences,
+scored by an autoregressive LM.
+
+A state is a sentence x = w_1 … w_n (START and END implied) with some positions protected:
+the keywords, which no move replaces or deletes, so they hold in every sample. The chain's
+stationary distribution is π(x) ∝ p_LM(START x END)^(1/T) over the sentences that keep the
+protected words (T = 1: the LM's own distribution). Each step picks one of three moves with
+probability 1/3 each (a move that cannot apply is rejected):
+
+    replace  an unprotected position i (1/R of them), w ~ q(w | x_<i)
+    insert   a slot i ∈ 1 … n + 1 (1/(n + 1)), w ~ q(w | x_<i)
+    delete   an unprotected position i (1/R)
+
+where q(w | x_<i) is the LM's next-word distribution renormalised over words (no START, END,
+PAD), and R the number of unprotected words. Each move's reverse is the opposite move at the
+same place, so the acceptance ratio A (accepted with probability min(1, A)) is
+
+    replace  π(x')·q(x_i | x_<i) / (π(x)·q(w | x_<i))
+    insert   π(x')·(1/R(x')) / (π(x)·(1/(n + 1))·q(w | x_<i))
+    delete   π(x')·(1/n)·q(x_i | x_<i) / (π(x)·(1/R(x)))
+
+(`log_acceptance`; tested against the toy LM's known π). With a fixed length only replace
+moves are made. Each step evaluates the LM once on the proposals of all chains; the
+proposal distributions come from the current state's evaluation, since x_<i is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from difflm.text.vocab import Vocab
+
+LM = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] (START w… END PAD…) -> next-token logits [B, L, V]
+MOVES = ("replace", "insert", "delete")
+
+
+def log_acceptance(
+    move: str, log_pi_new: float, log_pi_old: float, log_q_forward: float, log_q_reverse: float, n: int, r_old: int
+) -> float:
+    """log A of a move from a state of n words, R = r_old of them unprotected (module docstring).
+    log_q_forward is log q of the proposed word (insert, replace), log_q_reverse that of the
+    word the reverse move would propose (delete, replace)."""
+    if move == "replace":
+        return log_pi_new - log_pi_old + log_q_reverse - log_q_forward
+    if move == "insert":
+        return log_pi_new - log_pi_old - math.log(r_old + 1) + math.log(n + 1) - log_q_forward
+    if move == "delete":
+        return log_pi_new - log_pi_old - math.log(n) + log_q_reverse + math.log(r_old)
+    raise ValueError(f"unknown move {move!r}; valid: {', '.join(MOVES)}")
+
+
+@dataclass
+class Chain:
+    """One chain's sentence (word ids) and which of its positions are protected."""
+
+    words: list[int]
+    protected: list[bool]
+
+
+def _rows(chains: Sequence[Chain], max_len: int, device: torch.device) -> torch.Tensor:
+    rows = torch.full((len(chains), max_len), Vocab.PAD_ID, dtype=torch.long, device=device)
+    for b, chain in enumerate(chains):
+        row = [Vocab.START_ID, *chain.words, Vocab.END_ID]
+        rows[b, : len(row)] = torch.tensor(row, device=device)
+    return rows
+
+
+def _score(lm: LM, rows: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π [B] up to a constant, the log q of every next word at every position [B, L, V])."""
+    logp = lm(rows).float().log_softmax(-1)
+    steps = logp[:, :-1].gather(-1, rows[:, 1:, None]).squeeze(-1)  # log p(x_t | x_<t)
+    counted = torch.cumsum(rows[:, :-1] == Vocab.END_ID, 1) == 0  # up to and including END
+    words = logp.clone()
+    words[..., [Vocab.PAD_ID, Vocab.START_ID, Vocab.END_ID]] = -math.inf
+    return (steps * counted).sum(1) / temperature, words.log_softmax(-1)
+
+
+@torch.no_grad()
+def cgmh(
+    lm: LM,
+    starts: Sequence[Chain],
+    *,
+    steps: int,
+    max_len: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    fixed_length: bool = False,
+) -> tuple[list[Chain], float]:
+    """Run one chain from each start for `steps` MH steps; (the final states, the share of
+    proposals accepted). `max_len` bounds a row (START … END); `fixed_length` makes replace
+    moves only.
+
+    Raises:
+        ValueError: a start that does not fit max_len, steps < 0 or temperature ≤ 0.
+    """
+    if steps < 0 or temperature <= 0:
+        raise ValueError(f"need steps ≥ 0 and temperature > 0, got {steps}, {temperature}")
+    chains = [Chain(list(c.words), list(c.protected)) for c in starts]
+    if any(len(c.words) + 2 > max_len or len(c.words) != len(c.protected) for c in chains):
+        raise ValueError(f"every start must be words with a protection flag each, at most {max_len - 2} words")
+    device = generator.device if generator is not None else torch.device("cpu")
+
+    def uniform() -> float:
+        return float(torch.rand((), generator=generator, device=device))
+
+    def pick(k: int) -> int:
+        return int(torch.randint(k, (), generator=generator, device=device))
+
+    rows = _rows(chains, max_len, device)
+    log_pi, log_q = _score(lm, rows, temperature)
+    accepted = proposed = 0
+    for _ in range(steps):
+        proposals: list[tuple[Chain, str, float, float, int, int] | None] = []
+        for b, chain in enumerate(chains):
+            n, free = len(chain.words), [i for i, p in enumerate(chain.protected) if not p]
+            move = "replace" if fixed_length else MOVES[pick(3)]
+            if (
+                (move != "insert" and not free)
+                or (move == "insert" and n + 2 >= max_len)
+                or (move == "delete" and n == 1)
+            ):
+                proposals.append(None)  # a move that cannot apply: rejected
+                continue
+            slot = pick(n + 1) if move == "insert" else free[pick(len(free))]
+            q = log_q[b, slot]  # q(· | x_<slot): the row position before the slot's word predicts it
+            forward = reverse = 0.0
+            words, protected = list(chain.words), list(chain.protected)
+            if move in ("replace", "insert"):
+                w = int(torch.multinomial(q.exp(), 1, generator=generator))
+                forward = float(q[w])
+            if move in ("replace", "delete"):
+                reverse = float(q[chain.words[slot]])
+            if move == "replace":
+                words[slot] = w
+            elif move == "insert":
+                words.insert(slot, w)
+                protected.insert(slot, False)
+            else:
+                del words[slot], protected[slot]
+            proposals.append((Chain(words, protected), move, forward, reverse, n, len(free)))
+        live = [(b, p) for b, p in enumerate(proposals) if p is not None]
+        proposed += len(chains)
+        if not live:
+            continue
+        new_rows = _rows([p[0] for _, p in live], max_len, device)
+        new_pi, new_q = _score(lm, new_rows, temperature)
+        for k, (b, (chain, move, forward, reverse, n, r)) in enumerate(live):
+            log_a = log_acceptance(move, float(new_pi[k]), float(log_pi[b]), forward, reverse, n, r)
+            if log_a >= 0 or uniform() < math.exp(log_a):
+                chains[b], log_pi[b], log_q[b] = chain, new_pi[k], new_q[k]
+                accepted += 1
+    return chains, accepted / max(proposed, 1)
