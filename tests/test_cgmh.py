@@ -13,11 +13,13 @@ import torch
 import difflm
 from difflm import control
 from difflm.cli import main
+from difflm.control.classifiers import ClassifierConfig, TreeClassifier
 from difflm.sampling.cgmh import Chain, cgmh, log_acceptance
 from difflm.text.vocab import Vocab
 from tests.conftest import tiny_config
 
 torch.set_num_threads(1)
+SHAPE = ClassifierConfig("tree", 16, 16, ("<none>", "NP"))
 WORDS, V, MAX_LEN = (4, 5, 6), 7, 5  # sentences of 1 to 3 words: START w… END fits 5 positions
 SENTENCES = [s for n in (1, 2, 3) for s in itertools.product(WORDS, repeat=n)]
 _MASS = torch.rand(len(SENTENCES), generator=torch.Generator().manual_seed(3)) + 0.2
@@ -100,6 +102,15 @@ def test_a_protected_keyword_holds_in_every_sample():
     assert total_variation(empirical(chains), target) < 0.07
 
 
+def test_annealing_settles_on_the_mode():
+    mode = max(PI, key=PI.__getitem__)
+    starts = [Chain([4], [False])] * 1000
+    chains, _ = cgmh(
+        ToyLM(), starts, steps=60, max_len=MAX_LEN, anneal=True, generator=torch.Generator().manual_seed(2)
+    )
+    assert empirical(chains).get(mode, 0.0) > 3 * PI[mode]
+
+
 def test_a_fixed_length_keeps_the_length():
     starts = [Chain([4, 4], [False, False])] * 500
     chains, _ = cgmh(ToyLM(), starts, steps=30, max_len=MAX_LEN, fixed_length=True, generator=torch.Generator())
@@ -129,8 +140,12 @@ def test_cgmh_through_the_pipeline_and_the_cli(lm_run, capsys):
         pipe.generate(6, sampler="cgmh", steps=20, constraints=[keywords, control.Length(5, max_len=16)]).tokens
     )
     assert all(len(t.split()) == 5 and {"French", "Zizzi"} <= set(t.split()) for t in sized)
+    infill = control.Infill("Zizzi serves ___ food in the ___ .", pipe.vocab, max_len=16)
+    filled = pipe.sample(6, sampler="cgmh", steps=20, constraints=[infill], anneal=True)
+    assert all(infill.satisfied(t.split()) for t in filled), filled
     for options, message in (
-        ({"constraints": [control.Infill("Zizzi ___ .", pipe.vocab, max_len=16)]}, "Infill cannot steer CGMH"),
+        ({"constraints": [infill, keywords]}, "infilling alone"),
+        ({"constraints": [control.Span(0, 1, "NP", run=TreeClassifier(SHAPE))]}, "Span cannot steer CGMH"),
         ({"eta": 0.5}, "eta do not apply to CGMH"),
         ({"sampler": "ddpm"}, "sampler='cgmh'"),
     ):

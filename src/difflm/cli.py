@@ -78,6 +78,12 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=None, help="DDIM η in [0, 1] (default 0)")
     p.add_argument(
+        "--anneal",
+        action="store_true",
+        default=None,
+        help="cgmh: simulated annealing, the temperature falling over the steps to 5%% of --temperature",
+    )
+    p.add_argument(
         "--grid",
         default=None,
         choices=GRIDS,
@@ -249,7 +255,17 @@ def _sampling_options(args: argparse.Namespace) -> dict:
     options.update(
         {
             key: value
-            for key in ("sampler", "clamp_from", "temperature", "eta", "grid", "refine_from", "sc_guidance", "rounding")
+            for key in (
+                "sampler",
+                "clamp_from",
+                "temperature",
+                "eta",
+                "grid",
+                "refine_from",
+                "sc_guidance",
+                "rounding",
+                "anneal",
+            )
             if (value := getattr(args, key, None)) is not None
         }
     )

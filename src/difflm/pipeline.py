@@ -19,7 +19,7 @@ import torch
 from difflm.config import ROUNDINGS, Config
 from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
-from difflm.control.constraints import FixesLength, Keywords, Length, RequiresWords, RestrictsWords
+from difflm.control.constraints import FixesLength, Infill, Keywords, Length, RequiresWords, RestrictsWords
 from difflm.control.discrete import GuidedTokenNetwork, check_token_classifiers
 from difflm.control.guidance import Constraint, GradientGuidance
 from difflm.model.anchors import anchor_ids, draw_lengths, tail, width_groups
@@ -148,11 +148,12 @@ class Pipeline:
                 raise ValueError(
                     "this run is an autoregressive LM: use sample(), or sampler='cgmh' to generate under constraints"
                 )
+            anneal = bool(options.pop("anneal", False))
             diffusion = {"condition": condition, "sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
             given = sorted(k for k, v in {**diffusion, **options}.items() if v is not None and v != {})
             if given or length is not None:
                 raise ValueError(f"option(s) {', '.join(given or ['length'])} do not apply to CGMH")
-            return self._cgmh(n, steps, seed, 1.0 if temperature is None else temperature, constraints)
+            return self._cgmh(n, steps, seed, 1.0 if temperature is None else temperature, constraints, anneal)
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if isinstance(self.model, TokenDenoiser):
@@ -293,20 +294,25 @@ class Pipeline:
         return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
 
     def _cgmh(
-        self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint]
+        self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint], anneal: bool
     ) -> SampleOutput:
         """CGMH on an autoregressive run (`sampling/cgmh.py`): n chains of `steps` Metropolis–Hastings
-        steps under π ∝ p_LM^(1/T). Keywords are protected words of the start; a fixed length
-        starts at that many words (the keywords, then the words of an LM sample) and only replaces."""
+        steps under π ∝ p_LM^(1/T) (annealed when asked). Keywords are protected words of the
+        start; a fixed length starts at that many words (the keywords, then the words of an LM
+        sample) and only replaces; infilling starts from its template, the given words
+        protected and the blanks filled from an LM sample."""
         model = self.model
         assert isinstance(model, CausalLM)
-        unsupported = [type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length))]
+        unsupported = [type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length, Infill))]
         if unsupported:
-            raise ValueError(f"{', '.join(unsupported)} cannot steer CGMH: it takes keywords and a length")
+            raise ValueError(f"{', '.join(unsupported)} cannot steer CGMH: it takes keywords, a length and infilling")
+        templates = [c for c in constraints if isinstance(c, Infill)]
+        if templates and (len(templates) > 1 or len(templates) != len(constraints)):
+            raise ValueError("CGMH takes infilling alone (one template)")
         required = list(
             dict.fromkeys(w for c in constraints if isinstance(c, Keywords) for w in c.required_words().tolist())
         )
-        lengths = {c.fixed_length() for c in constraints if isinstance(c, Length)}
+        lengths = {c.fixed_length() for c in constraints if isinstance(c, (Length, Infill))}
         if len(lengths) > 1:
             raise ValueError(f"the constraints fix different lengths: {sorted(lengths)} words")
         L = self.config.data.max_len
@@ -317,7 +323,12 @@ class Pipeline:
         starts = []
         for row in model.generate(n, generator=generator).tolist():
             drawn = [w for w in row[1 : row.index(Vocab.END_ID)]] or [Vocab.UNK_ID]
-            if length is not None:
+            if length is not None and templates:
+                given = templates[0].ids[1 : length + 1].tolist()
+                known = templates[0].known[1 : length + 1].tolist()
+                fill = iter(drawn * length)
+                starts.append(Chain([w if k else next(fill) for w, k in zip(given, known)], known))
+            elif length is not None:
                 filler = (drawn * length)[: length - len(required)]
                 starts.append(Chain(required + filler, [True] * len(required) + [False] * len(filler)))
             else:
@@ -332,6 +343,7 @@ class Pipeline:
             generator=generator,
             temperature=temperature,
             fixed_length=length is not None,
+            anneal=anneal,
         )
         tokens = torch.full((n, L), Vocab.PAD_ID, dtype=torch.long, device=self.device)
         for b, chain in enumerate(chains):

@@ -20,8 +20,11 @@ same place, so the acceptance ratio A (accepted with probability min(1, A)) is
     delete   π(x')·(1/n)·q(x_i | x_<i) / (π(x)·(1/R(x)))
 
 (`log_acceptance`; tested against the toy LM's known π). With a fixed length only replace
-moves are made. Each step evaluates the LM once on the proposals of all chains; the
-proposal distributions come from the current state's evaluation, since x_<i is shared.
+moves are made (infilling: a fixed length whose given words are protected). Each step
+evaluates the LM once on the proposals of all chains; the proposal distributions come from
+the current state's evaluation, since x_<i is shared. Simulated annealing (`anneal`) lowers
+T linearly over the steps to `ANNEAL_FLOOR`·T, so the chains settle towards π's modes
+instead of sampling it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from difflm.text.vocab import Vocab
 
 LM = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] (START w… END PAD…) -> next-token logits [B, L, V]
 MOVES = ("replace", "insert", "delete")
+#: Where simulated annealing ends, as a share of the starting temperature.
+ANNEAL_FLOOR = 0.05
 
 
 def log_acceptance(
@@ -69,14 +74,14 @@ def _rows(chains: Sequence[Chain], max_len: int, device: torch.device) -> torch.
     return rows
 
 
-def _score(lm: LM, rows: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π [B] up to a constant, the log q of every next word at every position [B, L, V])."""
+def _score(lm: LM, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p_LM(row) [B], the log q of every next word at every position [B, L, V])."""
     logp = lm(rows).float().log_softmax(-1)
     steps = logp[:, :-1].gather(-1, rows[:, 1:, None]).squeeze(-1)  # log p(x_t | x_<t)
     counted = torch.cumsum(rows[:, :-1] == Vocab.END_ID, 1) == 0  # up to and including END
     words = logp.clone()
     words[..., [Vocab.PAD_ID, Vocab.START_ID, Vocab.END_ID]] = -math.inf
-    return (steps * counted).sum(1) / temperature, words.log_softmax(-1)
+    return (steps * counted).sum(1), words.log_softmax(-1)
 
 
 @torch.no_grad()
@@ -89,10 +94,11 @@ def cgmh(
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
     fixed_length: bool = False,
+    anneal: bool = False,
 ) -> tuple[list[Chain], float]:
     """Run one chain from each start for `steps` MH steps; (the final states, the share of
     proposals accepted). `max_len` bounds a row (START … END); `fixed_length` makes replace
-    moves only.
+    moves only; `anneal` lowers T from `temperature` to ANNEAL_FLOOR·temperature.
 
     Raises:
         ValueError: a start that does not fit max_len, steps < 0 or temperature ≤ 0.
@@ -111,9 +117,10 @@ def cgmh(
         return int(torch.randint(k, (), generator=generator, device=device))
 
     rows = _rows(chains, max_len, device)
-    log_pi, log_q = _score(lm, rows, temperature)
+    log_p, log_q = _score(lm, rows)
     accepted = proposed = 0
-    for _ in range(steps):
+    for step in range(steps):
+        T = temperature * (1 - (1 - ANNEAL_FLOOR) * step / max(steps - 1, 1)) if anneal else temperature
         proposals: list[tuple[Chain, str, float, float, int, int] | None] = []
         for b, chain in enumerate(chains):
             n, free = len(chain.words), [i for i, p in enumerate(chain.protected) if not p]
@@ -147,10 +154,10 @@ def cgmh(
         if not live:
             continue
         new_rows = _rows([p[0] for _, p in live], max_len, device)
-        new_pi, new_q = _score(lm, new_rows, temperature)
+        new_p, new_q = _score(lm, new_rows)
         for k, (b, (chain, move, forward, reverse, n, r)) in enumerate(live):
-            log_a = log_acceptance(move, float(new_pi[k]), float(log_pi[b]), forward, reverse, n, r)
+            log_a = log_acceptance(move, float(new_p[k]) / T, float(log_p[b]) / T, forward, reverse, n, r)
             if log_a >= 0 or uniform() < math.exp(log_a):
-                chains[b], log_pi[b], log_q[b] = chain, new_pi[k], new_q[k]
+                chains[b], log_p[b], log_q[b] = chain, new_p[k], new_q[k]
                 accepted += 1
     return chains, accepted / max(proposed, 1)
