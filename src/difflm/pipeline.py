@@ -4,7 +4,9 @@
 `difflm control`, the demo and the benches all call it. It owns the seed, the shape, each
 row's length (a run with length anchors), the denoiser wrappers (length anchors,
 classifier-free guidance, self-conditioning guidance, gradient guidance with its
-constraints) and the evaluation count.
+constraints) and the evaluation count. It also runs a discrete run's samplers on a canvas
+(`_unmask`) and CGMH on an autoregressive run (`_cgmh`), so every constrained generation
+goes through it.
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ class Pipeline:
             evaluations per sample (every guidance's included).
 
         Raises:
-            ValueError: an autoregressive run, n < 1, or a bad option (named).
+            ValueError: an autoregressive run with another sampler than "cgmh" (its only
+                sampler here: `_cgmh`, which takes steps, seed, temperature, constraints and the
+                option anneal), n < 1, or a bad option (named).
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
