@@ -372,11 +372,6 @@ class Config:
                 f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'",
             ),
             (
-                self.model.condition == "none" or self.model.kind != "autoregressive",
-                f"model.condition={self.model.condition} needs a diffusion model.kind "
-                "(the autoregressive LM is unconditional)",
-            ),
-            (
                 0.0 <= self.diffusion.cond_drop <= 1.0,
                 f"diffusion.cond_drop must be in [0, 1], got {self.diffusion.cond_drop}",
             ),

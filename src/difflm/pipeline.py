@@ -141,23 +141,26 @@ class Pipeline:
             evaluations per sample (every guidance's included).
 
         Raises:
-            ValueError: an autoregressive run with another sampler than "cgmh" (its only
-                sampler here: `_cgmh`, which takes steps, seed, temperature, constraints and the
-                option anneal), n < 1, or a bad option (named).
+            ValueError: an autoregressive run asked for anything but CGMH (`_cgmh`: steps,
+                seed, temperature, constraints, the option anneal) or conditioned sampling
+                (`_conditioned`: a condition, seed, temperature), n < 1, or a bad option (named).
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         if self.is_autoregressive:
-            if sampler != "cgmh":
-                raise ValueError(
-                    "this run is an autoregressive LM: use sample(), or sampler='cgmh' to generate under constraints"
-                )
             anneal = bool(options.pop("anneal", False))
-            diffusion = {"condition": condition, "sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
-            given = sorted(k for k, v in {**diffusion, **options}.items() if v is not None and v != {})
-            if given or length is not None:
-                raise ValueError(f"option(s) {', '.join(given or ['length'])} do not apply to CGMH")
-            return self._cgmh(n, steps, seed, 1.0 if temperature is None else temperature, constraints, anneal)
+            unused = {"sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding, "length": length}
+            given = sorted(k for k, v in {**unused, **options}.items() if v is not None and v != {})
+            if given:
+                raise ValueError(f"option(s) {', '.join(given)} do not apply to an autoregressive run")
+            if sampler == "cgmh" and condition is None:
+                return self._cgmh(n, steps, seed, 1.0 if temperature is None else temperature, constraints, anneal)
+            if sampler is None and condition is not None and not constraints and not anneal:
+                return self._conditioned(n, seed, temperature, condition, cfg_scale)
+            raise ValueError(
+                "this run is an autoregressive LM: use sample(), sampler='cgmh' to generate under constraints, "
+                "or a condition alone (a run trained with model.condition=slots)"
+            )
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if isinstance(self.model, TokenDenoiser):
@@ -297,6 +300,22 @@ class Pipeline:
         x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of discrete diffusion: one-hot words
         return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
 
+    def _conditioned(
+        self, n: int, seed: int | None, temperature: float | None, condition: Condition, cfg_scale: float
+    ) -> SampleOutput:
+        """Diffusion-LM's FT-sample baseline: a conditioned autoregressive run samples left to
+        right given the slot values (one LM call per position, counted as nfe)."""
+        model = self.model
+        assert isinstance(model, CausalLM)
+        if cfg_scale != 1.0:
+            raise ValueError("an autoregressive run samples from p(x | c) itself: cfg_scale must be 1")
+        c = condition_of(self.conditions, condition, self.device)
+        tokens = model.generate(
+            n, generator=self._generator(seed), temperature=1.0 if temperature is None else temperature, cond=c
+        )
+        x0 = torch.nn.functional.one_hot(tokens, len(self.vocab)).float()
+        return SampleOutput(x0=x0, tokens=tokens, nfe=int((tokens != Vocab.PAD_ID).sum(1).max()) - 1)
+
     def _cgmh(
         self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint], anneal: bool
     ) -> SampleOutput:
@@ -413,9 +432,10 @@ class Pipeline:
 
         Diffusion runs take the options of `generate` (sampler, steps, constraints,
         condition, eta, clamp_from, …); autoregressive runs take temperature and top_p, or
-        sampler="cgmh" with `generate`'s steps, constraints and temperature.
+        sampler="cgmh" with `generate`'s steps, constraints and temperature, or (a run trained
+        with model.condition=slots) a condition and temperature.
         """
-        if not self.is_autoregressive or options.get("sampler") == "cgmh":
+        if not self.is_autoregressive or options.get("sampler") == "cgmh" or "condition" in options:
             return self.decode(self.generate(n, seed=seed, **options).tokens)
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")

@@ -49,7 +49,7 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Net
     """The network a config describes: the diffusion denoiser (conditioned on P = num_conditions
     slot=value pairs when model.condition is set) or the causal LM."""
     if config.model.kind == "autoregressive":
-        return CausalLM(config.model, vocab_size, config.data.max_len)
+        return CausalLM(config.model, vocab_size, config.data.max_len, num_conditions)
     if config.model.kind in TOKEN_KINDS:
         return TokenDenoiser(
             config.model,

@@ -52,10 +52,17 @@ def counted_positions(targets: torch.Tensor) -> torch.Tensor:
 
 
 class CausalLM(nn.Module):
-    """p(w_i | w_<i) with learned positions; sized by the same ModelConfig as the denoiser."""
+    """p(w_i | w_<i) with learned positions; sized by the same ModelConfig as the denoiser.
 
-    def __init__(self, config: ModelConfig, vocab_size: int, max_len: int) -> None:
+    A conditioned LM (`model.condition=slots`: Diffusion-LM's FT baseline, a fine-tuned
+    conditional AR model) adds a projection of c [B, P], the multi-hot of each row's slot
+    values, at every position; c = 0 (None) is the null condition, as for the denoiser.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, max_len: int, num_conditions: int = 0) -> None:
         super().__init__()
+        if (config.condition != "none") != (num_conditions > 0):
+            raise ValueError(f"model.condition={config.condition} does not fit {num_conditions} condition labels")
         self.config, self.max_len = config, max_len
         h = config.hidden
         self.tok = nn.Embedding(vocab_size, h)
@@ -64,29 +71,37 @@ class CausalLM(nn.Module):
         self.ln = nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied input/output embeddings
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> tuple[torch.Tensor, KVCache]:
-        """Logits [B, L, V] for ids [B, L] at positions start…start+L−1, and the updated cache."""
+    def forward(
+        self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Logits [B, L, V] for ids [B, L] at positions start…start+L−1, given the condition
+        cond [B, P] (None: ∅), and the updated cache."""
         h = self.tok(ids) + self.pos[start : start + ids.shape[1]]
+        if cond is not None:
+            if self.cond_proj is None:
+                raise ValueError("this LM was trained without a conditioning signal (cond)")
+            h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]
         new_cache: KVCache = []
         for i, block in enumerate(self.blocks):
             h, kv = block(h, None if cache is None else cache[i])
             new_cache.append(kv)
         return self.head(self.ln(h)), new_cache
 
-    def token_nll(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_nll(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position NLL of ids[:, 1:] [B, L−1] and the mask of positions that count.
 
         A position counts up to and including the first END: the teacher scores
         `START text END`, as Diffusion-LM's lm-score does with GPT-2's bos/eos.
         """
-        logits, _ = self(ids[:, :-1])
+        logits, _ = self(ids[:, :-1], cond=cond)
         targets = ids[:, 1:]
         return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none"), counted_positions(targets)
 
-    def loss(self, ids: torch.Tensor) -> torch.Tensor:
+    def loss(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy over the counted positions."""
-        nll, mask = self.token_nll(ids)
+        nll, mask = self.token_nll(ids, cond)
         return (nll * mask).sum() / mask.sum().clamp_min(1)
 
     @torch.no_grad()
@@ -98,18 +113,22 @@ class CausalLM(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_len: int | None = None,
+        cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample n rows START w1 … END PAD… [n, max_len] with a KV cache (nucleus if top_p < 1)."""
+        """Sample n rows START w1 … END PAD… [n, max_len] with a KV cache (nucleus if top_p < 1),
+        given the condition cond [P] or [n, P] (None: ∅)."""
         if not 0 < top_p <= 1 or temperature <= 0:
             raise ValueError(f"need 0 < top_p ≤ 1 and temperature > 0, got top_p={top_p}, temperature={temperature}")
         max_len = max_len or self.max_len
         device = self.pos.device
+        if cond is not None:
+            cond = cond.expand(n, -1)
         ids = torch.full((n, max_len), Vocab.PAD_ID, dtype=torch.long, device=device)
         ids[:, 0] = Vocab.START_ID
         done = torch.zeros(n, dtype=torch.bool, device=device)
         cache = None
         for i in range(1, max_len):
-            logits, cache = self(ids[:, i - 1 : i], cache, start=i - 1)
+            logits, cache = self(ids[:, i - 1 : i], cache, start=i - 1, cond=cond)
             probs = (logits[:, -1].float() / temperature).softmax(-1)
             if top_p < 1:
                 probs = _nucleus(probs, top_p)

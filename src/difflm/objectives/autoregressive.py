@@ -6,7 +6,7 @@ import torch
 
 from difflm.config import Config
 from difflm.model.autoregressive import CausalLM
-from difflm.objectives.base import Batch, Frozen, LossOutput
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions
 
 
 def autoregressive_loss(
@@ -17,8 +17,9 @@ def autoregressive_loss(
     generator: torch.Generator | None = None,
     frozen: Frozen = Frozen(),
 ) -> LossOutput:
-    """Mean −log p(w_i | w_<i) over the counted positions of `batch.ids` [B, L].
-
-    `config`, `generator` (the model's only randomness is dropout) and `frozen` are unused.
+    """Mean −log p(w_i | w_<i, c) over the counted positions of `batch.ids` [B, L]; a
+    conditioned LM sees each row's slot values, replaced by the null condition with
+    probability diffusion.cond_drop (so it also models text without them). `frozen` is unused.
     """
-    return LossOutput.of(model.loss(batch.ids), {})
+    cond = drop_conditions(batch.cond, Draws(generator, batch.ids.device), config.diffusion.cond_drop)
+    return LossOutput.of(model.loss(batch.ids, cond), {})
