@@ -33,7 +33,7 @@ from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, TOKEN_DEFAULTS, TOKE
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
-from difflm.sampling.cgmh import Chain, cgmh
+from difflm.sampling.cgmh import Chain, cgmh, chain_rows
 from difflm.sampling.contextual import round_in_context
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import TokenNetwork, open_until, place_words
@@ -149,8 +149,7 @@ class Pipeline:
             raise ValueError(f"n must be ≥ 1, got {n}")
         if self.is_autoregressive:
             anneal = bool(options.pop("anneal", False))
-            unused = {"sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding, "length": length}
-            given = sorted(k for k, v in {**unused, **options}.items() if v is not None and v != {})
+            given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, length=length, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} do not apply to an autoregressive run")
             if sampler == "cgmh" and condition is None:
@@ -164,8 +163,7 @@ class Pipeline:
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if isinstance(self.model, TokenDenoiser):
-            continuous = {"sc_guidance": sc_guidance, "guidance": guidance, "rounding": rounding}
-            given = sorted(k for k, v in {**continuous, **options}.items() if v is not None and v != {})
+            given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
             c = None if condition is None else condition_of(self.conditions, condition, self.device)
@@ -297,8 +295,12 @@ class Pipeline:
             )
             tokens[group, :width] = written
             calls += used * len(group) * call.rows_per_call
-        x0 = torch.nn.functional.one_hot(tokens, V).float()  # the clean end of discrete diffusion: one-hot words
-        return SampleOutput(x0=x0, tokens=tokens, nfe=round(calls / n))
+        return self._words_output(tokens, nfe=round(calls / n))
+
+    def _words_output(self, tokens: torch.Tensor, nfe: int) -> SampleOutput:
+        """The output of a sampler that writes words, not vectors (discrete runs, the AR run):
+        its x0 is the one-hot rows, the clean end of a discrete process."""
+        return SampleOutput(x0=torch.nn.functional.one_hot(tokens, len(self.vocab)).float(), tokens=tokens, nfe=nfe)
 
     def _conditioned(
         self, n: int, seed: int | None, temperature: float | None, condition: Condition, cfg_scale: float
@@ -313,8 +315,7 @@ class Pipeline:
         tokens = model.generate(
             n, generator=self._generator(seed), temperature=1.0 if temperature is None else temperature, cond=c
         )
-        x0 = torch.nn.functional.one_hot(tokens, len(self.vocab)).float()
-        return SampleOutput(x0=x0, tokens=tokens, nfe=int((tokens != Vocab.PAD_ID).sum(1).max()) - 1)
+        return self._words_output(tokens, nfe=int((tokens != Vocab.PAD_ID).sum(1).max()) - 1)
 
     def _cgmh(
         self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint], anneal: bool
@@ -368,12 +369,9 @@ class Pipeline:
             fixed_length=length is not None,
             anneal=anneal,
         )
-        tokens = torch.full((n, L), Vocab.PAD_ID, dtype=torch.long, device=self.device)
-        for b, chain in enumerate(chains):
-            row = [Vocab.START_ID, *chain.words, Vocab.END_ID]
-            tokens[b, : len(row)] = torch.tensor(row, device=self.device)
-        x0 = torch.nn.functional.one_hot(tokens, len(self.vocab)).float()
-        return SampleOutput(x0=x0, tokens=tokens, nfe=steps + 1)  # the LM sample of the start counted as one
+        return self._words_output(
+            chain_rows(chains, L, self.device), nfe=steps + 1
+        )  # the LM sample of the start counted as one
 
     def _words(self, n: int, constraints: Sequence[Constraint], width: int, generator: torch.Generator) -> torch.Tensor:
         """The word count [n] of each row of a run with length anchors: the one the constraints
@@ -444,6 +442,12 @@ class Pipeline:
             raise ValueError(f"unknown option(s) for an autoregressive run: {sorted(unknown)}")
         assert isinstance(self.model, CausalLM)
         return self.decode(self.model.generate(n, generator=self._generator(seed), **options))
+
+
+def _given(**options: Any) -> list[str]:
+    """The names of the options set (not None, not empty), sorted: what a run that cannot use
+    them names in its refusal."""
+    return sorted(key for key, value in options.items() if value is not None and value != {})
 
 
 def load(run_dir: str | Path, **kwargs: Any) -> Pipeline:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from difflm.model.autoregressive import counted_positions
 from difflm.text.vocab import Vocab
 
 LM = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] (START w… END PAD…) -> next-token logits [B, L, V]
@@ -66,7 +67,8 @@ class Chain:
     protected: list[bool]
 
 
-def _rows(chains: Sequence[Chain], max_len: int, device: torch.device) -> torch.Tensor:
+def chain_rows(chains: Sequence[Chain], max_len: int, device: torch.device) -> torch.Tensor:
+    """The chains' sentences as rows START w… END PAD… [B, max_len]."""
     rows = torch.full((len(chains), max_len), Vocab.PAD_ID, dtype=torch.long, device=device)
     for b, chain in enumerate(chains):
         row = [Vocab.START_ID, *chain.words, Vocab.END_ID]
@@ -78,7 +80,7 @@ def _score(lm: LM, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p_LM(row) [B], the log q of every next word at every position [B, L, V])."""
     logp = lm(rows).float().log_softmax(-1)
     steps = logp[:, :-1].gather(-1, rows[:, 1:, None]).squeeze(-1)  # log p(x_t | x_<t)
-    counted = torch.cumsum(rows[:, :-1] == Vocab.END_ID, 1) == 0  # up to and including END
+    counted = counted_positions(rows[:, 1:])  # up to and including END
     words = logp.clone()
     words[..., [Vocab.PAD_ID, Vocab.START_ID, Vocab.END_ID]] = -math.inf
     return (steps * counted).sum(1), words.log_softmax(-1)
@@ -116,7 +118,7 @@ def cgmh(
     def pick(k: int) -> int:
         return int(torch.randint(k, (), generator=generator, device=device))
 
-    rows = _rows(chains, max_len, device)
+    rows = chain_rows(chains, max_len, device)
     log_p, log_q = _score(lm, rows)
     accepted = proposed = 0
     for step in range(steps):
@@ -153,7 +155,7 @@ def cgmh(
         proposed += len(chains)
         if not live:
             continue
-        new_rows = _rows([p[0] for _, p in live], max_len, device)
+        new_rows = chain_rows([p[0] for _, p in live], max_len, device)
         new_p, new_q = _score(lm, new_rows)
         for k, (b, (chain, move, forward, reverse, n, r)) in enumerate(live):
             log_a = log_acceptance(move, float(new_p[k]) / T, float(log_p[b]) / T, forward, reverse, n, r)

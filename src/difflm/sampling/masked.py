@@ -84,11 +84,17 @@ def confidence(
         words = draw(word_probs(logits, allowed, temperature), generator)
         sure = word_probs(logits, allowed, 1.0).amax(-1)
         calls += 1
-        score = sure.masked_fill(~masked, -1.0)
-        order = score.argsort(1, descending=True)
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(z.shape[1], device=z.device).expand_as(order))
-        z = torch.where(masked & (rank < count[:, None]), words, z)
+        z = torch.where(masked & _top(sure.masked_fill(~masked, -1.0), count), words, z)
     return z, calls
+
+
+def _top(score: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """The `count` [B] positions of each row with the highest score [B, L], as a mask [B, L]."""
+    order = score.argsort(1, descending=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(score.shape[1], device=score.device).expand_as(order)
+    )
+    return rank < count[:, None]
 
 
 #: The share of a row's written positions each Gibbs call masks and redraws (BERT's 15%).
@@ -112,9 +118,8 @@ def gibbs_updates(
     device = generator.device if generator is not None else z.device
     for j in range(calls):
         tau = 1 + (temperature - 1) * (j + 1) / calls if temperature < 1 else temperature
-        score = torch.rand(z.shape, generator=generator, device=device).to(z.device).masked_fill(~writable, 2.0)
-        rank = score.argsort(1).argsort(1)  # a random order of the writable positions, first
-        redraw = writable & (rank < size[:, None])
+        score = torch.rand(z.shape, generator=generator, device=device).to(z.device)
+        redraw = writable & _top(-score.masked_fill(~writable, 2.0), size)  # a random share of the writable
         masked = torch.where(redraw, mask_id, z)
         words = draw(word_probs(network(masked, 0.0), allowed, tau), generator)
         z = torch.where(redraw, words, z)
