@@ -91,6 +91,24 @@ def test_chains_converge_to_the_lm_distribution():
     assert total_variation(empirical(chains), PI) < 0.07
 
 
+def test_a_classifier_factor_tilts_the_stationary_distribution():
+    """π(x) ∝ p_LM(x)·exp(f(x)): with f = log of a weight per count of 5s, the chains sample
+    the tilted distribution, and f sees the rows the LM sees."""
+    weight = [0.2, 1.0, 3.0, 6.0]  # by the number of 5s in the sentence
+
+    def factor(rows):
+        return torch.tensor(weight).log()[(rows == 5).sum(1)]
+
+    starts = [Chain([4], [False])] * 2000
+    chains, _ = cgmh(
+        ToyLM(), starts, steps=60, max_len=MAX_LEN, factor=factor, generator=torch.Generator().manual_seed(4)
+    )
+    target = {s: p * weight[s.count(5)] for s, p in PI.items()}
+    target = {s: p / sum(target.values()) for s, p in target.items()}
+    assert total_variation(empirical(chains), target) < 0.07
+    assert total_variation(PI, target) > 0.2  # the tilt is large enough to tell apart
+
+
 def test_a_protected_keyword_holds_in_every_sample():
     """A protected 6 is never removed; the chain's states are (sentence, which 6 is protected),
     so a sentence's share is ∝ π(x) times the number of 6s in it."""
@@ -145,8 +163,9 @@ def test_cgmh_through_the_pipeline_and_the_cli(lm_run, capsys):
     assert all(infill.satisfied(t.split()) for t in filled), filled
     for options, message in (
         ({"constraints": [infill, keywords]}, "infilling alone"),
-        ({"constraints": [control.Span(0, 1, "NP", run=TreeClassifier(SHAPE))]}, "Span cannot steer CGMH"),
-        ({"eta": 0.5}, "eta do not apply to an autoregressive run"),
+        ({"constraints": [control.Span(0, 1, "NP", run=TreeClassifier(SHAPE))]}, "continuous run's noisy latents"),
+        ({"constraints": [object()]}, "object cannot steer CGMH"),
+        ({"eta": 0.5}, "eta do not apply to this autoregressive sampler"),
         ({"sampler": "ddpm"}, "sampler='cgmh'"),
     ):
         with pytest.raises(ValueError, match=message):

@@ -55,7 +55,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.config import ROUNDINGS
+    from difflm.pipeline import AR_OPTIONS
     from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, TOKEN_DEFAULTS, TOKEN_SAMPLERS
+    from difflm.sampling.beam import BEAMS
+    from difflm.sampling.fudge import FUDGE_TOP_K
     from difflm.sampling.grid import GRIDS
     from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 
@@ -63,11 +66,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler",
         default=None,
-        choices=sorted({*SAMPLERS, *(name for kind in TOKEN_SAMPLERS.values() for name in kind), "cgmh"}),
+        choices=sorted({*SAMPLERS, *(name for kind in TOKEN_SAMPLERS.values() for name in kind), *AR_OPTIONS}),
         help=f"the sampling algorithm (default: {DEFAULT_SAMPLER}; sweep on a run trained with left-to-right "
         "noise, without constraints; "
         + "; ".join(f"{sampler} on a {kind} run" for kind, (sampler, _) in TOKEN_DEFAULTS.items())
-        + "); cgmh: Metropolis–Hastings on an autoregressive run, under keywords and a length",
+        + "); on an autoregressive run: cgmh (Metropolis–Hastings under keywords, a length, infilling), "
+        "fudge (prefix classifiers, a length, infilling) or beam (beam search, with --attribute on a "
+        "conditioned run: FT-search)",
     )
     p.add_argument(
         "--steps",
@@ -83,6 +88,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="cgmh: simulated annealing, the temperature falling over the steps to 5%% of --temperature",
     )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help=f"fudge: next words the prefix classifiers score (default {FUDGE_TOP_K})",
+    )
+    p.add_argument("--beams", type=int, default=None, help=f"beam: the beam width (default {BEAMS}, at least --n)")
     p.add_argument(
         "--grid",
         default=None,
@@ -210,13 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train-classifier",
-        help="train a classifier on a run's noisy latents or noised token rows "
-        "(for --pos, --tree, --span, --attribute of difflm control)",
+        help="train a classifier on a run's noisy latents, noised token rows or (an AR run, for FUDGE) "
+        "prefixes (for --pos, --tree, --span, --attribute of difflm control)",
     )
-    p.add_argument(
-        "run",
-        help="a trained diffusion run directory (any diffusion kind); the classifier goes to RUN/classifiers/TASK/",
-    )
+    p.add_argument("run", help="a trained run directory (any kind); the classifier goes to RUN/classifiers/TASK/")
     p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
     # Unset: difflm.train_classifier.CLASSIFIER_TRAINING (2000 steps of 64 sentences, lr 1e-3, seed 0).
     p.add_argument("--steps", type=int, help="optimizer steps")
@@ -265,6 +274,8 @@ def _sampling_options(args: argparse.Namespace) -> dict:
                 "sc_guidance",
                 "rounding",
                 "anneal",
+                "top_k",
+                "beams",
             )
             if (value := getattr(args, key, None)) is not None
         }
@@ -287,7 +298,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
     # An autoregressive run (teacher / AR baseline) samples left to right: no diffusion options.
-    options = {"seed": args.seed} if pipe.is_autoregressive else _sampling_options(args)
+    options = {"seed": args.seed} if pipe.is_autoregressive and args.sampler is None else _sampling_options(args)
     for text in pipe.sample(args.n, **options):
         print(json.dumps({"text": text}) if args.format == "jsonl" else text)
 

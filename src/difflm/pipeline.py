@@ -5,13 +5,13 @@
 row's length (a run with length anchors), the denoiser wrappers (length anchors,
 classifier-free guidance, self-conditioning guidance, gradient guidance with its
 constraints) and the evaluation count. It also runs a discrete run's samplers on a canvas
-(`_unmask`) and CGMH on an autoregressive run (`_cgmh`), so every constrained generation
-goes through it.
+(`_unmask`), and CGMH, FUDGE, conditioned sampling and beam search on an autoregressive run
+(`_cgmh`, `_fudge`, `_conditioned`), so every constrained generation goes through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, TOKEN_DEFAULTS, TOKE
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
+from difflm.sampling.beam import BEAMS, beam_search
 from difflm.sampling.cgmh import Chain, cgmh, chain_rows
 from difflm.sampling.contextual import round_in_context
+from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import TokenNetwork, open_until, place_words
 from difflm.sampling.uniform import prior
@@ -43,6 +45,9 @@ from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
 Condition = Mapping[str, str] | Iterable[str] | str
+
+#: The options of each autoregressive sampler, beyond steps, seed, temperature and constraints.
+AR_OPTIONS = {"cgmh": ("anneal",), "fudge": ("top_k",), "beam": ("beams",)}
 
 
 class Pipeline:
@@ -142,23 +147,30 @@ class Pipeline:
 
         Raises:
             ValueError: an autoregressive run asked for anything but CGMH (`_cgmh`: steps,
-                seed, temperature, constraints, the option anneal) or conditioned sampling
-                (`_conditioned`: a condition, seed, temperature), n < 1, or a bad option (named).
+                seed, temperature, constraints, the option anneal), FUDGE (`_fudge`: seed,
+                temperature, constraints, the option top_k) or conditioned sampling or beam
+                search (`_conditioned`: a condition, seed, temperature; the option beams),
+                n < 1, or a bad option (named).
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         if self.is_autoregressive:
-            anneal = bool(options.pop("anneal", False))
+            own = {key: options.pop(key) for key in AR_OPTIONS.get(sampler or "", ()) if key in options}
             given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, length=length, **options)
             if given:
-                raise ValueError(f"option(s) {', '.join(given)} do not apply to an autoregressive run")
+                raise ValueError(f"option(s) {', '.join(given)} do not apply to this autoregressive sampler")
+            tau = 1.0 if temperature is None else temperature
             if sampler == "cgmh" and condition is None:
-                return self._cgmh(n, steps, seed, 1.0 if temperature is None else temperature, constraints, anneal)
-            if sampler is None and condition is not None and not constraints and not anneal:
-                return self._conditioned(n, seed, temperature, condition, cfg_scale)
+                return self._cgmh(n, steps, seed, tau, constraints, bool(own.get("anneal", False)))
+            if sampler == "fudge" and condition is None:
+                return self._fudge(n, seed, tau, constraints, own.get("top_k", FUDGE_TOP_K))
+            if not constraints and (sampler == "beam" or (sampler is None and condition is not None)):
+                c = None if condition is None else self._ar_condition(condition, cfg_scale)
+                return self._conditioned(n, sampler, seed, tau, c, own.get("beams", max(n, BEAMS)))
             raise ValueError(
-                "this run is an autoregressive LM: use sample(), sampler='cgmh' to generate under constraints, "
-                "or a condition alone (a run trained with model.condition=slots)"
+                "this run is an autoregressive LM: use sample(), sampler='cgmh' or 'fudge' to generate under "
+                "constraints, or a condition alone (a run trained with model.condition=slots), sampled or "
+                "with sampler='beam'"
             )
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
@@ -302,41 +314,102 @@ class Pipeline:
         its x0 is the one-hot rows, the clean end of a discrete process."""
         return SampleOutput(x0=torch.nn.functional.one_hot(tokens, len(self.vocab)).float(), tokens=tokens, nfe=nfe)
 
-    def _conditioned(
-        self, n: int, seed: int | None, temperature: float | None, condition: Condition, cfg_scale: float
-    ) -> SampleOutput:
-        """Diffusion-LM's FT-sample baseline: a conditioned autoregressive run samples left to
-        right given the slot values (one LM call per position, counted as nfe)."""
-        model = self.model
-        assert isinstance(model, CausalLM)
+    def _ar_condition(self, condition: Condition, cfg_scale: float) -> torch.Tensor:
+        """The condition vector [P] of a conditioned autoregressive run."""
         if cfg_scale != 1.0:
             raise ValueError("an autoregressive run samples from p(x | c) itself: cfg_scale must be 1")
-        c = condition_of(self.conditions, condition, self.device)
-        tokens = model.generate(
-            n, generator=self._generator(seed), temperature=1.0 if temperature is None else temperature, cond=c
+        return condition_of(self.conditions, condition, self.device)
+
+    def _conditioned(
+        self, n: int, sampler: str | None, seed: int | None, temperature: float, c: torch.Tensor | None, beams: int
+    ) -> SampleOutput:
+        """Diffusion-LM's FT baselines: a conditioned autoregressive run samples left to right
+        given the slot values (FT-sample), or returns its n most likely sentences by beam search
+        (sampler "beam", FT-search; unconditioned too). One LM call per position, counted as nfe."""
+        model = self.model
+        assert isinstance(model, CausalLM)
+        if sampler == "beam":
+            tokens, calls = beam_search(model, n, beams=beams, max_len=self.config.data.max_len, cond=c)
+            return self._words_output(tokens, nfe=calls)
+        tokens = model.generate(n, generator=self._generator(seed), temperature=temperature, cond=c)
+        return self._words_output(tokens, nfe=_positions(tokens))
+
+    def _fudge(
+        self, n: int, seed: int | None, temperature: float, constraints: Sequence[Constraint], top_k: int
+    ) -> SampleOutput:
+        """FUDGE on an autoregressive run (`sampling/fudge.py`): the classifier constraints score
+        the LM's top-k next words by their prefix classifiers (`difflm train-classifier AR_RUN`),
+        and the constraints that fix words (length, infilling, POS's lexicon) bar the rest."""
+        model = self.model
+        assert isinstance(model, CausalLM)
+        unsupported = [
+            type(c).__name__ for c in constraints if not isinstance(c, (ClassifierConstraint, RestrictsWords))
+        ]
+        if unsupported:
+            raise ValueError(
+                f"{', '.join(unsupported)} cannot steer FUDGE: it takes classifier constraints and constraints "
+                "that fix words (length, infilling)"
+            )
+        allowed, _ = self._fixed_words(constraints)
+        L = self.config.data.max_len
+        tokens, _ = fudge(
+            model,
+            n,
+            self._prefix_scores(constraints, n),
+            mask_id=len(self.vocab),
+            max_len=L,
+            generator=self._generator(seed),
+            temperature=temperature,
+            top_k=top_k,
+            allowed=None if allowed is None else allowed[:L],
         )
-        return self._words_output(tokens, nfe=int((tokens != Vocab.PAD_ID).sum(1).max()) - 1)
+        return self._words_output(tokens, nfe=_positions(tokens))
+
+    def _prefix_scores(
+        self, constraints: Sequence[Constraint], n: int
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Σ_c w_c·log p(c | row) of the classifier constraints, by the autoregressive run's prefix
+        classifiers (`difflm train-classifier AR_RUN`), for FUDGE's prefixes and CGMH's whole
+        sentences: rows [N, L], their PAD and future positions masked as in training; a call
+        on N rows counts N/n evaluations per sample. None without classifier constraints."""
+        classified = [c for c in constraints if isinstance(c, ClassifierConstraint)]
+        if not classified:
+            return None
+        mask_id = len(self.vocab)
+        check_token_classifiers(classified, mask_id + 1, "autoregressive", prefixes=True)
+
+        def score(rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.masked_fill(rows == Vocab.PAD_ID, mask_id)
+            return torch.stack([c.weight * c.log_prob(rows, 0.0, evaluations=len(rows) / n) for c in classified]).sum(0)
+
+        return score
 
     def _cgmh(
         self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint], anneal: bool
     ) -> SampleOutput:
         """CGMH on an autoregressive run (`sampling/cgmh.py`): n chains of `steps` Metropolis–Hastings
-        steps under π ∝ p_LM^(1/T) (annealed when asked). Keywords are protected words of the
-        start; a fixed length starts at that many words (the keywords, then the words of an LM
-        sample) and only replaces; infilling starts from its template, the given words
+        steps under π ∝ [p_LM·exp(f)]^(1/T) (annealed when asked), f the classifier constraints'
+        scores of the sentence (`_prefix_scores`). Keywords are protected words of the start; a
+        fixed length (length, POS, tree) starts at that many words (the keywords, then the words
+        of an LM sample) and only replaces; infilling starts from its template, the given words
         protected and the blanks filled from an LM sample."""
         model = self.model
         assert isinstance(model, CausalLM)
-        unsupported = [type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length, Infill))]
+        unsupported = [
+            type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length, Infill, ClassifierConstraint))
+        ]
         if unsupported:
-            raise ValueError(f"{', '.join(unsupported)} cannot steer CGMH: it takes keywords, a length and infilling")
+            raise ValueError(
+                f"{', '.join(unsupported)} cannot steer CGMH: it takes keywords, a length, infilling and classifier "
+                "constraints"
+            )
         templates = [c for c in constraints if isinstance(c, Infill)]
         if templates and (len(templates) > 1 or len(templates) != len(constraints)):
             raise ValueError("CGMH takes infilling alone (one template)")
         required = list(
             dict.fromkeys(w for c in constraints if isinstance(c, Keywords) for w in c.required_words().tolist())
         )
-        lengths = {c.fixed_length() for c in constraints if isinstance(c, (Length, Infill))}
+        lengths = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
         if len(lengths) > 1:
             raise ValueError(f"the constraints fix different lengths: {sorted(lengths)} words")
         L = self.config.data.max_len
@@ -368,6 +441,7 @@ class Pipeline:
             temperature=temperature,
             fixed_length=length is not None,
             anneal=anneal,
+            factor=self._prefix_scores(constraints, n),
         )
         return self._words_output(
             chain_rows(chains, L, self.device), nfe=steps + 1
@@ -430,10 +504,10 @@ class Pipeline:
 
         Diffusion runs take the options of `generate` (sampler, steps, constraints,
         condition, eta, clamp_from, …); autoregressive runs take temperature and top_p, or
-        sampler="cgmh" with `generate`'s steps, constraints and temperature, or (a run trained
-        with model.condition=slots) a condition and temperature.
+        a sampler of `AR_OPTIONS` (cgmh, fudge, beam) or (a run trained with
+        model.condition=slots) a condition, with `generate`'s options.
         """
-        if not self.is_autoregressive or options.get("sampler") == "cgmh" or "condition" in options:
+        if not self.is_autoregressive or options.get("sampler") in AR_OPTIONS or "condition" in options:
             return self.decode(self.generate(n, seed=seed, **options).tokens)
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
@@ -442,6 +516,11 @@ class Pipeline:
             raise ValueError(f"unknown option(s) for an autoregressive run: {sorted(unknown)}")
         assert isinstance(self.model, CausalLM)
         return self.decode(self.model.generate(n, generator=self._generator(seed), **options))
+
+
+def _positions(tokens: torch.Tensor) -> int:
+    """The LM calls of a left-to-right sampler that wrote `tokens` [n, L]: one per position of the longest row."""
+    return int((tokens != Vocab.PAD_ID).sum(1).max()) - 1
 
 
 def _given(**options: Any) -> list[str]:

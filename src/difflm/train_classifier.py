@@ -1,5 +1,7 @@
 """Train a classifier p(c | x_t) on a frozen diffusion run's embeddings (Diffusion-LM §5.1),
-or p(c | z_t) on a discrete run's noised token rows (its guidance: `control/discrete.py`).
+p(c | z_t) on a discrete run's noised token rows (its guidance: `control/discrete.py`), or
+p(c | w_≤i) on prefixes of an autoregressive run's sentences (FUDGE's future
+discriminator, `sampling/fudge.py`).
 
 Notation (as in `classifiers`): w a sentence's word ids [B, L] (START w.. END PAD, from the
 run's Vocab); EMB the run's frozen (EMA) embedding table; T the run's training steps.
@@ -43,6 +45,7 @@ from difflm.control.classifiers import (
 from difflm.diffusion.process import q_sample
 from difflm.diffusion.schedules import NoiseSchedule
 from difflm.loop import TrainingLoop
+from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
 from difflm.model.tokens import TokenDenoiser
 from difflm.run import load_run
@@ -209,8 +212,28 @@ class TokenNoise:
         return self.model.noised(ids, t.to(ids.device), u.to(ids.device), words.to(ids.device))
 
 
-#: How a classifier's training sees a run's sentences: noisy latents or noised token rows.
-NoisyInputs = LatentNoise | TokenNoise
+class PrefixNoise:
+    """Prefixes of the sentences (FUDGE): the last share t of each row's sentence (its words
+    and END) masked with `mask_id`, t ~ U[0, max_time]. START always stays, so every prefix
+    length 1 … n+2 is drawn about equally often; the classifier is not told t (at sampling
+    time the prefix's share of the unfinished sentence is unknown)."""
+
+    def __init__(self, mask_id: int) -> None:
+        self.mask_id = mask_id
+
+    def times(self, B: int, max_time: float, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(B, generator=generator, device=generator.device) * max_time
+
+    def __call__(self, ids: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        ends = (ids == Vocab.END_ID).long().argmax(1)  # a row without END is cut: treated as ending last
+        ends = torch.where((ids == Vocab.END_ID).any(1), ends, ids.shape[1] - 1)
+        keep = (ends + 1 - (t.to(ids.device) * (ends + 1).float()).floor().long()).clamp_min(1)  # positions kept
+        hidden = torch.arange(ids.shape[1], device=ids.device)[None, :] >= keep[:, None]
+        return ids.masked_fill(hidden, self.mask_id)
+
+
+#: How a classifier's training sees a run's sentences: noisy latents, noised token rows or prefixes.
+NoisyInputs = LatentNoise | TokenNoise | PrefixNoise
 
 
 @torch.no_grad()
@@ -333,10 +356,12 @@ def train_classifier(
     architecture: Mapping[str, Any] | None = None,
     device: str = "auto",
 ) -> Path:
-    """Train the run's `task` classifier on noisy latents of its frozen embeddings.
+    """Train the run's `task` classifier on its noisy inputs: noisy latents of a continuous
+    run's frozen embeddings, a discrete run's noised token rows, or prefixes of the sentences
+    for an autoregressive run (FUDGE).
 
     Args:
-        run_dir: a trained diffusion run.
+        run_dir: a trained run of any kind.
         task: "attribute", "pos" or "tree".
         training: the trainer's settings (`classifier_training(...)`: steps, batch size,
             learning rate, intervals, seed of the initialisation, batches and noise).
@@ -350,7 +375,7 @@ def train_classifier(
         The classifier directory RUN/classifiers/<task>/.
 
     Raises:
-        ValueError: not a diffusion run, unknown task or settings, or no labels for the task.
+        ValueError: unknown task or settings, or no labels for the task.
     """
     if training.steps < 1 or training.batch_size < 1 or training.lr <= 0:
         raise ValueError(
@@ -359,9 +384,7 @@ def train_classifier(
     if not 0 <= options.max_time <= 1:
         raise ValueError(f"max_time must lie in [0, 1], got {options.max_time}")
     run = load_run(run_dir, device=device)
-    if not isinstance(run.model, (Denoiser, TokenDenoiser)):
-        raise ValueError(f"{run_dir} is an autoregressive run: classifiers guide diffusion runs")
-    config, denoiser = run.config, run.model
+    config, model = run.config, run.model
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     L = config.data.max_len
@@ -378,17 +401,18 @@ def train_classifier(
     try:
         shape = ClassifierConfig(
             task,
-            denoiser.config.embed_dim,
+            config.model.embed_dim,
             L,
             label_set(task, train_data.labels + held_data.labels),
             **(architecture or {}),
             vocab_size=len(run.vocab) if task == "pos" else 0,
-            tokens=len(run.vocab) + 1 if isinstance(denoiser, TokenDenoiser) else 0,
+            tokens=0 if isinstance(model, Denoiser) else len(run.vocab) + 1,
+            prefixes=isinstance(model, CausalLM),
         )
     except TypeError as err:
         raise ValueError(f"bad classifier architecture {dict(architecture or {})}: {err}") from None
 
-    device_of_run = next(denoiser.parameters()).device
+    device_of_run = next(model.parameters()).device
     torch.manual_seed(training.seed)  # initialisation and dropout
     classifier = CLASSES[task](shape).to(device_of_run).train()
     classifier.init_prior(make_target(classifier, train_data.labels[: options.prior_rows], L).to(device_of_run))
@@ -405,11 +429,13 @@ def train_classifier(
             "options": asdict(options),
         }
     }
-    inputs: NoisyInputs = (
-        TokenNoise(denoiser)
-        if isinstance(denoiser, TokenDenoiser)
-        else LatentNoise(denoiser.embedding.table().detach(), denoiser.schedule)
-    )
+    inputs: NoisyInputs
+    if isinstance(model, Denoiser):
+        inputs = LatentNoise(model.embedding.table().detach(), model.schedule)
+    elif isinstance(model, TokenDenoiser):
+        inputs = TokenNoise(model)
+    else:
+        inputs = PrefixNoise(mask_id=len(run.vocab))
     trainer = ClassifierTrainer(
         classifier,
         training,

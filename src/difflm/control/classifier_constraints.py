@@ -83,10 +83,17 @@ class ClassifierConstraint:
         self._targets: dict[tuple[int, torch.device], torch.Tensor] = {}
         self.calls: float = 0
 
-    def log_prob(self, x: torch.Tensor, t: float | torch.Tensor, denoiser: object = None) -> torch.Tensor:
-        """log p(c | x_t) for x [B, L, d] at time t of x: [B], in x's dtype."""
+    def log_prob(
+        self, x: torch.Tensor, t: float | torch.Tensor, denoiser: object = None, evaluations: float = 1.0
+    ) -> torch.Tensor:
+        """log p(c | x_t) for x [B, L, d] at time t of x (or token ids [B, L] for a classifier of
+        token rows): [B], in x's dtype. The call adds
+        `evaluations` to `calls`: a call on part of a sample's rows counts that share, one
+        that scores k candidate rows per sample counts k."""
         classifier = self._on(x.device)
-        self.calls += 1
+        self.calls += evaluations
+        if not x.is_floating_point():  # token ids (a prefix classifier's rows): the result in float32
+            return self._log_prob(classifier, x, t)
         dtype = next(classifier.parameters()).dtype
         return self._log_prob(classifier, x.to(dtype), t).to(x.dtype)
 

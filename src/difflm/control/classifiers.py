@@ -68,6 +68,9 @@ class ClassifierConfig:
             classifier saved before it kept them).
         tokens: the token ids a classifier of a discrete run reads (V + 1: the words and the
             mask), through its own embedding; 0: it reads a continuous run's noisy latents.
+        prefixes: a future discriminator of an autoregressive run (FUDGE): it reads clean
+            prefixes, every position after the prefix masked, and predicts the whole
+            sentence's label; it takes no time (t is ignored).
     """
 
     task: str
@@ -80,9 +83,12 @@ class ClassifierConfig:
     dropout: float = 0.1
     vocab_size: int = 0
     tokens: int = 0
+    prefixes: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
+        if self.prefixes and not self.tokens:
+            raise ValueError("a prefix classifier reads token ids: it needs tokens > 0")
         if self.task not in TASKS:
             raise ValueError(f"unknown classifier task {self.task!r}; valid tasks: {', '.join(TASKS)}")
         if self.hidden % self.heads:
@@ -131,7 +137,8 @@ class LatentClassifier(nn.Module):
     def features(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """h = encoder(x_t, t): x [B, L, d] with L ≤ max_len -> [B, L, H]. A classifier of a
         discrete run reads token ids z [B, L], or one-hot rows [B, L, tokens] (differentiable:
-        discrete guidance takes the gradient with respect to them)."""
+        discrete guidance takes the gradient with respect to them); a prefix classifier reads
+        token ids whose future is masked, and no time."""
         if self.tokens is not None:
             if x.is_floating_point() and x.shape[-1] != self.config.tokens:
                 raise ValueError(f"one-hot rows must be [B, L, {self.config.tokens}], got {list(x.shape)}")
@@ -141,7 +148,7 @@ class LatentClassifier(nn.Module):
                 f"x must be [B, L ≤ {self.config.max_len}, {self.config.embed_dim}] for this classifier, "
                 f"got {list(x.shape)}"
             )
-        t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
+        t = torch.as_tensor(0.0 if self.config.prefixes else t, dtype=torch.float32, device=x.device)
         if bool(((t < 0) | (t > 1)).any()):
             raise ValueError(f"t must lie in [0, 1], got {t.tolist()}")
         return self.encoder(x, t.expand(x.shape[0]) if t.ndim == 0 else t)

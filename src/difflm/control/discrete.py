@@ -24,12 +24,20 @@ from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.sampling.tokens import TokenNetwork
 
 
-def check_token_classifiers(constraints: Sequence[ClassifierConstraint], tokens: int, kind: str) -> None:
-    """ValueError unless every constraint's classifier reads this run's `tokens` token ids."""
+def check_token_classifiers(
+    constraints: Sequence[ClassifierConstraint], tokens: int, kind: str, prefixes: bool = False
+) -> None:
+    """ValueError unless every constraint's classifier reads this run's `tokens` token ids, as
+    noised rows of a discrete run or (`prefixes`, an autoregressive run's FUDGE) as prefixes."""
     for constraint in constraints:
-        read = constraint.classifier.config.tokens
-        if read != tokens:
-            what = "a continuous run's noisy latents" if read == 0 else f"{read} token ids, this run has {tokens}"
+        config = constraint.classifier.config
+        if config.tokens != tokens or config.prefixes != prefixes:
+            if config.tokens == 0:
+                what = "a continuous run's noisy latents"
+            elif config.prefixes != prefixes:
+                what = "prefixes of an autoregressive run" if config.prefixes else "a discrete run's noised rows"
+            else:
+                what = f"{config.tokens} token ids, this run has {tokens}"
             raise ValueError(
                 f"{type(constraint).__name__}'s classifier reads {what}: train one on this {kind} run "
                 f"(difflm train-classifier RUN --task {constraint.task})"
@@ -53,10 +61,11 @@ class GuidedTokenNetwork:
         """g[i, w] − g[i, z_i] for every word w: [B, L, V]."""
         with torch.enable_grad():
             onehot = torch.nn.functional.one_hot(z, self.tokens).float().requires_grad_()
-            total = torch.stack([c.weight * c.log_prob(onehot, t).sum() for c in self.constraints]).sum()
+            share = len(z) / self.rows
+            total = torch.stack(
+                [c.weight * c.log_prob(onehot, t, evaluations=share).sum() for c in self.constraints]
+            ).sum()
             (grad,) = torch.autograd.grad(total, onehot)
-        for constraint in self.constraints:  # log_prob counted a whole evaluation
-            constraint.calls += len(z) / self.rows - 1
         return grad[..., : self.tokens - 1] - grad.gather(-1, z[..., None])
 
     def __call__(self, z: torch.Tensor, t: float) -> torch.Tensor:

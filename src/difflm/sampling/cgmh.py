@@ -3,9 +3,11 @@ scored by an autoregressive LM.
 
 A state is a sentence x = w_1 … w_n (START and END implied) with some positions protected:
 the keywords, which no move replaces or deletes, so they hold in every sample. The chain's
-stationary distribution is π(x) ∝ p_LM(START x END)^(1/T) over the sentences that keep the
-protected words (T = 1: the LM's own distribution). Each step picks one of three moves with
-probability 1/3 each (a move that cannot apply is rejected):
+stationary distribution is π(x) ∝ [p_LM(START x END)·exp(f(x))]^(1/T) over the sentences that
+keep the protected words, where f(x) = Σ_c w_c·log p(c | x) scores soft constraints (attribute,
+POS) with classifiers of the clean sentence (T = 1, no f: the LM's own distribution). Each
+step picks one of three moves with probability 1/3 each (a move that cannot apply is
+rejected):
 
     replace  an unprotected position i (1/R of them), w ~ q(w | x_<i)
     insert   a slot i ∈ 1 … n + 1 (1/(n + 1)), w ~ q(w | x_<i)
@@ -39,6 +41,7 @@ from difflm.model.autoregressive import counted_positions
 from difflm.text.vocab import Vocab
 
 LM = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] (START w… END PAD…) -> next-token logits [B, L, V]
+Factor = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] -> f(x) = Σ_c w_c·log p(c | x) [B]
 MOVES = ("replace", "insert", "delete")
 #: Where simulated annealing ends, as a share of the starting temperature.
 ANNEAL_FLOOR = 0.05
@@ -76,14 +79,15 @@ def chain_rows(chains: Sequence[Chain], max_len: int, device: torch.device) -> t
     return rows
 
 
-def _score(lm: LM, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p_LM(row) [B], the log q of every next word at every position [B, L, V])."""
+def _score(lm: LM, factor: Factor | None, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p_LM(row) + f(row) [B], the log q of every next word at every position [B, L, V])."""
     logp = lm(rows).float().log_softmax(-1)
     steps = logp[:, :-1].gather(-1, rows[:, 1:, None]).squeeze(-1)  # log p(x_t | x_<t)
     counted = counted_positions(rows[:, 1:])  # up to and including END
     words = logp.clone()
     words[..., [Vocab.PAD_ID, Vocab.START_ID, Vocab.END_ID]] = -math.inf
-    return (steps * counted).sum(1), words.log_softmax(-1)
+    log_pi = (steps * counted).sum(1)
+    return log_pi if factor is None else log_pi + factor(rows).float(), words.log_softmax(-1)
 
 
 @torch.no_grad()
@@ -97,10 +101,12 @@ def cgmh(
     temperature: float = 1.0,
     fixed_length: bool = False,
     anneal: bool = False,
+    factor: Factor | None = None,
 ) -> tuple[list[Chain], float]:
     """Run one chain from each start for `steps` MH steps; (the final states, the share of
     proposals accepted). `max_len` bounds a row (START … END); `fixed_length` makes replace
-    moves only; `anneal` lowers T from `temperature` to ANNEAL_FLOOR·temperature.
+    moves only; `anneal` lowers T from `temperature` to ANNEAL_FLOOR·temperature; `factor`
+    is f(x) of the stationary distribution (module docstring).
 
     Raises:
         ValueError: a start that does not fit max_len, steps < 0 or temperature ≤ 0.
@@ -119,7 +125,7 @@ def cgmh(
         return int(torch.randint(k, (), generator=generator, device=device))
 
     rows = chain_rows(chains, max_len, device)
-    log_p, log_q = _score(lm, rows)
+    log_p, log_q = _score(lm, factor, rows)
     accepted = proposed = 0
     for step in range(steps):
         T = temperature * (1 - (1 - ANNEAL_FLOOR) * step / max(steps - 1, 1)) if anneal else temperature
@@ -156,7 +162,7 @@ def cgmh(
         if not live:
             continue
         new_rows = chain_rows([p[0] for _, p in live], max_len, device)
-        new_p, new_q = _score(lm, new_rows)
+        new_p, new_q = _score(lm, factor, new_rows)
         for k, (b, (chain, move, forward, reverse, n, r)) in enumerate(live):
             log_a = log_acceptance(move, float(new_p[k]) / T, float(log_p[b]) / T, forward, reverse, n, r)
             if log_a >= 0 or uniform() < math.exp(log_a):
