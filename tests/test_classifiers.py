@@ -282,3 +282,20 @@ def test_labels_of_real_text(toy_corpus, tmp_path):
     train, held = annotated_splits(tiny_config(f"e2e:{e2e}"), "attribute")
     assert len(train) == 98 and len(held) == 2
     assert all(dict(slots) == {"name": "Aromi", "food": tokens[2]} for tokens, slots in train + held)
+
+
+def test_a_words_classifier_scores_which_words_appear():
+    """Its target is the multi-hot of a row's words; a gold word counts as predicted when it is
+    among the row's |gold| best-scored words (R-precision)."""
+    from difflm.control.classifiers import ClassifierConfig, WordsClassifier
+
+    classifier = WordsClassifier(ClassifierConfig("words", 8, 6, ("French", "Zizzi", "cheap", "food"), tokens=9))
+    target = classifier.target([["Zizzi", "food"], ["cheap"]])
+    assert target.tolist() == [[0, 1, 0, 1], [0, 0, 1, 0]]
+    with pytest.raises(ValueError, match="unknown word.*Chinatown"):
+        classifier.target([["Chinatown", "food"]])
+    classifier.logits = lambda x, t: torch.tensor([[0.0, 3.0, 2.0, 1.0], [1.0, 0.0, 2.0, 0.5]])
+    gold, group = classifier.gold_items(target)
+    assert gold.tolist() == [1, 3, 2] and group.tolist() == [0, 0, 0]
+    # row 0: Zizzi (3.0) and cheap (2.0) are its two best, so food (1.0) misses; row 1: cheap is its best
+    assert classifier.predicted_items(torch.zeros(2, 6, dtype=torch.long), 0.0, target).tolist() == [1, -1, 2]

@@ -126,12 +126,10 @@ def ft_run(tmp_path_factory, toy_e2e_corpus):
         "train.lr=3e-3",
     )
     train(config, out, progress=False)
-    train_classifier(
-        out,
-        "attribute",
-        training=classifier_training(steps=150, batch_size=32, lr=6e-3, eval_every=150),
-        progress=False,
-    )
+    for task in ("attribute", "words"):
+        train_classifier(
+            out, task, training=classifier_training(steps=150, batch_size=32, lr=6e-3, eval_every=150), progress=False
+        )
     return out
 
 
@@ -154,7 +152,7 @@ def test_fudge_through_the_pipeline(ft_run, capsys):
     assert all(infill.satisfied(t.split()) for t in pipe.sample(8, sampler="fudge", constraints=[infill]))
     latent = AttributeClassifier(ClassifierConfig("attribute", 16, 16, ("food=Chinese",)))
     for options, message in (
-        ({"constraints": [control.Keywords(["Zizzi"], pipe.vocab)]}, "Keywords cannot steer FUDGE"),
+        ({"constraints": [control.Keywords(["Zizzi"], pipe.vocab)]}, "keywords are Mentions"),
         ({"constraints": [control.Attribute("food", "Chinese", run=latent)]}, "continuous run's noisy latents"),
         ({"anneal": True}, "anneal do not apply"),
     ):
@@ -163,6 +161,21 @@ def test_fudge_through_the_pipeline(ft_run, capsys):
     capsys.readouterr()
     argv = ["control", str(ft_run), "--sampler", "fudge", "--attribute", "food=Chinese", "--n", "3"]
     assert main(argv) == 0 and "attribute" in capsys.readouterr().err
+
+
+def test_fudge_mentions_keywords_by_a_words_classifier(ft_run, capsys):
+    pipe = difflm.load(ft_run)
+    mentions = control.Mentions(["French", "riverside"], run=ft_run, weight=3.0)
+    plain = pipe.sample(32, seed=1)
+    guided = pipe.sample(32, seed=1, sampler="fudge", constraints=[mentions], top_k=20)
+    success = [sum(mentions.satisfied(t.split()) for t in texts) / 32 for texts in (plain, guided)]
+    assert success[1] >= success[0] + 0.3, success
+    assert mentions.score("Zizzi serves French food".split()) == 0.5
+    with pytest.raises(ValueError, match="unknown word"):
+        control.Mentions(["Chinatown"], run=ft_run)
+    capsys.readouterr()
+    argv = ["control", str(ft_run), "--sampler", "fudge", "--mentions", "French,riverside", "--n", "4"]
+    assert main(argv) == 0 and "mentions" in capsys.readouterr().err
 
 
 def test_cgmh_scores_whole_sentences_with_the_prefix_classifier(ft_run):

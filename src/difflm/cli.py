@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--attribute", metavar="SLOT=VALUE", help="the sentence expresses a slot value, e.g. food=Italian"
     )
     given.add_argument(
+        "--mentions",
+        metavar="W1,W2",
+        help="soft keywords, scored by the run's words classifier (FUDGE's keywords; --keywords is exact)",
+    )
+    given.add_argument(
         "--cfg-scale",
         type=float,
         metavar="W",
@@ -226,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "prefixes (for --pos, --tree, --span, --attribute of difflm control)",
     )
     p.add_argument("run", help="a trained run directory (any kind); the classifier goes to RUN/classifiers/TASK/")
-    p.add_argument("--task", required=True, metavar="attribute|pos|tree", help="tree serves both --tree and --span")
+    p.add_argument(
+        "--task",
+        required=True,
+        metavar="attribute|pos|tree|words",
+        help="tree serves both --tree and --span; words serves --mentions",
+    )
     # Unset: difflm.train_classifier.CLASSIFIER_TRAINING (2000 steps of 64 sentences, lr 1e-3, seed 0).
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int, help="sentences per step")

@@ -348,7 +348,7 @@ class Pipeline:
         if unsupported:
             raise ValueError(
                 f"{', '.join(unsupported)} cannot steer FUDGE: it takes classifier constraints and constraints "
-                "that fix words (length, infilling)"
+                "that fix words (length, infilling); keywords are Mentions (--mentions), by a words classifier"
             )
         allowed, _ = self._fixed_words(constraints)
         L = self.config.data.max_len

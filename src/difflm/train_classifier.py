@@ -40,6 +40,7 @@ from difflm.control.classifiers import (
     LatentClassifier,
     PosClassifier,
     TreeClassifier,
+    WordsClassifier,
     classifier_dir,
 )
 from difflm.diffusion.process import q_sample
@@ -56,7 +57,7 @@ from difflm.text.slots import pair_label
 from difflm.text.tagging import SPACY_MODEL, spacy_pos_tags
 from difflm.text.vocab import Vocab
 
-Label = Any  # a task's raw annotation of one sentence: POS tags, a Tree, or a slot mapping
+Label = Any  # a task's raw annotation of one sentence: POS tags, a Tree, a slot mapping, or its words
 
 
 #: How classifiers train unless told otherwise: the trainer's settings (`TrainConfig`), with
@@ -128,11 +129,14 @@ def annotated_splits(
             "pos": lambda s: s.pos,
             "tree": lambda s: s.parse_tree(),
             "attribute": lambda s: s.slots,
+            "words": lambda s: s.tokens,
         }
         return [(s.tokens, gold[task](s)) for s in train], [(s.tokens, gold[task](s)) for s in held]
     corpus = read_corpus(config.data.corpus)
     train_ex, held_ex = split_rows(config, corpus.examples)
     train_ex, held_ex = train_ex[:max_rows], held_ex[:eval_rows]
+    if task == "words":
+        return [(ex.tokens, ex.tokens) for ex in train_ex], [(ex.tokens, ex.tokens) for ex in held_ex]
     if task == "tree":
         raise ValueError(
             f"no gold trees for corpus {config.data.corpus!r}: parsing real text needs benepar, which is not available "
@@ -159,12 +163,14 @@ def label_set(task: str, labels: Sequence[Label]) -> tuple[str, ...]:
             for chain in TreeClassifier.cell_labels(tree).values():
                 counts[chain] = counts.get(chain, 0) + 1
         return (NO_SPAN, *sorted(counts, key=lambda c: (-counts[c], c)))
+    if task == "words":
+        return tuple(sorted({w for words in labels for w in words}))
     return tuple(sorted({pair_label(s, v) for slots in labels for s, v in slots.items()}))
 
 
 def make_target(classifier: LatentClassifier, labels: Sequence[Label], length: int) -> torch.Tensor:
     """The target tensor of a batch of raw labels (built per batch: full tree charts would not fit in memory)."""
-    if isinstance(classifier, AttributeClassifier):
+    if isinstance(classifier, (AttributeClassifier, WordsClassifier)):
         return classifier.target(labels)
     assert isinstance(classifier, (PosClassifier, TreeClassifier))  # the other two tasks
     return classifier.target(labels, length)
@@ -362,7 +368,7 @@ def train_classifier(
 
     Args:
         run_dir: a trained run of any kind.
-        task: "attribute", "pos" or "tree".
+        task: one of `classifiers.TASKS`.
         training: the trainer's settings (`classifier_training(...)`: steps, batch size,
             learning rate, intervals, seed of the initialisation, batches and noise).
         options: the classifier-specific settings (see `ClassifierOptions`).
@@ -391,6 +397,11 @@ def train_classifier(
     train_pairs, held_pairs = annotated_splits(
         config, task, max_rows=max_rows, eval_rows=options.eval_rows, spacy_model=options.spacy_model
     )
+    if task == "words":  # a word the run cannot write (UNK) is no keyword
+        train_pairs, held_pairs = (
+            [(tokens, sorted({w for w in words if w in run.vocab})) for tokens, words in pairs]
+            for pairs in (train_pairs, held_pairs)
+        )
     # Drop sentences that do not fit rather than truncate them: a cut tree has no clean chart.
     train_data, held_data = (
         _labelled(run.vocab, [p for p in pairs if len(p[0]) <= L - 2], L) for pairs in (train_pairs, held_pairs)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from difflm.control.classifier_constraints import POS, Attribute, ClassifierConstraint, Span, Tree
+from difflm.control.classifier_constraints import POS, Attribute, ClassifierConstraint, Mentions, Span, Tree
 from difflm.control.classifier_free import ClassifierFreeGuidance, Expresses, condition_of
 from difflm.control.constraints import Checkable, Infill, Keywords, Length, RequiresWords, RestrictsWords
 from difflm.control.guidance import OPTIMIZERS, Constraint, FixesPositions, GradientGuidance
@@ -43,6 +43,7 @@ __all__ = [
     "Infill",
     "Keywords",
     "Length",
+    "Mentions",
     "RequiresWords",
     "RestrictsWords",
     "Span",
@@ -64,6 +65,7 @@ FACTORIES: dict[str, Factory] = {
     "tree": Tree.from_spec,
     "span": Span.from_spec,
     "attribute": Attribute.from_spec,
+    "mentions": Mentions.from_spec,
 }
 
 
@@ -98,7 +100,7 @@ def parse_constraint_args(
         max_len: L of the run.
         weights: `NAME=WEIGHT` strings; constraints without one weigh 1.
         run: the run directory; needed by the classifier constraints (pos, tree, span,
-            attribute), which load its classifiers once each.
+            attribute, mentions), which load its classifiers once each.
 
     Returns:
         One constraint per given option, in `specs` order.

@@ -1,4 +1,5 @@
-"""Constraints backed by classifiers on noisy latents: POS, Tree, Span and Attribute (Diffusion-LM §5).
+"""Constraints backed by classifiers on noisy latents: POS, Tree, Span and Attribute (Diffusion-LM §5),
+and Mentions (keywords by a words classifier, for FUDGE).
 
 Each constraint holds a target c and a trained classifier p(c | x_t) of the run, and gives
 the guidance code
@@ -30,9 +31,10 @@ from difflm.control.classifiers import (
     LatentClassifier,
     PosClassifier,
     TreeClassifier,
+    WordsClassifier,
     load_classifier,
 )
-from difflm.control.constraints import words_then_end
+from difflm.control.constraints import keyword_list, words_then_end
 from difflm.control.guidance import check_weight
 from difflm.control.judges import JUDGES, expressed, grammar_parse, judge_of
 from difflm.eval.control_metrics import bracket_f1, pos_accuracy, same_tree, span_match
@@ -353,3 +355,42 @@ class Attribute(ClassifierConstraint):
     def _build(self, length: int) -> torch.Tensor:
         classifier: AttributeClassifier = self.classifier  # type: ignore[assignment]
         return classifier.target([{self.slot: self.value}])
+
+
+class Mentions(ClassifierConstraint):
+    """Words the sentence must contain, scored by the run's words classifier: a soft keywords
+    constraint, FUDGE's (Keywords writes the words exactly where a sampler can fix words).
+
+    Args:
+        words: the keywords.
+        run: see `ClassifierConstraint`.
+        weight: w_c.
+
+    Raises:
+        ValueError: no word, or a word the classifier does not know (named).
+    """
+
+    task = "words"
+    name = "mentions"
+
+    def __init__(
+        self, words: Sequence[str], *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
+    ) -> None:
+        super().__init__(run, weight=weight, judge=judge)
+        self.words = list(words)
+        if not self.words:
+            raise ValueError("mentions: give at least one word")
+        self._build(0)  # names an unknown word now, not at the first sampling step
+
+    @classmethod
+    def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Mentions:
+        """From the CLI: `--mentions "Zizzi,riverside"`."""
+        return cls(keyword_list(spec, context.max_len), run=context.classifier(cls.task), weight=weight)
+
+    def score(self, words: Sequence[str]) -> float:
+        """The share of the keywords the sentence contains (1: all of them)."""
+        return sum(w in words for w in self.words) / len(self.words)
+
+    def _build(self, length: int) -> torch.Tensor:
+        classifier: WordsClassifier = self.classifier  # type: ignore[assignment]
+        return classifier.target([self.words])

@@ -13,6 +13,7 @@ position, and one head per task:
 
     attribute   per-position scores of each (slot, value) pair, pooled by log-mean-exp over positions
                 -> one logit per pair;  log p(slot=value | x_t) = logsigmoid(logit)
+    words       the same over the vocabulary's words: log p(word w appears | x_t)
     pos         h_p -> UPOS tag of position p (START, END and PAD positions take SPECIAL_TAG)
     tree        concat[h_i; h_{j−1}] -> MLP -> label of the chart cell (i, j), i < j: the positions
                 i..j−1, or NO_SPAN; a unary chain (ROOT over S) is one label "ROOT::S"
@@ -41,7 +42,7 @@ from difflm.text.grammar import UPOS_TAGS
 from difflm.text.grammar.tree import Tree
 from difflm.text.slots import SlotLabels, multi_hot
 
-TASKS = ("attribute", "pos", "tree")
+TASKS = ("attribute", "pos", "tree", "words")
 SPECIAL_TAG = "<special>"  # the POS class of START, END and PAD positions
 NO_SPAN = "<none>"  # the chart label of a cell that is not a constituent
 CHAIN_SEP = "::"  # joins the labels of a unary chain over one span, outermost first
@@ -213,22 +214,54 @@ class LatentClassifier(nn.Module):
         return model.eval()
 
 
-class AttributeClassifier(LatentClassifier):
-    """Multi-label slot=value classifier: log p(slot=value | x_t) = logsigmoid(logit of the pair).
+class PooledLabels(LatentClassifier):
+    """Base of the multi-label classifiers: log p(label k | x_t) = logsigmoid(logit_k), with
 
-    logit_k = b_k + log mean_p exp(w_k · h_p): a soft "some position expresses pair k". A value
-    is said by a few words of a row that is mostly PAD; pooling h first (a mean, or one
-    attention query per pair) learned several times slower in our runs.
-    Targets are multi-hot float tensors [B, P] over `labels` ("slot=value" strings).
+        logit_k = b_k + log mean_p exp(w_k · h_p)
+
+    a soft "some position expresses label k". A label is said by a few words of a row that is
+    mostly PAD; pooling h first (a mean, or one attention query per label) learned several
+    times slower in our runs. Targets are multi-hot float tensors [B, P] over `labels`.
     """
-
-    slot_of: torch.Tensor  # a buffer (register_buffer in __init__)
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__(config)
         P, H = len(config.labels), config.hidden
         self.weights = nn.Parameter(torch.randn(P, H) * H**-0.5)
         self.bias = nn.Parameter(torch.zeros(P))
+
+    def logits(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """One logit per label, [B, P]."""
+        scores = self.features(x, t) @ self.weights.t()  # [B, L, P]
+        return scores.logsumexp(1) - math.log(x.shape[1]) + self.bias
+
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
+        """Σ over the target's labels of log p(label | x_t), [B]."""
+        logits = self.logits(x, t)
+        return (F.logsigmoid(logits) * target.to(logits.dtype)).sum(-1)
+
+    @torch.no_grad()
+    def init_prior(self, target: torch.Tensor) -> None:
+        """Start each label's logit at the log-odds of its frequency in a target batch."""
+        share = (target.sum(0) + 1) / (len(target) + 2)  # Laplace: no label is certain
+        self.bias.copy_(share.log() - (-share).log1p())
+
+    def output_bias(self) -> torch.Tensor:
+        return self.bias
+
+    def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
+        # Absent labels are negatives: the classifier must tell "food=French" from "food=Italian".
+        logits = self.logits(x, t)
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+class AttributeClassifier(PooledLabels):
+    """Multi-label slot=value classifier (`PooledLabels` over "slot=value" pairs)."""
+
+    slot_of: torch.Tensor  # a buffer (register_buffer in __init__)
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__(config)
         slots = [label.split("=", 1)[0] for label in config.labels]
         self.slot_names = tuple(dict.fromkeys(slots))
         # The slot of each pair, so a slot's values can be compared with one another.
@@ -242,30 +275,6 @@ class AttributeClassifier(LatentClassifier):
         """Multi-hot [B, P] of the pairs each mapping holds; ValueError names an unknown pair."""
         return multi_hot(slot_maps, self.labels, owner="this attribute classifier")
 
-    def logits(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """One logit per pair, [B, P]."""
-        scores = self.features(x, t) @ self.weights.t()  # [B, L, P]
-        return scores.logsumexp(1) - math.log(x.shape[1]) + self.bias
-
-    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        """Σ over the target's pairs of log p(slot=value | x_t), [B]."""
-        logits = self.logits(x, t)
-        return (F.logsigmoid(logits) * target.to(logits.dtype)).sum(-1)
-
-    @torch.no_grad()
-    def init_prior(self, target: torch.Tensor) -> None:
-        """Start each pair's logit at the log-odds of its frequency in a target batch."""
-        share = (target.sum(0) + 1) / (len(target) + 2)  # Laplace: no pair is certain
-        self.bias.copy_(share.log() - (-share).log1p())
-
-    def output_bias(self) -> torch.Tensor:
-        return self.bias
-
-    def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        # Absent pairs are negatives: the classifier must tell "food=French" from "food=Italian".
-        logits = self.logits(x, t)
-        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
-
     def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gold = target.nonzero()[:, 1]
         return gold, self.slot_of[gold]
@@ -276,6 +285,33 @@ class AttributeClassifier(LatentClassifier):
         logits = self.logits(x, t)[rows]  # [N, P]
         same_slot = self.slot_of[None, :] == self.slot_of[gold][:, None]
         return logits.masked_fill(~same_slot, float("-inf")).argmax(-1)
+
+
+class WordsClassifier(PooledLabels):
+    """Which words the sentence contains (`PooledLabels` over its training sentences' words):
+    the future discriminator of FUDGE's keywords, log p(every keyword appears | prefix)."""
+
+    def target(self, word_sets: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Multi-hot [B, P] of each row's words; ValueError names the words this classifier does not know."""
+        index = {word: k for k, word in enumerate(self.labels)}
+        unknown = sorted({w for words in word_sets for w in words if w not in index})
+        if unknown:
+            raise ValueError(f"unknown word(s) for this words classifier: {', '.join(unknown)}")
+        out = torch.zeros(len(word_sets), len(self.labels))
+        for row, words in enumerate(word_sets):
+            out[row, [index[w] for w in words]] = 1.0
+        return out
+
+    def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gold = target.nonzero()[:, 1]
+        return gold, torch.zeros_like(gold)
+
+    def predicted_items(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
+        """Each gold word if it is among the row's |gold| highest-scored words, else −1 (R-precision)."""
+        rows, gold = target.nonzero().unbind(1)
+        logits = self.logits(x, t)
+        rank = (logits[rows] > logits[rows, gold][:, None]).sum(-1)  # words scored above the gold one
+        return torch.where(rank < target.sum(-1)[rows], gold, -1)
 
 
 class PosClassifier(LatentClassifier):
@@ -474,6 +510,7 @@ CLASSES: dict[str, type[LatentClassifier]] = {
     "attribute": AttributeClassifier,
     "pos": PosClassifier,
     "tree": TreeClassifier,
+    "words": WordsClassifier,
 }
 
 

@@ -240,6 +240,16 @@ class Infill:
         return len(words) == len(self.slots) and all(s in (self.blank, w) for s, w in zip(self.slots, words))
 
 
+def keyword_list(spec: str, max_len: int) -> list[str]:
+    """The words of a comma-separated command-line list, e.g. "Zizzi,riverside", that fit a row of max_len."""
+    words = [w.strip() for w in spec.split(",")]
+    if any(not w for w in words):
+        raise ValueError(f"keywords must be comma-separated words, got {spec!r}")
+    if len(words) > max_len - 2:
+        raise ValueError(f"{len(words)} keywords cannot fit in {max_len - 2} word positions")
+    return words
+
+
 class Keywords:
     """Each keyword appears at least once, anywhere after START.
 
@@ -271,12 +281,7 @@ class Keywords:
     @classmethod
     def from_spec(cls, spec: str, context: SpecContext, weight: float) -> Keywords:
         """From the CLI: `--keywords "Zizzi,riverside"`."""
-        words = [w.strip() for w in spec.split(",")]
-        if any(not w for w in words):
-            raise ValueError(f"keywords must be comma-separated words, got {spec!r}")
-        if len(words) > context.max_len - 2:
-            raise ValueError(f"{len(words)} keywords cannot fit in {context.max_len - 2} word positions")
-        return cls(words, context.vocab, weight=weight)
+        return cls(keyword_list(spec, context.max_len), context.vocab, weight=weight)
 
     def log_prob(self, x: torch.Tensor, t: float, denoiser: DenoiserLike) -> torch.Tensor:
         """Σ_k log p(k appears at least once | x): [B]."""
