@@ -89,6 +89,7 @@ class Context:
     classifier_dirs: dict[str, Path]
     train_steps: int | None
     weight: float = 1.0  # w_c of every classifier constraint
+    sampler: str | None = None
     _classifiers: dict[str, LatentClassifier] = field(default_factory=dict)
     _labels: dict[str, list] = field(default_factory=dict)
 
@@ -220,15 +221,19 @@ def infill(ctx: Context, k: int) -> list[Target]:
 
 
 def keywords(ctx: Context, k: int) -> list[Target]:
-    """Two words of a held-out sentence (alphabetic, not special)."""
+    """Two words of a held-out sentence (alphabetic, not special). FUDGE cannot write a word
+    exactly: it steers towards them with the run's words classifier (`control.Mentions`)."""
     targets = []
     for sentence in ctx.draw(ctx.sentences(), k):
         words = sorted({w for w in sentence if w.isalpha()})
         if words:
-            constraint = control.Keywords(ctx.rng.sample(words, min(2, len(words))), ctx.pipe.vocab)
-            targets.append(
-                Target(",".join(constraint.words), lambda w, c=constraint: float(c.satisfied(w)), [constraint])
+            chosen = ctx.rng.sample(words, min(2, len(words)))
+            constraint = (
+                control.Mentions(chosen, run=ctx.classifier("words"), judge=ctx.judge, weight=ctx.weight)
+                if ctx.sampler == "fudge"
+                else control.Keywords(chosen, ctx.pipe.vocab)
             )
+            targets.append(Target(",".join(chosen), lambda w, c=constraint: float(c.satisfied(w)), [constraint]))
     return targets
 
 
@@ -390,6 +395,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weight", type=float, default=1.0, help="w_c of every classifier constraint")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--label", help="the method's name in the combined table (bench/table2.py)")
     parser.add_argument("--out", default="bench/out/control")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -412,6 +418,7 @@ def main() -> None:
         {task: Path(d) for task, d in parse_pairs(args.classifier, "classifier").items()},
         args.train_classifiers,
         args.weight,
+        args.sampler,
     )
 
     unguided_texts = pipe.sample(
@@ -440,6 +447,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     result = {
+        "label": args.label or f"{run.name} ({args.sampler or pipe.default_sampler})",
         "run": str(run),
         "teacher": args.teacher,
         "corpus": config.data.corpus,

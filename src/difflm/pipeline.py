@@ -84,10 +84,13 @@ class Pipeline:
     @property
     def default_sampler(self) -> str:
         """The sampler of unconstrained sampling: the kind's own on a discrete run (`TOKEN_DEFAULTS`),
-        "sweep" on a run trained with left-to-right noise (it writes the left words first, as it
-        learned), else `DEFAULT_SAMPLER` (also under constraints, which guide at a shared time)."""
+        "autoregressive" (left to right) on an autoregressive run, "sweep" on a run trained with
+        left-to-right noise (it writes the left words first, as it learned), else
+        `DEFAULT_SAMPLER` (also under constraints, which guide at a shared time)."""
         if isinstance(self.model, TokenDenoiser):
             return TOKEN_DEFAULTS[self.model.noise][0]
+        if isinstance(self.model, CausalLM):
+            return "autoregressive"
         return "sweep" if isinstance(self.model, Denoiser) and self.model.sweep_lag else DEFAULT_SAMPLER
 
     def _generator(self, seed: int | None) -> torch.Generator:
