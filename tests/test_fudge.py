@@ -210,3 +210,17 @@ def test_beam_search_is_the_ft_search_baseline(ft_run, capsys):
     capsys.readouterr()
     argv = ["control", str(ft_run), "--attribute", "food=Chinese", "--cfg-scale", "1", "--sampler", "beam", "--n", "2"]
     assert main(argv) == 0 and "Chinese" in capsys.readouterr().out
+
+
+def test_each_family_refuses_the_samplers_of_the_others(ft_run, tiny_run, capsys):
+    """FUDGE, CGMH and beam search need an AR run; a diffusion sampler on an AR run is refused: one line, exit 2."""
+    for run, sampler, message in (
+        (tiny_run, "fudge", "fudge sampler runs on an autoregressive run"),
+        (tiny_run, "cgmh", "cgmh sampler runs on an autoregressive run"),
+        (tiny_run, "beam", "beam sampler runs on an autoregressive run"),
+        (ft_run, "gibbs", "this run is an autoregressive LM"),
+        (ft_run, "ddpm", "this run is an autoregressive LM"),
+    ):
+        assert main(["control", str(run), "--sampler", sampler, "--length", "5", "--n", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

@@ -175,6 +175,9 @@ class Pipeline:
                 "constraints, or a condition alone (a run trained with model.condition=slots), sampled or "
                 "with sampler='beam'"
             )
+        if sampler in AR_OPTIONS:
+            kind = self.model.noise if isinstance(self.model, TokenDenoiser) else "continuous diffusion"
+            raise ValueError(f"the {sampler} sampler runs on an autoregressive run; this is a {kind} run")
         if condition is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
         if isinstance(self.model, TokenDenoiser):
