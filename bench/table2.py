@@ -4,6 +4,9 @@ from `bench/control.py` results (one result directory per method, the same targe
     .venv/bin/python bench/table2.py --corpus E2E RESULT_DIR [RESULT_DIR ...] \
         [--missing "LABEL=why it has no row for the tasks it did not run"] [--paper] [--out FILE]
 
+Results with the same `--label` make one row (a method measured with different settings
+per task, e.g. a temperature for the classifier tasks).
+
 Each cell is "ctrl ↑ / lm-score ↓" (success in %, the teacher's perplexity of the controlled
 samples). A task a method refused shows "—" with the refusal as a footnote; a task it was not
 run on shows "—" with the `--missing` note. A second table gives each cell's compute: network
@@ -125,7 +128,10 @@ def main() -> None:
     parser.add_argument("--out", help="also write the markdown here")
     args = parser.parse_args()
     missing = dict(item.split("=", 1) for item in args.missing)
-    markdown, summary = build([load(d) for d in args.results], missing, args.paper)
+    methods: dict[str, dict[str, Any]] = {}
+    for result in map(load, args.results):  # one method's tasks may come from several runs (settings per task)
+        methods.setdefault(result["label"], result)["by_task"].update(result["by_task"])
+    markdown, summary = build(list(methods.values()), missing, args.paper)
     if args.corpus:
         markdown = f"**{args.corpus}**\n\n{markdown}"
     print(json.dumps(summary, indent=2, ensure_ascii=False))
