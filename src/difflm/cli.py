@@ -162,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     _add_sampling_args(p)
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
+    written = p.add_argument_group("data-to-text (a run trained with --set model.condition=source)")
+    written.add_argument(
+        "--source", help='write from this source: "name : Aromi | food : Chinese" or "name[Aromi], food[Chinese]"'
+    )
+    written.add_argument("--source-file", metavar="FILE", help="one source per line; --n sentences for each")
+    written.add_argument(
+        "--mbr", type=int, metavar="N", help="keep the minimum-Bayes-risk sentence of N samples (DiffuSeq)"
+    )
+    written.add_argument(
+        "--cfg-scale", type=float, default=None, metavar="W", help="classifier-free guidance towards the source"
+    )
 
     p = sub.add_parser(
         "control",
@@ -261,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(within_human_range, the share of sentences scored like 90%% of them, is always reported with --teacher)",
     )
 
+    p.add_argument(
+        "--references",
+        metavar="CORPUS",
+        help="data-to-text: score against every human sentence of each MR (e2e:PATH, src1 lines or the official "
+        "CSV): BLEU, ROUGE-L, slot error rate; outputs are matched by the jsonl 'source' field, else one per MR "
+        "in the references' order",
+    )
+
     p = sub.add_parser("demo", help="train a small model on the bundled corpus and print samples")
     p.add_argument("--out", default="runs/demo", help="run directory (resumed if it exists)")
     _add_config_args(p)
@@ -309,8 +328,34 @@ def cmd_sample(args: argparse.Namespace) -> None:
     pipe = difflm.load(args.run, weights=args.weights, device=args.device)
     # An autoregressive run (teacher / AR baseline) samples left to right: no diffusion options.
     options = {"seed": args.seed} if pipe.is_autoregressive and args.sampler is None else _sampling_options(args)
-    for text in pipe.sample(args.n, **options):
-        print(json.dumps({"text": text}) if args.format == "jsonl" else text)
+    sources = _sources(args)
+    if sources is None:
+        if args.mbr is not None or args.cfg_scale is not None:
+            raise UserError("--mbr and --cfg-scale need --source or --source-file")
+        for text in pipe.sample(args.n, **options):
+            print(json.dumps({"text": text}) if args.format == "jsonl" else text)
+        return
+    if args.cfg_scale is not None:
+        options["cfg_scale"] = args.cfg_scale
+    seed = options.pop("seed")
+    texts = pipe.write_from([s for s in sources for _ in range(args.n)], mbr=args.mbr or 1, seed=seed, **options)
+    for source, text in zip([s for s in sources for _ in range(args.n)], texts):
+        print(json.dumps({"source": source, "text": text}) if args.format == "jsonl" else text)
+
+
+def _sources(args: argparse.Namespace) -> list[str] | None:
+    """The sources of `difflm sample`: --source, the lines of --source-file, or None."""
+    if args.source is not None and args.source_file is not None:
+        raise UserError("give --source or --source-file, not both")
+    if args.source_file is None:
+        return None if args.source is None else [args.source]
+    try:
+        lines = [line.strip() for line in open(args.source_file, encoding="utf-8") if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read --source-file {args.source_file}: {err}") from None
+    if not lines:
+        raise UserError(f"--source-file {args.source_file} has no sources")
+    return lines
 
 
 def cmd_control(args: argparse.Namespace) -> None:
@@ -394,12 +439,43 @@ def cmd_eval(args: argparse.Namespace) -> None:
     elif args.reference:
         raise UserError("--reference needs --teacher (the held-out sentences come from the teacher's corpus split)")
     report = {"samples": evaluate(texts, teacher=teacher, training=training, reference=reference, grammar=grammar)}
+    if args.references:
+        report["data_to_text"] = _data_to_text(args.file, texts, args.references)
     if args.reference:
         assert reference is not None  # --reference without --teacher was refused above
         report["reference"] = evaluate(
             reference, teacher=teacher, training=training, reference=reference, grammar=grammar
         )
     print(json.dumps(report, indent=2))
+
+
+def _data_to_text(path: str, texts: list[str], spec: str) -> dict:
+    """`difflm eval --references`: the outputs matched to the reference corpus's MRs and scored."""
+    from difflm.eval.data_to_text import references_by_source, score
+    from difflm.eval.report import read_texts
+    from difflm.text.corpora import read_corpus, source_tokens
+
+    corpus = read_corpus(spec if ":" in spec else f"e2e:{spec}")
+    by_source = references_by_source(corpus)
+    try:
+        sources = read_texts(path, "source")
+    except ValueError:  # plain lines, or jsonl without sources: one output per MR, in order
+        if len(texts) != len(by_source):
+            raise UserError(
+                f"{len(texts)} outputs for {len(by_source)} MRs in {spec}: give one output per MR in its order, "
+                "or jsonl with a 'source' field (difflm sample --source-file … --format jsonl)"
+            ) from None
+        references = list(by_source.values())
+    else:
+        unknown = [s for s in sources if source_tokens(s) not in by_source]
+        if unknown:
+            raise UserError(f"{len(unknown)} output sources are not MRs of {spec}, e.g. {unknown[0]!r}")
+        references = [by_source[source_tokens(s)] for s in sources]
+    known: dict[str, set[str]] = {}
+    for ex in corpus.examples:
+        for slot, value in ex.slots.items():
+            known.setdefault(slot, set()).add(value)
+    return score(texts, references, known)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

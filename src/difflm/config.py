@@ -29,7 +29,7 @@ GENERATORS = ("diffusion", "shortcut", "meanflow", "consistency", "distilled")
 TEACHER_SAMPLERS = ("ddpm", "ddim")
 
 #: What a denoiser can be conditioned on (model.condition).
-CONDITIONS = ("none", "slots")
+CONDITIONS = ("none", "slots", "source")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class DataConfig:
         overlong: `truncate` (and count), `skip` (drop and count) or `refuse` sentences
             longer than L.
         holdout: held-out share (float < 1) or count (int) for the held-out loss.
+        source_len: S, positions of a source (START and END included) for
+            model.condition=source; longer sources are cut.
     """
 
     corpus: str = "grammar"
@@ -50,6 +52,7 @@ class DataConfig:
     min_count: int = 1
     overlong: Literal["truncate", "skip", "refuse"] = "truncate"
     holdout: float = 0.02
+    source_len: int = 48
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,11 @@ class ModelConfig:
         normalize_embeddings: keep EMB rows at norm √d.
         posterior_input: also feed the network E_q(w|x_t)[W_in(w)], learned H-dim word vectors
             averaged under the context-free word posterior q(w | x_t).
-        condition: `none`, or `slots`: condition the denoiser on each sentence's
-            slot values (grammar or E2E MR) for classifier-free guidance; the label set
-            is saved as conditions.json in the run directory.
+        condition: `none`; `slots`: condition the network on each sentence's slot values
+            (grammar or E2E MR) for classifier-free guidance, the label set saved as
+            conditions.json in the run directory; or `source`: on a source text (the
+            linearised MR, or a `source<TAB>target` line), read as a clean prefix of the
+            same sequence (DiffuSeq's partial noising; `model/source.py`).
         generator: what the network is trained to be: `diffusion` (the denoiser of
             `objectives/diffusion.py`), or a one/few-step model: `shortcut` (Frans et al.
             2024), `meanflow` (Geng et al. 2025) or `consistency` (Song et al. 2023;
@@ -370,6 +375,11 @@ class Config:
             (
                 self.model.condition in CONDITIONS,
                 f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'",
+            ),
+            (self.data.source_len >= 3, f"data.source_len must be ≥ 3, got {self.data.source_len}"),
+            (
+                self.model.condition != "source" or not self.diffusion.sweep,
+                "model.condition=source does not combine with diffusion.sweep (the source has no time of its own)",
             ),
             (
                 0.0 <= self.diffusion.cond_drop <= 1.0,

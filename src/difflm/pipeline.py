@@ -24,6 +24,7 @@ from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
 from difflm.control.constraints import FixesLength, Infill, Keywords, Length, RequiresWords, RestrictsWords
 from difflm.control.discrete import GuidedTokenNetwork, check_token_classifiers
 from difflm.control.guidance import Constraint, GradientGuidance
+from difflm.eval.data_to_text import mbr_pick
 from difflm.model.anchors import anchor_ids, draw_lengths, tail, width_groups
 from difflm.model.autoregressive import CausalLM
 from difflm.model.denoiser import Denoiser
@@ -41,6 +42,7 @@ from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import TokenNetwork, open_until, place_words
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
+from difflm.text.corpora import source_tokens
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -110,6 +112,7 @@ class Pipeline:
         sc_guidance: float | None = None,
         constraints: Sequence[Constraint] = (),
         condition: Condition | None = None,
+        source: str | Sequence[str] | None = None,
         cfg_scale: float = 1.0,
         guidance: Mapping[str, Any] | None = None,
         rounding: str | None = None,
@@ -136,7 +139,12 @@ class Pipeline:
             condition: slot values for classifier-free guidance, {"food": "Italian"},
                 ["food=Italian"] or "food=Italian"; needs a run trained with
                 model.condition=slots. The constraints then read the guided prediction.
-            cfg_scale: w ≥ 0 of classifier-free guidance (0 unconditional, 1 conditional).
+            source: the text to write from, on a run trained with model.condition=source
+                (data-to-text): a linearised MR "name : Aromi | food : Chinese", an official
+                one "name[Aromi], food[Chinese]", or any text (`source_ids`); or a list of n
+                texts, one per row.
+            cfg_scale: w ≥ 0 of classifier-free guidance (0 unconditional, 1 conditional),
+                towards the condition or the source.
             guidance: settings of `GradientGuidance` (steps, step_size, optimizer,
                 fluency_weight, active).
             rounding: how the last state becomes words: "contextual" (the run's decoder,
@@ -157,34 +165,36 @@ class Pipeline:
         """
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
+        c = self._condition(condition, source, n)
         if self.is_autoregressive:
             own = {key: options.pop(key) for key in AR_OPTIONS.get(sampler or "", ()) if key in options}
             given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, length=length, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} do not apply to this autoregressive sampler")
             tau = 1.0 if temperature is None else temperature
-            if sampler == "cgmh" and condition is None:
+            if sampler == "cgmh" and c is None:
                 return self._cgmh(n, steps, seed, tau, constraints, bool(own.get("anneal", False)))
-            if sampler == "fudge" and condition is None:
+            if sampler == "fudge" and c is None:
                 return self._fudge(n, seed, tau, constraints, own.get("top_k", FUDGE_TOP_K))
-            if not constraints and (sampler == "beam" or (sampler is None and condition is not None)):
-                c = None if condition is None else self._ar_condition(condition, cfg_scale)
+            if not constraints and (sampler == "beam" or (sampler is None and c is not None)):
+                if c is not None and cfg_scale != 1.0:
+                    raise ValueError("an autoregressive run samples from p(x | c) itself: cfg_scale must be 1")
                 return self._conditioned(n, sampler, seed, tau, c, own.get("beams", max(n, BEAMS)))
             raise ValueError(
                 "this run is an autoregressive LM: use sample(), sampler='cgmh' or 'fudge' to generate under "
-                "constraints, or a condition alone (a run trained with model.condition=slots), sampled or "
+                "constraints, or a condition or source alone (a run trained with model.condition=slots or "
+                "source), sampled or "
                 "with sampler='beam'"
             )
         if sampler in AR_OPTIONS:
             kind = self.model.noise if isinstance(self.model, TokenDenoiser) else "continuous diffusion"
             raise ValueError(f"the {sampler} sampler runs on an autoregressive run; this is a {kind} run")
-        if condition is None and cfg_scale != 1.0:
-            raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) to guide towards")
+        if c is None and cfg_scale != 1.0:
+            raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) or a source to guide towards")
         if isinstance(self.model, TokenDenoiser):
             given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
-            c = None if condition is None else condition_of(self.conditions, condition, self.device)
             network = TokenNetwork(self.model, c, cfg_scale)
             return self._unmask(
                 n, sampler or self.default_sampler, steps, seed, length, temperature, constraints, network
@@ -209,7 +219,6 @@ class Pipeline:
         if model.lengths is not None:  # a run with length anchors writes n ~ p_data(n) words, or the n fixed
             anchors = tail(self._words(n, constraints, shape[1], generator), shape[1])
             denoiser = AnchoredDenoiser(denoiser, anchors)
-        c = None if condition is None else condition_of(self.conditions, condition, self.device)
         if c is not None:
             denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
         if sc_guidance is None:
@@ -273,9 +282,6 @@ class Pipeline:
         classified = [c for c in constraints if isinstance(c, ClassifierConstraint)]
         if classified:  # first-order discrete guidance by classifiers of the noised rows
             check_token_classifiers(classified, V + 1, model.noise)
-            call: TokenNetwork | GuidedTokenNetwork = GuidedTokenNetwork(network, classified, V + 1, n)
-        else:
-            call = network
         generator = self._generator(seed)
         allowed, required = self._fixed_words(constraints)
         allowed = None if allowed is None else allowed[:L]
@@ -293,6 +299,8 @@ class Pipeline:
             groups = width_groups(anchors)
         tokens, calls = canvas.clone(), 0
         for group, width in groups:
+            rows = network.rows(group)
+            call = GuidedTokenNetwork(rows, classified, V + 1, n) if classified else rows
             start = canvas[group, :width]
             within = None if allowed is None else allowed[:width]
             if required is not None:  # each keyword fixed where the row at t = 1 wants it most (one more call)
@@ -320,11 +328,38 @@ class Pipeline:
         its x0 is the one-hot rows, the clean end of a discrete process."""
         return SampleOutput(x0=torch.nn.functional.one_hot(tokens, len(self.vocab)).float(), tokens=tokens, nfe=nfe)
 
-    def _ar_condition(self, condition: Condition, cfg_scale: float) -> torch.Tensor:
-        """The condition vector [P] of a conditioned autoregressive run."""
-        if cfg_scale != 1.0:
-            raise ValueError("an autoregressive run samples from p(x | c) itself: cfg_scale must be 1")
-        return condition_of(self.conditions, condition, self.device)
+    def _condition(
+        self, condition: Condition | None, source: str | Sequence[str] | None, n: int
+    ) -> torch.Tensor | None:
+        """What a conditioned run is conditioned on: the multi-hot [P] of slot values (`condition_of`)
+        or the source ids [S] (`source_ids`), or [n, S] for a list of n sources; None for neither."""
+        if source is None:
+            return None if condition is None else condition_of(self.conditions, condition, self.device)
+        if condition is not None:
+            raise ValueError("give slot values (condition) or a source, not both")
+        if isinstance(source, str):
+            return self.source_ids(source)
+        if len(source) != n:
+            raise ValueError(f"a list of sources gives one per row: {len(source)} sources for n = {n} rows")
+        return torch.stack([self.source_ids(text) for text in source])
+
+    def source_ids(self, source: str) -> torch.Tensor:
+        """A source text as the ids [S] a source-conditioned run reads (START s… END PAD…; words
+        out of the vocabulary become UNK, a longer source is cut to data.source_len).
+
+        Raises:
+            ValueError: the run was not trained with model.condition=source, or an empty source.
+        """
+        if self.config.model.condition != "source":
+            raise ValueError(
+                "this run was not trained on sources: writing from a source needs a run trained with "
+                "--set model.condition=source"
+            )
+        tokens = source_tokens(source)
+        if not tokens:
+            raise ValueError("the source is empty")
+        ids, _ = self.vocab.encode_batch([tokens], self.config.data.source_len, overlong="truncate")
+        return ids[0].to(self.device)
 
     def _conditioned(
         self, n: int, sampler: str | None, seed: int | None, temperature: float, c: torch.Tensor | None, beams: int
@@ -335,6 +370,8 @@ class Pipeline:
         model = self.model
         assert isinstance(model, CausalLM)
         if sampler == "beam":
+            if c is not None and c.dim() == 2:
+                raise ValueError("beam search writes from one source (or condition) at a time")
             tokens, calls = beam_search(model, n, beams=beams, max_len=self.config.data.max_len, cond=c)
             return self._words_output(tokens, nfe=calls)
         tokens = model.generate(n, generator=self._generator(seed), temperature=temperature, cond=c)
@@ -501,6 +538,30 @@ class Pipeline:
             anchors=anchors,
         )
 
+    def write_from(
+        self, sources: Sequence[str], *, mbr: int = 1, batch: int = 128, seed: int | None = 0, **options: Any
+    ) -> list[str]:
+        """Data-to-text: one sentence for each source, the minimum-Bayes-risk pick among `mbr`
+        samples of it (`eval.data_to_text.mbr_pick`, as DiffuSeq selects); `options` are
+        `generate`'s. Sources are sampled `batch` rows at a time (beam search: one source at a
+        time, its best hypothesis without MBR).
+
+        Raises:
+            ValueError: mbr < 1, no source, or what `generate` raises.
+        """
+        if mbr < 1 or not sources:
+            raise ValueError(f"need mbr ≥ 1 and at least one source, got mbr={mbr}, {len(sources)} sources")
+        if options.get("sampler") == "beam":
+            return [self.sample(1, seed=seed, source=text, **options)[0] for text in sources]
+        rows = [text for text in sources for _ in range(mbr)]
+        drawn: list[str] = []
+        for k, start in enumerate(range(0, len(rows), batch)):
+            chunk = rows[start : start + batch]
+            step_seed = None if seed is None else seed + k
+            drawn += self.decode(self.generate(len(chunk), seed=step_seed, source=chunk, **options).tokens)
+        candidates = [drawn[i : i + mbr] for i in range(0, len(drawn), mbr)]
+        return [group[mbr_pick(group)] for group in candidates]
+
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""
         return [" ".join(self.vocab.decode(row.tolist())) for row in tokens]
@@ -511,9 +572,9 @@ class Pipeline:
         Diffusion runs take the options of `generate` (sampler, steps, constraints,
         condition, eta, clamp_from, …); autoregressive runs take temperature and top_p, or
         a sampler of `AR_OPTIONS` (cgmh, fudge, beam) or (a run trained with
-        model.condition=slots) a condition, with `generate`'s options.
+        model.condition=slots or source) a condition or a source, with `generate`'s options.
         """
-        if not self.is_autoregressive or options.get("sampler") in AR_OPTIONS or "condition" in options:
+        if not self.is_autoregressive or options.get("sampler") in AR_OPTIONS or {"condition", "source"} & set(options):
             return self.decode(self.generate(n, seed=seed, **options).tokens)
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")

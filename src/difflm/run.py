@@ -37,8 +37,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_conditions(config: Config, run_dir: str | Path) -> SlotLabels | None:
-    """A conditioned run's label set (RUN/conditions.json), None for an unconditioned run."""
-    return SlotLabels.load(Path(run_dir) / CONDITIONS_FILE) if config.model.condition != "none" else None
+    """A slot-conditioned run's label set (RUN/conditions.json), None for any other run."""
+    return SlotLabels.load(Path(run_dir) / CONDITIONS_FILE) if config.model.condition == "slots" else None
 
 
 #: The network of a run: the continuous denoiser, the causal LM or the token denoiser.
@@ -46,8 +46,11 @@ Network = Denoiser | CausalLM | TokenDenoiser
 
 
 def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Network:
-    """The network a config describes: the diffusion denoiser (conditioned on P = num_conditions
-    slot=value pairs when model.condition is set) or the causal LM."""
+    """The network a config describes: the diffusion denoiser, the token denoiser or the causal
+    LM, conditioned on P = num_conditions slot=value pairs (model.condition=slots) or on a
+    source of data.source_len ids (model.condition=source)."""
+    if config.model.condition == "source":
+        num_conditions = config.data.source_len
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len, num_conditions)
     if config.model.kind in TOKEN_KINDS:

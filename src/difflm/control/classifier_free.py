@@ -102,7 +102,7 @@ class ClassifierFreeGuidance(GuidedDenoiser):
 
     Args:
         denoiser: a denoiser trained with a condition (model.condition=slots).
-        cond: c, a multi-hot [P] (every row) or [B, P].
+        cond: c, a multi-hot [P] (every row) or [B, P], or source ids [S] or [B, S].
         scale: w ≥ 0.
 
     Raises:
@@ -131,9 +131,11 @@ class ClassifierFreeGuidance(GuidedDenoiser):
         if cond is not None:
             raise ValueError("classifier-free guidance carries its own condition: do not pass cond to the sampler")
         B = x_t.shape[0]
-        c = self.cond.to(x_t.device).expand(B, -1) if self.cond.dim() == 1 else self.cond.to(x_t.device)
-        if c.shape[0] != B:
+        c = self.cond.to(x_t.device)
+        if c.dim() == 2 and B % c.shape[0]:
             raise ValueError(f"the condition has {c.shape[0]} rows but the batch has {B}")
+        # One condition per row: a call on k·B rows (another guidance's batched branches) repeats them.
+        c = c.expand(B, -1) if c.dim() == 1 else c.repeat(B // c.shape[0], 1)
         w = self.scale
         if w in (0.0, 1.0):  # one call: exactly the unconditional (∅) or the conditional (c) model
             return self.denoiser(x_t, t, cond=c if w == 1.0 else None, self_cond=self_cond)

@@ -27,8 +27,8 @@ from difflm.eval.diversity import distinct_n, length_stats, novelty, self_bleu
 from difflm.model.autoregressive import sentence_nll
 
 
-def read_texts(path: str | Path) -> list[str]:
-    """Sentences from a text file (one per line) or jsonl (objects with a "text" field)."""
+def read_texts(path: str | Path, key: str = "text") -> list[str]:
+    """Sentences from a text file (one per line) or jsonl (objects with a "text" field, or `key`)."""
     import json
 
     path = Path(path)
@@ -45,9 +45,9 @@ def read_texts(path: str | Path) -> list[str]:
     texts = []
     for number, line in enumerate(lines, 1):
         try:
-            texts.append(str(json.loads(line)["text"]))
+            texts.append(str(json.loads(line)[key]))
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f'{path}:{number}: expected a JSON object with a "text" field') from None
+            raise ValueError(f'{path}:{number}: expected a JSON object with a "{key}" field') from None
     return texts
 
 

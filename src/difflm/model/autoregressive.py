@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difflm.config import ModelConfig
+from difflm.model.source import SourcePrefix
 from difflm.text.vocab import Vocab
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, heads, t, H/heads]
@@ -71,23 +72,30 @@ class CausalLM(nn.Module):
         self.ln = nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied input/output embeddings
-        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if config.condition == "slots" else None
+        self.source = SourcePrefix(num_conditions, h) if config.condition == "source" else None
 
     def forward(
         self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0, cond: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, KVCache]:
         """Logits [B, L, V] for ids [B, L] at positions start…start+L−1, given the condition
-        cond [B, P] (None: ∅), and the updated cache."""
+        cond [B, P] (None: ∅), and the updated cache. A source-conditioned LM reads the source
+        ids cond [B, S] as a prefix (`model/source.py`) in the call that starts the cache; the
+        cache then holds it."""
+        if cond is not None and self.cond_proj is None and self.source is None:
+            raise ValueError("this LM was trained without a conditioning signal (cond)")
         h = self.tok(ids) + self.pos[start : start + ids.shape[1]]
-        if cond is not None:
-            if self.cond_proj is None:
-                raise ValueError("this LM was trained without a conditioning signal (cond)")
+        if cond is not None and self.cond_proj is not None:
             h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]
+        prefix = 0
+        if self.source is not None and cache is None:
+            source = self.source(self.tok(self.source.ids(cond, len(ids), ids.device)))
+            h, prefix = torch.cat([source, h], 1), source.shape[1]
         new_cache: KVCache = []
         for i, block in enumerate(self.blocks):
             h, kv = block(h, None if cache is None else cache[i])
             new_cache.append(kv)
-        return self.head(self.ln(h)), new_cache
+        return self.head(self.ln(h[:, prefix:])), new_cache
 
     def token_nll(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position NLL of ids[:, 1:] [B, L−1] and the mask of positions that count.

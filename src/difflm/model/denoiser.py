@@ -11,9 +11,10 @@ as a sinusoidal embedding of 1000·t (1·t for MeanFlow, see MEANFLOW_TIME_SCALE
 MLP, added to every position.
 
 With `condition=slots` a condition c, a multi-hot [B, P] over the run's slot=value pairs,
-enters the same way: W_c·c (no bias) is added to the time embedding. The null condition ∅
-is c = 0, whose embedding is 0, so cond=None and the rows dropped in training (classifier-
-free guidance) see the network exactly as an unconditional model would.
+enters the same way as t: W_c·c (no bias) is added to the time embedding. The null
+condition ∅ is c = 0, whose embedding is 0, so cond=None and the rows dropped in training
+(classifier-free guidance) see the network exactly as an unconditional model would. With
+`condition=source` the source's ids are a clean prefix of the sequence (`model/source.py`).
 
 The one/few-step generators that jump along their path (shortcut, MeanFlow) also get the
 jump size, embedded like t by a second MLP and added to the time embedding.
@@ -33,6 +34,7 @@ from difflm.model.contextual import ContextualDecoder
 from difflm.model.embedding import WordEmbedding
 from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
+from difflm.model.source import SourcePrefix
 
 #: Generators whose network is told the size of the jump it serves (`model.generator`).
 JUMP_GENERATORS = ("shortcut", "meanflow")
@@ -69,7 +71,8 @@ class Denoiser(nn.Module):
         vocab_size: V.
         max_len: L, the number of learned position embeddings.
         schedule: the noise schedule, needed to read ε- or v-outputs as x̂0.
-        num_conditions: P, the size of the condition's multi-hot (config.condition=slots only).
+        num_conditions: P, the size of the condition's multi-hot (config.condition=slots), or
+            S, the positions of a source row (config.condition=source, `model/source.py`).
         rounding: with kind=contextual, the denoiser carries its contextual rounding decoder
             (`self.decoder`, trained and saved with it); else `self.decoder` is None.
         length_anchors: the denoiser reads each row's length from its clean END and PAD tail
@@ -112,8 +115,9 @@ class Denoiser(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
         self.time_scale = MEANFLOW_TIME_SCALE if config.generator == "meanflow" else 1000.0
         self.num_conditions = num_conditions
-        # Only conditioned models have it, so unconditioned checkpoints load unchanged.
-        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
+        # Only conditioned models have them, so unconditioned checkpoints load unchanged.
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if config.condition == "slots" else None
+        self.source = SourcePrefix(num_conditions, h, in_dim=d) if config.condition == "source" else None
         # Only the jumping generators have it: diffusion models keep their parameters and checkpoints.
         self.jump_mlp = (
             nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
@@ -151,7 +155,8 @@ class Denoiser(nn.Module):
         self_cond: torch.Tensor | None = None,
         jump: torch.Tensor | None = None,
     ) -> Prediction:
-        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1], given the condition cond [B, P] (None: ∅).
+        """Predict x0 from x_t [B, L, d] at times t [B] in [0, 1], given the condition cond [B, P]
+        (or the source ids [B, S]; None: ∅).
 
         t may also be [B, L], a time per position (left-to-right noise, `diffusion/sweep.py`).
 
@@ -182,11 +187,12 @@ class Denoiser(nn.Module):
                 "this model was trained without a jump size (model.generator=shortcut or meanflow has one)"
             )
         B, L, _ = x_t.shape
-        if cond is not None and self.cond_proj is None:
+        if cond is not None and self.cond_proj is None and self.source is None:
             raise ValueError("this model was trained without a conditioning signal (cond)")
         if cond is not None and tuple(cond.shape) != (B, self.num_conditions):
             raise ValueError(
-                f"cond must have shape [{B}, {self.num_conditions}] (a multi-hot per row), got {list(cond.shape)}"
+                f"cond must have shape [{B}, {self.num_conditions}] (a multi-hot or source row per row), "
+                f"got {list(cond.shape)}"
             )
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {self.max_len}")
@@ -204,13 +210,17 @@ class Denoiser(nn.Module):
             # mixture at high noise) instead of decoding a noisy d-vector itself.
             h = h + self.word_posterior_logits(x_t, self._alpha_bar(t, x_t)).softmax(-1) @ self.word_in
         time = self._time(t, h)  # [B, 1, H], or [B, L, H] with a time per position
-        if cond is not None:
-            assert self.cond_proj is not None  # a cond without conditioning was refused above
+        if cond is not None and self.cond_proj is not None:
             time = time + self.cond_proj(cond.to(h.dtype))[:, None, :]
         if self.jump_mlp is not None:
             jump = torch.zeros(B, device=x_t.device) if jump is None else jump
             time = time + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))[:, None]
-        return self.encoder(self.dropout(self.in_norm(h + time)))
+        states = self.in_norm(h + time)
+        if self.source is None:
+            return self.encoder(self.dropout(states))
+        source = self.embedding(self.source.ids(cond, B, x_t.device)).to(h.dtype)
+        prefix = self.in_norm(self.source(source) + time)  # the clean source, at the target's time
+        return self.encoder(self.dropout(torch.cat([prefix, states], 1)))[:, prefix.shape[1] :]
 
     def _alpha_bar(self, t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """ᾱ(t) shaped to scale x_t: [B, 1, 1] for t [B], [B, L, 1] for t [B, L]."""

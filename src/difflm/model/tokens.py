@@ -16,7 +16,8 @@ noisy vectors. One class serves both forward processes (`noise`):
   its input where the input is probably clean, rather than learn to look away from it.
 
 A conditioned model (`model.condition=slots`) adds a projection of c [B, P], the multi-hot
-of each row's slot values, at every position; c = 0 is the null condition ∅ of
+of each row's slot values, at every position (`model.condition=source`: the source's ids are
+a clean prefix of the sequence, `model/source.py`); c = 0 is the null condition ∅ of
 classifier-free guidance, as for the continuous denoiser.
 
 Under length anchors (`diffusion.length_anchors`) a row's END and PAD tail are never noised,
@@ -35,6 +36,7 @@ from difflm.diffusion.uniform import log_likelihood_of_own, noise_rows
 from difflm.model.anchors import anchors_of
 from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
+from difflm.model.source import SourcePrefix
 from difflm.text.vocab import Vocab
 
 
@@ -71,25 +73,32 @@ class TokenDenoiser(nn.Module):
         self.out_norm = nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab_size)
         self.num_conditions = num_conditions
-        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if num_conditions else None
+        self.cond_proj = nn.Linear(num_conditions, h, bias=False) if config.condition == "slots" else None
+        self.source = SourcePrefix(num_conditions, h) if config.condition == "source" else None
         self.register_buffer("lengths", torch.zeros(max_len - 1) if length_anchors else None)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Word logits [B, L, V] of the prediction x_θ(z) for z [B, L] at times t [B] (uniform
-        noise only), given the condition cond [B, P] (None: ∅)."""
+        noise only), given the condition cond [B, P] or the source ids [B, S] (None: ∅)."""
         if z.ndim != 2 or z.shape[1] > self.max_len:
             raise ValueError(f"z must be [B, L ≤ {self.max_len}] token ids, got {list(z.shape)}")
         if (t is None) != (self.time_mlp is None):
             raise ValueError(f"a {self.noise} denoiser takes {'no time' if self.time_mlp is None else 'a time t [B]'}")
+        if cond is not None and self.cond_proj is None and self.source is None:
+            raise ValueError("this model was trained without a conditioning signal (cond)")
         h = self.embed(z) + self.pos[: z.shape[1]]
+        time: torch.Tensor | float = 0.0
         if self.time_mlp is not None:
             assert t is not None
-            h = h + self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
-        if cond is not None:
-            if self.cond_proj is None:
-                raise ValueError("this model was trained without a conditioning signal (cond)")
+            time = self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
+        h = h + time
+        if cond is not None and self.cond_proj is not None:
             h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]
-        h = self.encoder(self.dropout(self.in_norm(h)))
+        if self.source is None:
+            h = self.encoder(self.dropout(self.in_norm(h)))
+        else:  # the clean source as a prefix of the sequence, never masked or noised
+            prefix = self.source(self.embed(self.source.ids(cond, len(z), z.device))) + time
+            h = self.encoder(self.dropout(self.in_norm(torch.cat([prefix, h], 1))))[:, prefix.shape[1] :]
         logits = self.head(self.out_norm(h)).float()
         if self.time_mlp is None:
             return logits

@@ -52,7 +52,8 @@ def check_canvas(canvas: torch.Tensor, steps: int, temperature: float) -> None:
 
 class TokenNetwork:
     """A token denoiser (`model/tokens.py`) as the samplers call it: z [B, L], t -> word
-    log-probabilities [B, L, V], guided towards a condition c [P] with scale w when given
+    log-probabilities [B, L, V], guided towards a condition c [P] (or one per row, [B, P]; the
+    source ids of a source-conditioned run) with scale w when given
     (classifier-free guidance in its discrete form, Schiff et al. 2024: log p̃ = log p(x | z, ∅)
     + w·(log p(x | z, c) − log p(x | z, ∅)), renormalised by the samplers; w = 0 unconditional,
     1 conditional). A guided call evaluates 2B rows (`rows_per_call`).
@@ -62,6 +63,11 @@ class TokenNetwork:
         self.model, self.cond, self.scale = model, cond, check_scale(scale)
         self.timed = getattr(model, "time_mlp", None) is not None  # uniform noise: the model reads t
         self.rows_per_call = 1 if cond is None or scale == 1.0 else 2
+
+    def rows(self, index: torch.Tensor) -> TokenNetwork:
+        """The network of some of the rows: a condition given per row [B, P] is cut to them."""
+        cond = self.cond if self.cond is None or self.cond.dim() == 1 else self.cond[index]
+        return TokenNetwork(self.model, cond, self.scale)
 
     def __call__(self, z: torch.Tensor, t: float) -> torch.Tensor:
         times = torch.full((len(z),), t, device=z.device) if self.timed else None

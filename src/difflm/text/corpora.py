@@ -2,15 +2,18 @@
 
 A corpus is named by a spec string:
 
-    lines:PATH               one sentence per line, whitespace-tokenised
+    lines:PATH               one sentence per line, whitespace-tokenised; a line
+                             "source<TAB>target" also gives the sentence a source text
     e2e:PATH[,PATH...]       E2E NLG data; each file is either the official CSV (columns
                              mr,ref) or Diffusion-LM's "MR||text" lines (autodetected)
     NAME                     a bundled corpus registered with register_corpus()
 
 E2E meaning representations become ``Example.slots`` with the eight canonical slot
-names (SLOTS). Slot values and CSV references are tokenised by :func:`tokenize`, the
-style of Diffusion-LM's src1 files ("family-friendly." -> "family - friendly ."), so both
-formats of the same data give the same examples.
+names (SLOTS), and ``Example.source``, the MR linearised as Diffusion-LM's src1 files
+write it ("name : Aromi | food : Chinese", `linearise`), the input of data-to-text. Slot
+values and CSV references are tokenised by :func:`tokenize`, the style of Diffusion-LM's
+src1 files ("family-friendly." -> "family - friendly ."), so both formats of the same data
+give the same examples.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from typing import TypeVar
 
 SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
 
-# Slot names as spelled in the official CSV (canonical) and in Diffusion-LM's src1 files.
-_SLOT_ALIASES = {**{s: s for s in SLOTS}, "Type": "eatType", "price": "priceRange", "family friendly": "familyFriendly"}
+# Slot names as spelled in Diffusion-LM's src1 files, where they differ from the canonical ones.
+_SRC1_NAMES = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family friendly"}
+# Slot names as spelled in the official CSV (canonical) and in the src1 files.
+_SLOT_ALIASES = {**{s: s for s in SLOTS}, **{src1: s for s, src1 in _SRC1_NAMES.items()}}
 
 # Bundled corpora whose module registers them on import; imported only when asked for.
 _LAZY_MODULES = {"grammar": "difflm.text.grammar"}
@@ -59,15 +64,19 @@ class Example:
     Attributes:
         tokens: the words of the sentence.
         slots: slot name -> value (e.g. {"food": "Chinese"}); empty for plain text.
+        source: the tokens of the text the sentence was written from (data-to-text: the
+            linearised MR); empty when there is none.
     """
 
     tokens: tuple[str, ...]
     slots: Mapping[str, str] = field(default_factory=dict)
+    source: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Frozen means frozen: copy the inputs into immutable containers.
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "slots", MappingProxyType(dict(self.slots)))
+        object.__setattr__(self, "source", tuple(self.source))
 
 
 @dataclass
@@ -100,6 +109,30 @@ def tokenize(text: str) -> list[str]:
     ['Aromi', 'isn', "'t", 'family', '-', 'friendly', ',', '£', '20', '-', '25', '.']
     """
     return _TOKEN.findall(text)
+
+
+def linearise(slots: Mapping[str, str]) -> tuple[str, ...]:
+    """An MR as the tokens of Diffusion-LM's src1 format, slots in SLOTS order.
+
+    >>> linearise({"food": "Chinese", "name": "Aromi"})
+    ('name', ':', 'Aromi', '|', 'food', ':', 'Chinese')
+    """
+    items = [f"{_SRC1_NAMES.get(slot, slot)} : {slots[slot]}" for slot in SLOTS if slot in slots]
+    return tuple(" | ".join(items).split())
+
+
+def source_tokens(text: str) -> tuple[str, ...]:
+    """The tokens of a source given as text: an official MR ("name[Aromi], food[Chinese]") is
+    linearised (`linearise`); anything else (a src1 MR, "name : Aromi | food : Chinese", or
+    other text) is split on whitespace.
+
+    Raises:
+        CorpusError: an official MR with an unknown or repeated slot.
+    """
+    items = list(_CSV_SLOT.finditer(text))
+    if items and "".join(m.group(0) for m in items) == text:
+        return linearise(_slots([(m.group(1), m.group(2)) for m in items], "the source"))
+    return tuple(text.split())
 
 
 def register_corpus(name: str, loader: Callable[[], Corpus]) -> None:
@@ -227,10 +260,13 @@ def _checked(corpus: Corpus, path: Path) -> Corpus:
 
 def _read_lines(spec: str, path: Path) -> Corpus:
     corpus = Corpus([], spec, {})
-    for line in _lines(_read_text(path)):
-        tokens = line.split()
+    for lineno, line in enumerate(_lines(_read_text(path)), start=1):
+        source, tab, target = line.partition("\t") if "\t" in line else ("", "", line)
+        tokens = target.split()
+        if tab and not (tokens and source.split()):
+            raise CorpusError(f"{path}:{lineno}: expected 'source<TAB>target' with both sides non-empty")
         if tokens:
-            corpus.examples.append(Example(tuple(tokens)))
+            corpus.examples.append(Example(tuple(tokens), source=tuple(source.split())))
         else:
             _skip(corpus, "blank")
     return _checked(corpus, path)
@@ -266,7 +302,8 @@ def _read_src1(path: Path, text: str) -> Corpus:
             if not colon:
                 raise CorpusError(f"{where}: MR item {item.strip()!r} is not 'slot : value'")
             pairs.append((slot, value))
-        corpus.examples.append(Example(tokens, _slots(pairs, where)))
+        slots = _slots(pairs, where)
+        corpus.examples.append(Example(tokens, slots, linearise(slots)))
     return corpus
 
 
@@ -299,7 +336,8 @@ def _read_csv(path: Path, text: str) -> Corpus:
         items = list(_CSV_SLOT.finditer(mr))
         if not items or "".join(m.group(0) for m in items) != mr:
             raise CorpusError(f"{where}: MR {mr!r} is not 'slot[value], slot[value], ...'")
-        corpus.examples.append(Example(tokens, _slots([(m.group(1), m.group(2)) for m in items], where)))
+        slots = _slots([(m.group(1), m.group(2)) for m in items], where)
+        corpus.examples.append(Example(tokens, slots, linearise(slots)))
     return corpus
 
 

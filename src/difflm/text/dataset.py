@@ -30,8 +30,8 @@ class Dataset:
     valid: torch.Tensor  # [M, L]
     report: dict[str, int]
     conditions: SlotLabels | None = None
-    train_cond: torch.Tensor | None = None  # [N, P] multi-hot
-    valid_cond: torch.Tensor | None = None  # [M, P]
+    train_cond: torch.Tensor | None = None  # [N, P] multi-hot, or [N, S] source ids (model.condition=source)
+    valid_cond: torch.Tensor | None = None  # [M, P] or [M, S]
 
 
 def split_rows(config: Config, rows: Sequence[T]) -> tuple[list[T], list[T]]:
@@ -44,7 +44,9 @@ def prepare_data(
     config: Config, corpus: Corpus | None = None, vocab: Vocab | None = None, conditions: SlotLabels | None = None
 ) -> Dataset:
     """Read the corpus, split off the held-out sentences, build (or reuse) the vocabulary and the
-    condition labels (model.condition=slots: the training sentences' slot=value pairs), pad."""
+    condition labels (model.condition=slots: the training sentences' slot=value pairs), pad.
+    Under model.condition=source every sentence needs its source text: the vocabulary covers
+    both sides, and each source is a row START s… END PAD… of data.source_len ids."""
     corpus = corpus or read_corpus(config.data.corpus)
     train_ex, valid_ex = split_rows(config, corpus.examples)
     dropped = 0
@@ -59,7 +61,14 @@ def prepare_data(
         train_ex, valid_ex = kept_train, kept_valid
     overlong = "refuse" if config.data.overlong == "skip" else config.data.overlong
     sentences = [ex.tokens for ex in train_ex]
-    vocab = vocab or Vocab.build(sentences, min_count=config.data.min_count)
+    sourced = config.model.condition == "source"
+    if sourced and not all(ex.source for ex in train_ex + valid_ex):
+        raise ValueError(
+            f"corpus {config.data.corpus!r} has sentences without a source: model.condition=source needs an "
+            "e2e: corpus (the MR) or lines:PATH with 'source<TAB>target' lines"
+        )
+    words = sentences + [ex.source for ex in train_ex] if sourced else sentences
+    vocab = vocab or Vocab.build(words, min_count=config.data.min_count)
     train_ids, cut_train = vocab.encode_batch(sentences, config.data.max_len, overlong=overlong)
     valid_ids, cut_valid = vocab.encode_batch([ex.tokens for ex in valid_ex], config.data.max_len, overlong=overlong)
     report = {"train": len(train_ex), "valid": len(valid_ex), "vocab": len(vocab), "truncated": cut_train + cut_valid}
@@ -73,6 +82,11 @@ def prepare_data(
         # A held-out pair that training never saw cannot be encoded: it is left out.
         data.valid_cond = data.conditions.encode([ex.slots for ex in valid_ex], strict=False)
         report["conditions"] = len(data.conditions)
+    if sourced:
+        S = config.data.source_len
+        data.train_cond, cut = vocab.encode_batch([ex.source for ex in train_ex], S, overlong="truncate")
+        data.valid_cond, cut_valid = vocab.encode_batch([ex.source for ex in valid_ex], S, overlong="truncate")
+        report["sources_truncated"] = cut + cut_valid
     return data
 
 
