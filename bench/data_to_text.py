@@ -1,0 +1,120 @@
+"""Data-to-text on E2E at equal CPU time: continuous diffusion, masked diffusion and the AR
+baseline, each trained on the same budget from MR -> sentence pairs, scored on unseen MRs.
+
+    .venv/bin/python bench/data_to_text.py --train e2e:../shared/data/e2e/src1_valid.txt \
+        --test ../shared/data/e2e/src1_test.txt --minutes 30 [--families diffusion masked autoregressive] \
+        [--mbr 4] [--limit N] [--out bench/out/d2t]
+
+Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised MR as a
+clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
+MR, which the training sentences' length histogram does not; hence no length-bucketed
+batches either), and the step count that fills `--minutes` on 2 threads, probed on this
+machine (the learning-rate schedule then ends where the budget does). Runs already in --out are resumed or kept. Then one sentence is
+written for each distinct test MR (`Pipeline.write_from`; the diffusion rows with MBR over
+`--mbr` samples, as DiffuSeq does; the AR rows greedy and with beam search 4), timed
+(sentences/s on 2 threads), and scored against all of that MR's human references
+(`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot error rate). Prints JSON and a markdown
+table; writes result.json, table.md and each row's outputs under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import difflm
+from difflm.eval.data_to_text import references_by_source, score
+from difflm.text.corpora import read_corpus
+from recipes import measure_rate, train_run  # bench/ is on sys.path when run as a script
+
+CONFIG = "configs/e2e.yaml"
+#: Each family's settings beyond the shared ones.
+FAMILIES = {
+    "diffusion": [],
+    "masked": ["model.kind=masked"],
+    "autoregressive": ["model.kind=autoregressive", "model.self_condition=false"],
+}
+SHARED = [
+    "model.condition=source",
+    "data.source_len=48",
+    "diffusion.length_anchors=false",
+    "train.length_pool=0",
+    "train.threads=2",
+]
+#: How each family writes: (row label, write_from options).
+DECODERS = {
+    "diffusion": [("continuous diffusion, DDPM 100", {"sampler": "ddpm", "steps": 100})],
+    "masked": [("masked diffusion, confidence 32", {"steps": 32})],
+    "autoregressive": [
+        ("AR, greedy", {"sampler": "beam", "beams": 1}),
+        ("AR, beam 4", {"sampler": "beam", "beams": 4}),
+    ],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", required=True, help="the training corpus (e2e: spec, the dev split)")
+    parser.add_argument("--test", required=True, help="the MRs to write from, with their references")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--mbr", type=int, default=4, help="samples per MR of the diffusion rows (1: no MBR)")
+    parser.add_argument("--limit", type=int, help="score only the first N test MRs")
+    parser.add_argument("--out", default="bench/out/d2t")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+
+    test = read_corpus(args.test if ":" in args.test else f"e2e:{args.test}")
+    by_source = references_by_source(test)
+    sources = list(by_source)[: args.limit]
+    references = [by_source[s] for s in sources]
+    known: dict[str, set[str]] = {}
+    for example in read_corpus(args.train).examples + test.examples:
+        for slot, value in example.slots.items():
+            known.setdefault(slot, set()).add(value)
+
+    rows, steps = [], {}
+    for family in args.families:
+        overrides = [f"data.corpus={args.train}", *SHARED, *FAMILIES[family]]
+        rate = measure_rate(CONFIG, overrides, threads=2)
+        steps[family] = int(rate * args.minutes * 60)
+        train_run(out / family, CONFIG, [*overrides, f"train.steps={steps[family]}"])
+        pipe = difflm.load(out / family)
+        for label, options in DECODERS[family]:
+            mbr = args.mbr if family != "autoregressive" else 1
+            start = time.perf_counter()
+            texts = pipe.write_from([" ".join(s) for s in sources], mbr=mbr, seed=0, **options)
+            speed = len(texts) / (time.perf_counter() - start)
+            scores = score(texts, references, known)
+            rows.append({"row": label, "mbr": mbr, "sentences_per_s": round(speed, 2), **scores})
+            (out / f"{label.replace(' ', '_').replace(',', '')}.txt").write_text("\n".join(texts) + "\n")
+            print(json.dumps(rows[-1]), flush=True)
+    result = {"train": args.train, "test": args.test, "minutes": args.minutes, "steps": steps, "rows": rows}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        f"Data-to-text on {len(sources)} test MRs after {args.minutes:g} minutes of training on 2 threads each.",
+        "",
+        "| system | steps trained | BLEU ↑ | ROUGE-L ↑ | slot error rate ↓ (missing + added / slots) | sentences/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        family = next(f for f, decoders in DECODERS.items() if any(label == row["row"] for label, _ in decoders))
+        mbr = f" (MBR {row['mbr']})" if row["mbr"] > 1 else ""
+        lines.append(
+            f"| {row['row']}{mbr} | {steps[family]} | {row['bleu']} | {row['rouge_l']} | {row['slot_error_rate']} "
+            f"({row['missing']} + {row['added']} / {row['slots']}) | {row['sentences_per_s']} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(table)
+    print(json.dumps(result, indent=2))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
