@@ -9,11 +9,12 @@ Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised 
 clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
 MR, which the training sentences' length histogram does not; hence no length-bucketed
 batches either), and the step count that fills `--minutes` on 2 threads, probed on this
-machine (the learning-rate schedule then ends where the budget does). Runs already in --out are resumed or kept. Then one sentence is
-written for each distinct test MR (`Pipeline.write_from`; the diffusion rows with MBR over
-`--mbr` samples, as DiffuSeq does; the AR rows greedy and with beam search 4), timed
-(sentences/s on 2 threads), and scored against all of that MR's human references
-(`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot error rate). Prints JSON and a markdown
+machine (the learning-rate schedule then ends where the budget does). Runs already in
+--out are resumed or kept. Then one sentence is written for each distinct test MR
+(`Pipeline.write_from`; the diffusion rows with MBR over `--mbr` samples, as DiffuSeq does;
+the AR rows greedy and with beam search 4), timed (sentences/s on 2 threads), and scored
+against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot
+error rate). Prints JSON and a markdown
 table; writes result.json, table.md and each row's outputs under --out.
 """
 
