@@ -1,5 +1,5 @@
 """CGMH: the acceptance ratio in closed form, chains that converge to a toy LM's known
-distribution (with and without a protected keyword), and a tiny AR run through the pipeline
+distribution (with and without a protected keyword or a classifier factor), and a tiny AR run through the pipeline
 and the CLI."""
 
 from __future__ import annotations
@@ -174,28 +174,3 @@ def test_cgmh_through_the_pipeline_and_the_cli(lm_run, capsys):
     argv = ["control", str(lm_run), "--sampler", "cgmh", "--keywords", "Zizzi", "--steps", "20", "--n", "3"]
     assert main(argv) == 0
     assert "keywords 3/3" in capsys.readouterr().err
-
-
-def test_a_conditioned_lm_is_the_ft_sample_baseline(tmp_path, toy_e2e_corpus, capsys):
-    """An AR run trained with model.condition=slots samples p(x | c) (Diffusion-LM's FT-sample)."""
-    from difflm.train import train
-
-    out = tmp_path / "ft"
-    config = tiny_config(
-        f"e2e:{toy_e2e_corpus}",
-        "model.kind=autoregressive",
-        "model.condition=slots",
-        "train.steps=150",
-        "train.lr=3e-3",
-    )
-    train(config, out, progress=False)
-    pipe = difflm.load(out)
-    free = pipe.sample(32, seed=0)
-    chinese = pipe.sample(32, seed=0, condition="food=Chinese")
-    share = [sum("Chinese" in t.split() for t in texts) / 32 for texts in (free, chinese)]
-    assert share[1] >= share[0] + 0.4, share
-    with pytest.raises(ValueError, match="cfg_scale must be 1"):
-        pipe.generate(2, condition="food=Chinese", cfg_scale=3.0)
-    capsys.readouterr()
-    argv = ["control", str(out), "--attribute", "food=Chinese", "--cfg-scale", "1", "--n", "4"]
-    assert main(argv) == 0 and "Chinese" in capsys.readouterr().out

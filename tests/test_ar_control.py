@@ -1,7 +1,6 @@
-"""FUDGE and beam search: FUDGE's draw is Bayes' rule over the LM's top k, the prefix noise
-of its classifiers, beam search against enumeration, and both through the pipeline and the
-CLI on a conditioned AR run of the toy E2E corpus (FUDGE with a prefix attribute
-classifier, FT-search)."""
+"""The AR run's control methods beside CGMH: FUDGE's draw is Bayes' rule over the LM's top k,
+the prefix noise of its classifiers, beam search against enumeration, and FUDGE, FT-sample
+and FT-search through the pipeline and the CLI on a conditioned AR run of the toy E2E corpus."""
 
 from __future__ import annotations
 
@@ -195,6 +194,19 @@ def test_a_prefix_classifier_does_not_guide_a_discrete_run(ft_run, tmp_path, toy
     prefix = control.Attribute("food", "Chinese", run=ft_run)
     with pytest.raises(ValueError, match="prefixes of an autoregressive run"):
         difflm.load(masked).generate(2, constraints=[prefix])
+
+
+def test_a_conditioned_lm_is_the_ft_sample_baseline(ft_run, capsys):
+    """An AR run trained with model.condition=slots samples p(x | c) (Diffusion-LM's FT-sample)."""
+    pipe = difflm.load(ft_run)
+    free = pipe.sample(32, seed=0)
+    chinese = pipe.sample(32, seed=0, condition="food=Chinese")
+    assert share(chinese) >= share(free) + 0.4, (free, chinese)
+    with pytest.raises(ValueError, match="cfg_scale must be 1"):
+        pipe.generate(2, condition="food=Chinese", cfg_scale=3.0)
+    capsys.readouterr()
+    argv = ["control", str(ft_run), "--attribute", "food=Chinese", "--cfg-scale", "1", "--n", "4"]
+    assert main(argv) == 0 and "Chinese" in capsys.readouterr().out
 
 
 def test_beam_search_is_the_ft_search_baseline(ft_run, capsys):
