@@ -1,6 +1,6 @@
 """CGMH: the acceptance ratio in closed form, chains that converge to a toy LM's known
-distribution (with and without a protected keyword or a classifier factor), and a tiny AR run through the pipeline
-and the CLI."""
+distribution (with and without a protected keyword or a classifier factor), and a tiny AR
+run through the pipeline and the CLI."""
 
 from __future__ import annotations
 
