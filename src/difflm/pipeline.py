@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from difflm import hub
 from difflm.config import ROUNDINGS, Config
 from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
@@ -71,9 +72,16 @@ class Pipeline:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str = "auto") -> Pipeline:
-        """Load `config.json`, `vocab.json` and `{weights}.safetensors` from a run directory."""
-        run = load_run(run_dir, weights=weights, device=device)
+        """Load `config.json`, `vocab.json` and `{weights}.safetensors` from a run directory, a
+        saved model's directory or a Hugging Face Hub id ("owner/name[@revision]", `hub.resolve`)."""
+        run = load_run(hub.resolve(run_dir), weights=weights, device=device)
         return cls(run.config, run.vocab, run.model, run.conditions)
+
+    def save_pretrained(self, directory: str | Path, *, card: Mapping[str, Any] | None = None) -> Path:
+        """Save this model in the layout of a Hugging Face model repository (`hub.save_pretrained`):
+        `difflm.load(directory)` loads it, and the directory can be uploaded as it is. `card`
+        adds sections (title -> text) to its README.md model card."""
+        return hub.save_pretrained(directory, self.config, self.vocab, self.model, self.conditions, card)
 
     @property
     def device(self) -> torch.device:
@@ -597,5 +605,5 @@ def _given(**options: Any) -> list[str]:
 
 
 def load(run_dir: str | Path, **kwargs: Any) -> Pipeline:
-    """Load a trained run directory; see `Pipeline.from_run`."""
+    """Load a trained run directory, a saved model or a Hub id; see `Pipeline.from_run`."""
     return Pipeline.from_run(run_dir, **kwargs)

@@ -96,6 +96,9 @@ class SavedRun:
 def load_run(run_dir: str | Path, *, weights: str = "ema", device: str = "auto") -> SavedRun:
     """Load `config.json`, `vocab.json`, the labels and `{weights}.safetensors` from a run directory.
 
+    A saved model (`hub.save_pretrained`) keeps only the weights it samples with, as
+    model.safetensors: there, weights="ema" reads that file.
+
     Raises:
         ValueError: no run directory there, unknown weights, or unreadable files.
     """
@@ -108,7 +111,10 @@ def load_run(run_dir: str | Path, *, weights: str = "ema", device: str = "auto")
     vocab = Vocab.load(run_dir / "vocab.json")
     conditions = load_conditions(config, run_dir)
     model = build_model(config, len(vocab), len(conditions) if conditions else 0)
-    checkpoint.load_weights(model, run_dir / f"{weights}.safetensors")
+    path = run_dir / f"{weights}.safetensors"
+    if weights == "ema" and not path.exists() and (run_dir / "model.safetensors").exists():
+        path = run_dir / "model.safetensors"
+    checkpoint.load_weights(model, path)
     return SavedRun(config, vocab, model.to(resolve_device(device)).eval(), conditions)
 
 

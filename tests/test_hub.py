@@ -1,0 +1,62 @@
+"""Hub conventions: save_pretrained writes a Hugging Face model repository's layout that loads
+back to the same samples, by directory or by Hub id from a local snapshot (offline), and
+loading reads nothing but JSON and safetensors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import difflm
+from difflm.cli import main
+from difflm.hub import MODEL_FILES
+
+
+def test_save_pretrained_round_trip(tiny_run, tmp_path):
+    pipe = difflm.load(tiny_run)
+    saved = pipe.save_pretrained(tmp_path / "model", card={"Intended use": "Tests."})
+    assert sorted(p.name for p in saved.iterdir()) == sorted(f for f in MODEL_FILES if f != "conditions.json")
+    card = (saved / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: difflm") and "## Intended use" in card
+    again = difflm.load(saved)
+    assert again.sample(4, steps=10, seed=3) == pipe.sample(4, steps=10, seed=3)
+
+
+def test_a_conditioned_model_keeps_its_labels(slot_run, tmp_path):
+    pipe = difflm.load(slot_run)
+    saved = pipe.save_pretrained(tmp_path / "model")
+    assert (saved / "conditions.json").is_file()
+    again = difflm.load(saved)
+    options = {"steps": 10, "seed": 0, "condition": "food=Chinese", "cfg_scale": 2.0}
+    assert again.sample(3, **options) == pipe.sample(3, **options)
+
+
+def test_loading_by_hub_id_from_a_local_snapshot(tiny_run, tmp_path, monkeypatch, capsys):
+    """A cache laid out as huggingface_hub keeps downloads (models--owner--name/refs,
+    snapshots/<commit>/files), read offline by the real download code. A file that is not a
+    model file (here a Python module that would fail if run) is never read."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--tiny-difflm"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    difflm.load(tiny_run).save_pretrained(snapshot)
+    (snapshot / "modeling.py").write_text("raise SystemExit('executed')\n")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = difflm.load("someone/tiny-difflm")
+    assert pipe.sample(2, steps=10, seed=0) == difflm.load(tiny_run).sample(2, steps=10, seed=0)
+    assert difflm.load(f"someone/tiny-difflm@{commit}").config == pipe.config
+    with pytest.raises(ValueError, match="cannot fetch someone/missing from the Hugging Face Hub"):
+        difflm.load("someone/missing")
+    with pytest.raises(ValueError, match="run directory not found"):
+        difflm.load(tmp_path / "nowhere")
+    capsys.readouterr()
+    assert main(["sample", "someone/missing", "--n", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot fetch someone/missing" in err and len(err.splitlines()) == 1
+    shutil.rmtree(snapshot)
