@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench pretrained clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,19 @@ test: lint
 
 # ruff (format and check) and mypy, at the versions pinned in constraints.txt.
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff format --check src tests bench
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) bench/core.py
+
+# Rebuild the models shipped in the package (seeded): the grammar model; the E2E model too when
+# its training file is there (E2E=PATH, default ../shared/data/e2e/src1_valid.txt).
+E2E ?= ../shared/data/e2e/src1_valid.txt
+pretrained: $(VENV)/.installed
+	$(PY) scripts/pretrained.py grammar
+	if [ -f "$(E2E)" ]; then $(PY) scripts/pretrained.py e2e --e2e "$(E2E)"; fi
 
 clean:
 	rm -rf $(VENV) runs

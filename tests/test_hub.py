@@ -60,3 +60,24 @@ def test_loading_by_hub_id_from_a_local_snapshot(tiny_run, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip()
     assert "cannot fetch someone/missing" in err and len(err.splitlines()) == 1
     shutil.rmtree(snapshot)
+
+
+def test_the_shipped_grammar_model_loads_and_samples(capsys):
+    """The weights in the package (`make pretrained`) load with no training and no network and
+    write the bundled grammar's sentences; the demo shows them first, and --no-train stops there."""
+    from difflm.hub import pretrained
+    from difflm.text.grammar import default_parser
+
+    assert "grammar" in pretrained()
+    pipe = difflm.load("pretrained:grammar")
+    texts = pipe.sample(16, seed=0, steps=20)
+    grammatical = sum(r.grammatical for r in default_parser().parse([t.split() for t in texts]))
+    assert grammatical >= 10, texts
+    with pytest.raises(ValueError, match="no pretrained model 'nope'; shipped: grammar"):
+        difflm.load("pretrained:nope")
+    capsys.readouterr()
+    assert main(["sample", "pretrained:grammar", "--n", "2", "--steps", "10"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["demo", "--no-train"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained:grammar" in out and "controlled samples" in out and "training your own" not in out

@@ -280,8 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         "in the references' order",
     )
 
-    p = sub.add_parser("demo", help="train a small model on the bundled corpus and print samples")
+    p = sub.add_parser(
+        "demo", help="print samples of the shipped grammar model, then train your own on the bundled corpus"
+    )
     p.add_argument("--out", default="runs/demo", help="run directory (resumed if it exists)")
+    p.add_argument("--no-train", action="store_true", help="only the shipped model's samples")
     _add_config_args(p)
     return parser
 
@@ -481,19 +484,30 @@ def _data_to_text(path: str, texts: list[str], spec: str) -> dict:
 def cmd_demo(args: argparse.Namespace) -> None:
     import difflm
     from difflm.config import load_config
-    from difflm.sampling import DEFAULT_STEPS
+    from difflm.hub import pretrained
     from difflm.train import train
 
+    if "grammar" in pretrained() and args.config is None and not args.overrides:
+        print("difflm demo: the shipped model of the bundled grammar (pretrained:grammar), no training needed")
+        _demo_samples(difflm.load("pretrained:grammar"))
+    if args.no_train:
+        return
     config = load_config(args.config, DEMO_SETTINGS + list(args.overrides))
     print(
-        f"difflm demo: training on the bundled '{config.data.corpus}' corpus for {config.train.steps} steps "
-        f"-> {args.out}"
+        f"\ndifflm demo: training your own on the bundled '{config.data.corpus}' corpus for {config.train.steps} "
+        f"steps -> {args.out} (skip with --no-train)"
     )
     last = train(config, args.out)
     if "valid" in last:
         print(f"held-out loss {last['valid']['loss']:.3f}")
-    pipe = difflm.load(args.out)
-    how = f"{pipe.default_sampler}, {DEFAULT_STEPS} steps, {config.rounding.kind} rounding"
+    _demo_samples(difflm.load(args.out))
+
+
+def _demo_samples(pipe) -> None:  # noqa: ANN001 - a Pipeline
+    """The demo's unconditional and controlled samples of one model, marked and counted."""
+    from difflm.sampling import DEFAULT_STEPS
+
+    how = f"{pipe.default_sampler}, {DEFAULT_STEPS} steps, {pipe.config.rounding.kind} rounding"
     _demo_show(pipe, f"unconditional samples ({how})", pipe.sample(DEMO_SAMPLES, seed=0), [], shown=10)
     length, keyword = DEMO_CONTROL
     if keyword not in pipe.vocab:

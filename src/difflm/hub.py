@@ -9,10 +9,11 @@ A saved model is the layout of a Hugging Face model repository:
     conditions.json     the slot=value labels of a run trained with model.condition=slots
     README.md           the model card: what it is, its data, how it was trained and measured
 
-`resolve` turns a local directory or a Hub id ("owner/name", "owner/name@revision") into a
-directory: an id is fetched by `huggingface_hub.snapshot_download` (the `hub` extra), and
-only the files above, so nothing else in a repository is read. Loading reads JSON and
-safetensors only: no file is ever executed or unpickled.
+`resolve` turns a local directory, a model shipped in the package ("pretrained:grammar",
+`pretrained()`) or a Hub id ("owner/name", "owner/name@revision") into a directory: an id is
+fetched by `huggingface_hub.snapshot_download` (the `hub` extra), and only the files above,
+so nothing else in a repository is read. Loading reads JSON and safetensors only: no file is
+ever executed or unpickled.
 """
 
 from __future__ import annotations
@@ -84,17 +85,29 @@ def model_card(config: Config, vocab: Vocab, model: Network, sections: Mapping[s
     return "\n".join(lines) + "\n"
 
 
+def pretrained() -> list[str]:
+    """The names of the models shipped in the package (`pretrained:NAME`; `make pretrained`)."""
+    root = Path(__file__).parent / "pretrained"
+    return sorted(p.name for p in root.iterdir() if (p / "README.md").is_file()) if root.is_dir() else []
+
+
 def resolve(spec: str | Path, *, cache_dir: str | Path | None = None) -> Path:
-    """The directory of a model given as a local directory or a Hub id (module docstring).
+    """The directory of a model given as a local directory, "pretrained:NAME" or a Hub id
+    (module docstring).
 
     Raises:
-        ValueError: neither a directory nor a Hub id, huggingface_hub missing, or the
-            download failed (the Hub's message, on one line).
+        ValueError: none of these, an unknown pretrained name (the shipped ones listed),
+            huggingface_hub missing, or the download failed (the Hub's message, on one line).
     """
     path = Path(spec)
     if path.is_dir():
         return path
     text = str(spec)
+    if text.startswith("pretrained:"):
+        name = text.removeprefix("pretrained:")
+        if name not in pretrained():
+            raise ValueError(f"no pretrained model {name!r}; shipped: {', '.join(pretrained()) or 'none'}")
+        return Path(__file__).parent / "pretrained" / name
     if not _REPO_ID.match(text) or path.exists():
         raise ValueError(f"run directory not found: {spec}")
     try:
