@@ -280,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         "in the references' order",
     )
 
+    p = sub.add_parser("serve", help="a local web page that shows sentences forming step by step (the serve extra)")
+    p.add_argument("run", help="a diffusion run directory, pretrained:NAME or a Hub id")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
     p = sub.add_parser(
         "demo", help="print samples of the shipped grammar model, then train your own on the bundled corpus"
     )
@@ -481,6 +486,13 @@ def _data_to_text(path: str, texts: list[str], spec: str) -> dict:
     return score(texts, references, known)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from difflm.serve import serve
+
+    print(f"difflm serve: http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+    serve(args.run, args.host, args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     import difflm
     from difflm.config import load_config
@@ -548,6 +560,7 @@ COMMANDS = {
     "train-classifier": cmd_train_classifier,
     "eval": cmd_eval,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 
