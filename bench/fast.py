@@ -42,12 +42,13 @@ from pathlib import Path
 import torch
 
 import difflm
+from difflm.eval.plots import plot_quality_vs_nfe
 from difflm.eval.report import evaluate
 from difflm.sampling import TOKEN_SAMPLERS, get_sampler
 from difflm.sampling.grid import GRIDS
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.text.dataset import split_sentences
-from quality import draw_metric, markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
+from quality import markdown_table, sample_timed, train_equal_time  # bench/ is on sys.path
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 NFES = (1, 2, 4, 8, 16, 50, 200)
@@ -109,26 +110,6 @@ def parse_nfes(spec: str) -> list[int]:
     if nfes[0] < 1:
         raise argparse.ArgumentTypeError(f"NFE must be ≥ 1, got {nfes[0]}")
     return nfes
-
-
-def plot(rows: list[dict], out: Path) -> Path | None:
-    """Grammatical share and lm-score against NFE, one panel each (those the rows have)."""
-    from difflm.eval.plots import _pyplot
-
-    metrics = [m for m in ("grammatical", "lm_score") if any(r.get(m) is not None for r in rows)]
-    if not metrics:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        draw_metric(ax, rows, metric, x="nfe")
-        ax.set_xlabel("denoiser evaluations per sentence (NFE)")
-        if metric == "lm_score":
-            ax.set_yscale("log")  # perplexities of word salad and of text differ by orders of magnitude
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 def main() -> None:
@@ -291,7 +272,7 @@ def main() -> None:
     table = markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])
     (args.out / "table.md").write_text(table + "\n")
     print(table)
-    figure = plot(rows, args.out / "quality_vs_nfe.png")
+    figure = plot_quality_vs_nfe(rows, args.out / "quality_vs_nfe.png")
     if figure is not None:
         print(f"plot: {figure}")
 

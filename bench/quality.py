@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import difflm
+from difflm.eval.plots import draw_metric
 from difflm.eval.report import evaluate
 from difflm.text.dataset import split_sentences
 from recipes import measure_rate, run_parallel  # bench/ is on sys.path when run as a script
@@ -71,30 +72,6 @@ def sample_timed(pipe: difflm.Pipeline, n: int, *, seed: int = 0, **options) -> 
     start = time.perf_counter()
     texts = pipe.sample(n, seed=seed, **options)
     return texts, n / (time.perf_counter() - start)
-
-
-def draw_metric(ax, rows: list[dict], metric: str, x: str = "steps") -> None:  # noqa: ANN001 - a matplotlib Axes
-    """`metric` against `x` (log scale): a line per (model, sampler), a horizontal line per baseline row.
-
-    Rows of the AR baseline and of human text have no step count to vary: they are the baselines.
-    """
-    series: dict[str, list[tuple[float, float]]] = {}
-    for row in rows:
-        if row.get(metric) is None:
-            continue
-        if row["model"] in ("autoregressive", "human"):
-            ax.axhline(
-                row[metric], linestyle="--", color="gray" if row["model"] == "human" else "black", label=row["model"]
-            )
-        else:
-            label = row["model"] if row["model"] == row["sampler"] else f"{row['model']}, {row['sampler']}"
-            series.setdefault(label, []).append((row[x], row[metric]))
-    for label, points in series.items():
-        ax.plot(*zip(*sorted(points)), marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
 
 
 def plot(result: dict, out: Path, metric: str) -> None:

@@ -81,3 +81,15 @@ def test_the_shipped_grammar_model_loads_and_samples(capsys):
     assert main(["demo", "--no-train"]) == 0
     out = capsys.readouterr().out
     assert "pretrained:grammar" in out and "controlled samples" in out and "training your own" not in out
+
+
+def test_a_corrupt_or_truncated_saved_model_is_one_line(tiny_run, tmp_path, capsys):
+    saved = difflm.load(tiny_run).save_pretrained(tmp_path / "model")
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["sample", str(saved), "--n", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corrupt or truncated checkpoint" in err and len(err.splitlines()) == 1
+    (saved / "config.json").write_text("{not json")
+    assert main(["sample", str(saved), "--n", "1"]) == 2
+    assert "corrupt JSON" in capsys.readouterr().err

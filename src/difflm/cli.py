@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         "in the references' order",
     )
 
+    p = sub.add_parser("plot", help="write a run's figures as PNGs: training curves, embeddings, a trajectory")
+    p.add_argument("run", help="a run directory, pretrained:NAME or a Hub id")
+    p.add_argument("--out", help="where the PNGs go (default: RUN/plots)")
+    p.add_argument("--bench", help="a bench/fast.py result.json: also plot quality against network evaluations")
+    p.add_argument("--steps", type=int, default=20, help="steps of the denoising trajectory")
+
     p = sub.add_parser("serve", help="a local web page that shows sentences forming step by step (the serve extra)")
     p.add_argument("run", help="a diffusion run directory, pretrained:NAME or a Hub id")
     p.add_argument("--host", default="127.0.0.1")
@@ -486,6 +492,14 @@ def _data_to_text(path: str, texts: list[str], spec: str) -> dict:
     return score(texts, references, known)
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    from difflm.figures import make_figures
+    from difflm.hub import resolve
+
+    out = args.out or resolve(args.run) / "plots"
+    print(json.dumps(make_figures(args.run, out, bench=args.bench, steps=args.steps), indent=2))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from difflm.serve import serve
 
@@ -561,6 +575,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "demo": cmd_demo,
     "serve": cmd_serve,
+    "plot": cmd_plot,
 }
 
 
