@@ -18,13 +18,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("text",),
     ("diffusion",),
     ("model",),
-    ("run", "eval"),
+    ("run", "hub", "eval"),
     ("objectives",),
     ("sampling",),
     ("control",),
     ("loop",),
     ("train", "train_classifier", "pipeline"),
-    ("cli", "serve"),
+    ("cli", "serve", "figures"),
 ]
 #: Modules of one layer that must not import each other (inference never loads the trainer).
 APART = {("pipeline", "train"), ("pipeline", "train_classifier")}
