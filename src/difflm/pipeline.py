@@ -191,8 +191,7 @@ class Pipeline:
             raise ValueError(
                 "this run is an autoregressive LM: use sample(), sampler='cgmh' or 'fudge' to generate under "
                 "constraints, or a condition or source alone (a run trained with model.condition=slots or "
-                "source), sampled or "
-                "with sampler='beam'"
+                "source), sampled or with sampler='beam'"
             )
         if sampler in AR_OPTIONS:
             kind = self.model.noise if isinstance(self.model, TokenDenoiser) else "continuous diffusion"
@@ -373,8 +372,9 @@ class Pipeline:
         self, n: int, sampler: str | None, seed: int | None, temperature: float, c: torch.Tensor | None, beams: int
     ) -> SampleOutput:
         """Diffusion-LM's FT baselines: a conditioned autoregressive run samples left to right
-        given the slot values (FT-sample), or returns its n most likely sentences by beam search
-        (sampler "beam", FT-search; unconditioned too). One LM call per position, counted as nfe."""
+        given the slot values or the source c (FT-sample; data-to-text), or returns its n most
+        likely sentences by beam search (sampler "beam": FT-search, greedy with beams=1;
+        unconditioned too). One LM call per position, counted as nfe."""
         model = self.model
         assert isinstance(model, CausalLM)
         if sampler == "beam":
