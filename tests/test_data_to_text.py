@@ -173,3 +173,13 @@ def test_data_to_text_from_the_command_line(source_run, toy_e2e_corpus, tiny_run
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_template_is_infilled_from_an_mr(source_run):
+    """Constraints still apply when writing from a source: a template filled from an MR."""
+    from difflm import control
+
+    pipe = difflm.load(source_run)
+    template = control.Infill("___ serves ___ food in the ___ .", pipe.vocab, max_len=pipe.config.data.max_len)
+    texts = pipe.sample(6, steps=8, source="name : Zizzi | food : Chinese | area : riverside", constraints=[template])
+    assert all(template.satisfied(t.split()) for t in texts), texts
