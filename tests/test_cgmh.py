@@ -14,7 +14,7 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.control.classifiers import ClassifierConfig, TreeClassifier
-from difflm.sampling.cgmh import Chain, cgmh, log_acceptance
+from difflm.sampling.cgmh import BLANK, Chain, cgmh, log_acceptance
 from difflm.text.vocab import Vocab
 from tests.conftest import tiny_config
 
@@ -109,6 +109,33 @@ def test_a_classifier_factor_tilts_the_stationary_distribution():
     assert total_variation(PI, target) > 0.2  # the tilt is large enough to tell apart
 
 
+def exact_blank_filler(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """A perfect masked LM of PI: q(w | x with a blank) ∝ PI(x with w in the blank)."""
+    out = torch.full((len(rows), V), -30.0)
+    for b, row in enumerate(rows.tolist()):
+        words = row[1 : row.index(Vocab.END_ID)]
+        for w in WORDS:
+            filled = tuple(w if x == BLANK else x for x in words)
+            out[b, w] = math.log(max(PI.get(filled, 0.0), 1e-30))
+    assert bool((rows[torch.arange(len(rows)), positions] == BLANK).all())
+    return out
+
+
+def test_chains_with_a_masked_lm_proposal_converge_to_the_lm_distribution():
+    """Proposals that read both sides of the slot (a masked LM, here the exact one) keep π."""
+    starts = [Chain([4], [False])] * 2000
+    chains, rate = cgmh(
+        ToyLM(),
+        starts,
+        steps=60,
+        max_len=MAX_LEN,
+        propose=exact_blank_filler,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert 0.05 < rate < 1
+    assert total_variation(empirical(chains), PI) < 0.07
+
+
 def test_a_protected_keyword_holds_in_every_sample():
     """A protected 6 is never removed; the chain's states are (sentence, which 6 is protected),
     so a sentence's share is ∝ π(x) times the number of 6s in it."""
@@ -174,3 +201,21 @@ def test_cgmh_through_the_pipeline_and_the_cli(lm_run, capsys):
     argv = ["control", str(lm_run), "--sampler", "cgmh", "--keywords", "Zizzi", "--steps", "20", "--n", "3"]
     assert main(argv) == 0
     assert "keywords 3/3" in capsys.readouterr().err
+
+
+def test_a_masked_run_proposes_the_words(lm_run, tiny_run, tmp_path, toy_corpus, capsys):
+    """A masked diffusion run of the same corpus as CGMH's proposal model: keywords still hold,
+    each step costs one more call, and a run of another kind is refused by name."""
+    from difflm.train import train
+
+    masked = tmp_path / "masked"
+    train(tiny_config(f"lines:{toy_corpus}", "model.kind=masked", "train.steps=100"), masked, progress=False)
+    pipe = difflm.load(lm_run)
+    keywords = control.Keywords(["French", "Zizzi"], pipe.vocab)
+    out = pipe.generate(8, sampler="cgmh", steps=20, constraints=[keywords], proposals=masked)
+    assert all({"French", "Zizzi"} <= set(t.split()) for t in pipe.decode(out.tokens)) and out.nfe == 41
+    with pytest.raises(ValueError, match="proposals come from a masked diffusion run"):
+        pipe.generate(2, sampler="cgmh", steps=2, proposals=tiny_run)
+    capsys.readouterr()
+    argv = ["control", str(lm_run), "--sampler", "cgmh", "--keywords", "Zizzi", "--steps", "5", "--n", "2"]
+    assert main([*argv, "--proposals", str(masked)]) == 0 and "keywords 2/2" in capsys.readouterr().err

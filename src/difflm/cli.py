@@ -89,6 +89,12 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         help="cgmh: simulated annealing, the temperature falling over the steps to 5%% of --temperature",
     )
     p.add_argument(
+        "--proposals",
+        metavar="MASKED_RUN",
+        default=None,
+        help="cgmh: propose words with this masked diffusion run (both sides of the slot) instead of the LM's left",
+    )
+    p.add_argument(
         "--top-k",
         type=int,
         default=None,
@@ -317,6 +323,7 @@ def _sampling_options(args: argparse.Namespace) -> dict:
                 "sc_guidance",
                 "rounding",
                 "anneal",
+                "proposals",
                 "top_k",
                 "beams",
             )

@@ -36,7 +36,7 @@ from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
 from difflm.sampling.base import SampleOutput
 from difflm.sampling.beam import BEAMS, beam_search
-from difflm.sampling.cgmh import Chain, cgmh, chain_rows
+from difflm.sampling.cgmh import BLANK, Chain, Propose, cgmh, chain_rows
 from difflm.sampling.contextual import round_in_context
 from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
@@ -50,7 +50,7 @@ from difflm.text.vocab import Vocab
 Condition = Mapping[str, str] | Iterable[str] | str
 
 #: The options of each autoregressive sampler, beyond steps, seed, temperature and constraints.
-AR_OPTIONS = {"cgmh": ("anneal",), "fudge": ("top_k",), "beam": ("beams",)}
+AR_OPTIONS = {"cgmh": ("anneal", "proposals"), "fudge": ("top_k",), "beam": ("beams",)}
 
 
 class Pipeline:
@@ -166,7 +166,7 @@ class Pipeline:
 
         Raises:
             ValueError: an autoregressive run asked for anything but CGMH (`_cgmh`: steps,
-                seed, temperature, constraints, the option anneal), FUDGE (`_fudge`: seed,
+                seed, temperature, constraints, the options anneal and proposals), FUDGE (`_fudge`: seed,
                 temperature, constraints, the option top_k) or conditioned sampling or beam
                 search (`_conditioned`: a condition, seed, temperature; the option beams),
                 n < 1, or a bad option (named).
@@ -181,7 +181,8 @@ class Pipeline:
                 raise ValueError(f"option(s) {', '.join(given)} do not apply to this autoregressive sampler")
             tau = 1.0 if temperature is None else temperature
             if sampler == "cgmh" and c is None:
-                return self._cgmh(n, steps, seed, tau, constraints, bool(own.get("anneal", False)))
+                anneal = bool(own.get("anneal", False))
+                return self._cgmh(n, steps, seed, tau, constraints, anneal, own.get("proposals"))
             if sampler == "fudge" and c is None:
                 return self._fudge(n, seed, tau, constraints, own.get("top_k", FUDGE_TOP_K))
             if not constraints and (sampler == "beam" or (sampler is None and c is not None)):
@@ -436,16 +437,26 @@ class Pipeline:
         return score
 
     def _cgmh(
-        self, n: int, steps: int, seed: int | None, temperature: float, constraints: Sequence[Constraint], anneal: bool
+        self,
+        n: int,
+        steps: int,
+        seed: int | None,
+        temperature: float,
+        constraints: Sequence[Constraint],
+        anneal: bool,
+        proposals: str | Path | Pipeline | None,
     ) -> SampleOutput:
         """CGMH on an autoregressive run (`sampling/cgmh.py`): n chains of `steps` Metropolis–Hastings
         steps under π ∝ [p_LM·exp(f)]^(1/T) (annealed when asked), f the classifier constraints'
         scores of the sentence (`_prefix_scores`). Keywords are protected words of the start; a
         fixed length (length, POS, tree) starts at that many words (the keywords, then the words
         of an LM sample) and only replaces; infilling starts from its template, the given words
-        protected and the blanks filled from an LM sample."""
+        protected and the blanks filled from an LM sample. `proposals`, a masked diffusion run
+        (or its pipeline) of the same vocabulary, proposes the words from both sides of the
+        slot (`_blank_filler`), one more network call per step."""
         model = self.model
         assert isinstance(model, CausalLM)
+        propose = None if proposals is None else self._blank_filler(proposals)
         unsupported = [
             type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length, Infill, ClassifierConstraint))
         ]
@@ -493,10 +504,31 @@ class Pipeline:
             fixed_length=length is not None,
             anneal=anneal,
             factor=self._prefix_scores(constraints, n),
+            propose=propose,
         )
-        return self._words_output(
-            chain_rows(chains, L, self.device), nfe=steps + 1
-        )  # the LM sample of the start counted as one
+        calls = steps * (2 if propose else 1) + 1  # the LM sample of the start counted as one
+        return self._words_output(chain_rows(chains, L, self.device), nfe=calls)
+
+    def _blank_filler(self, proposals: str | Path | Pipeline) -> Propose:
+        """CGMH's proposal model: a masked diffusion run's p(w_i | the row with a blank at i),
+        its mask in the blank (`sampling.cgmh.BLANK`).
+
+        Raises:
+            ValueError: not a masked run, or another vocabulary.
+        """
+        other = proposals if isinstance(proposals, Pipeline) else Pipeline.from_run(proposals, device=str(self.device))
+        masked = other.model
+        if not isinstance(masked, TokenDenoiser) or masked.noise != "masked":
+            raise ValueError(f"CGMH's proposals come from a masked diffusion run, got a {other.config.model.kind} run")
+        if other.vocab != self.vocab:
+            raise ValueError("the proposal run's vocabulary differs from this run's: train both on one corpus")
+
+        def propose(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            rows = rows.masked_fill(rows == BLANK, masked.mask_id)
+            width = int((rows != Vocab.PAD_ID).sum(1).max())  # the shared PAD tail cut, as training batches were
+            return masked(rows[:, :width])[torch.arange(len(rows), device=rows.device), positions]
+
+        return propose
 
     def _words(self, n: int, constraints: Sequence[Constraint], width: int, generator: torch.Generator) -> torch.Tensor:
         """The word count [n] of each row of a run with length anchors: the one the constraints

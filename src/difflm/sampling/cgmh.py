@@ -14,7 +14,12 @@ rejected):
     delete   an unprotected position i (1/R)
 
 where q(w | x_<i) is the LM's next-word distribution renormalised over words (no START, END,
-PAD), and R the number of unprotected words. Each move's reverse is the opposite move at the
+PAD), and R the number of unprotected words. With a proposal model (`propose`: a masked
+LM, such as a masked diffusion run, reading the row with the slot blanked) the proposals see
+both sides instead, q(w | x with a blank at i): for replace and delete the blank replaces
+x_i, for insert it is inserted at i, and a delete's reverse (insert into x' at i) blanks the
+same row, so the ratios below hold with this q as they do with the LM's (the original CGMH
+adds a backward LM for the same reason). Each move's reverse is the opposite move at the
 same place, so the acceptance ratio A (accepted with probability min(1, A)) is
 
     replace  π(x')·q(x_i | x_<i) / (π(x)·q(w | x_<i))
@@ -42,6 +47,9 @@ from difflm.text.vocab import Vocab
 
 LM = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] (START w… END PAD…) -> next-token logits [B, L, V]
 Factor = Callable[[torch.Tensor], torch.Tensor]  # rows [B, L] -> f(x) = Σ_c w_c·log p(c | x) [B]
+Propose = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # rows with a BLANK, its positions [B] -> logits [B, V]
+#: The id a proposal model's rows hold at the position it proposes for (it puts its mask there).
+BLANK = -1
 MOVES = ("replace", "insert", "delete")
 #: Where simulated annealing ends, as a share of the starting temperature.
 ANNEAL_FLOOR = 0.05
@@ -84,10 +92,15 @@ def _score(lm: LM, factor: Factor | None, rows: torch.Tensor) -> tuple[torch.Ten
     logp = lm(rows).float().log_softmax(-1)
     steps = logp[:, :-1].gather(-1, rows[:, 1:, None]).squeeze(-1)  # log p(x_t | x_<t)
     counted = counted_positions(rows[:, 1:])  # up to and including END
-    words = logp.clone()
-    words[..., [Vocab.PAD_ID, Vocab.START_ID, Vocab.END_ID]] = -math.inf
     log_pi = (steps * counted).sum(1)
-    return log_pi if factor is None else log_pi + factor(rows).float(), words.log_softmax(-1)
+    return log_pi if factor is None else log_pi + factor(rows).float(), _words_only(logp)
+
+
+def _words_only(logits: torch.Tensor) -> torch.Tensor:
+    """log q over words: the logits renormalised without PAD, START and END."""
+    words = logits.float().clone()
+    words[..., [Vocab.PAD_ID, Vocab.START_ID, Vocab.END_ID]] = -math.inf
+    return words.log_softmax(-1)
 
 
 @torch.no_grad()
@@ -102,11 +115,13 @@ def cgmh(
     fixed_length: bool = False,
     anneal: bool = False,
     factor: Factor | None = None,
+    propose: Propose | None = None,
 ) -> tuple[list[Chain], float]:
     """Run one chain from each start for `steps` MH steps; (the final states, the share of
     proposals accepted). `max_len` bounds a row (START … END); `fixed_length` makes replace
     moves only; `anneal` lowers T from `temperature` to ANNEAL_FLOOR·temperature; `factor`
-    is f(x) of the stationary distribution (module docstring).
+    is f(x) of the stationary distribution; `propose` a proposal model reading both sides
+    (one call per step on the chains' blanked rows; module docstring).
 
     Raises:
         ValueError: a start that does not fit max_len, steps < 0 or temperature ≤ 0.
@@ -129,7 +144,7 @@ def cgmh(
     accepted = proposed = 0
     for step in range(steps):
         T = temperature * (1 - (1 - ANNEAL_FLOOR) * step / max(steps - 1, 1)) if anneal else temperature
-        proposals: list[tuple[Chain, str, float, float, int, int] | None] = []
+        plans: list[tuple[int, str, int] | None] = []  # (chain, move, slot) or None: a move that cannot apply
         for b, chain in enumerate(chains):
             n, free = len(chain.words), [i for i, p in enumerate(chain.protected) if not p]
             move = "replace" if fixed_length else MOVES[pick(3)]
@@ -138,10 +153,16 @@ def cgmh(
                 or (move == "insert" and n + 2 >= max_len)
                 or (move == "delete" and n == 1)
             ):
-                proposals.append(None)  # a move that cannot apply: rejected
+                plans.append(None)
                 continue
-            slot = pick(n + 1) if move == "insert" else free[pick(len(free))]
-            q = log_q[b, slot]  # q(· | x_<slot): the row position before the slot's word predicts it
+            plans.append((b, move, pick(n + 1) if move == "insert" else free[pick(len(free))]))
+        proposals: list[tuple[Chain, str, float, float, int, int] | None] = [None] * len(chains)
+        drafts = [plan for plan in plans if plan is not None]
+        blanked = _blanked(propose, chains, drafts, max_len, device) if propose is not None and drafts else None
+        for k, (b, move, slot) in enumerate(drafts):
+            chain = chains[b]
+            # q(· | x_<slot) (the row position before the slot's word predicts it), or the proposal model's
+            q = log_q[b, slot] if blanked is None else blanked[k]
             forward = reverse = 0.0
             words, protected = list(chain.words), list(chain.protected)
             if move in ("replace", "insert"):
@@ -156,7 +177,8 @@ def cgmh(
                 protected.insert(slot, False)
             else:
                 del words[slot], protected[slot]
-            proposals.append((Chain(words, protected), move, forward, reverse, n, len(free)))
+            unprotected = sum(not p for p in chain.protected)
+            proposals[b] = (Chain(words, protected), move, forward, reverse, len(chain.words), unprotected)
         live = [(b, p) for b, p in enumerate(proposals) if p is not None]
         proposed += len(chains)
         if not live:
@@ -169,3 +191,20 @@ def cgmh(
                 chains[b], log_p[b], log_q[b] = chain, new_p[k], new_q[k]
                 accepted += 1
     return chains, accepted / max(proposed, 1)
+
+
+def _blanked(
+    propose: Propose, chains: list[Chain], drafts: list[tuple[int, str, int]], max_len: int, device: torch.device
+) -> torch.Tensor:
+    """The proposal model's log q over words [D, V] for each draft (chain, move, slot): its
+    chain's row with the slot's word blanked (replace, delete) or a blank inserted (insert)."""
+    rows = []
+    for b, move, slot in drafts:
+        words = list(chains[b].words)
+        if move == "insert":
+            words.insert(slot, BLANK)
+        else:
+            words[slot] = BLANK
+        rows.append(Chain(words, [False] * len(words)))
+    positions = torch.tensor([slot + 1 for _, _, slot in drafts], device=device)  # row position 0 is START
+    return _words_only(propose(chain_rows(rows, max_len, device), positions))
