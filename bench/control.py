@@ -276,8 +276,7 @@ def run_task(
         gradient = target.constraints and ctx.pipe.config.model.kind == "diffusion"
         guidance = {"fluency_weight": PAPER_LAMBDA.get(key.removesuffix("_cfg"), 0.01), **settings} if gradient else {}
         cfg = {"condition": target.condition, "cfg_scale": args.cfg_scale} if target.condition else {}
-        if args.proposals:
-            cfg["proposals"] = args.proposals
+        cfg.update({k: v for k, v in (("proposals", args.proposals), ("top_k", args.top_k)) if v is not None})
         out = ctx.pipe.generate(
             args.n,
             constraints=target.constraints,
@@ -398,6 +397,7 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=1.0, help="w_c of every classifier constraint")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--proposals", help="cgmh: a masked diffusion run proposes the words")
+    parser.add_argument("--top-k", type=int, help="fudge: the LM's next words each prefix classifier scores")
     parser.add_argument("--label", help="the method's name in the combined table (bench/table2.py)")
     parser.add_argument("--out", default="bench/out/control")
     args = parser.parse_args()
@@ -431,7 +431,7 @@ def main() -> None:
         seed=args.seed,
         temperature=args.temperature,
         sc_guidance=args.sc_guidance,
-        **({"proposals": args.proposals} if args.proposals else {}),
+        **{k: v for k, v in (("proposals", args.proposals), ("top_k", args.top_k)) if v is not None},
     )
     unguided = [text.split() for text in unguided_texts]
     rows = []
