@@ -180,10 +180,10 @@ def test_fudge_mentions_keywords_by_a_words_classifier(ft_run, capsys):
 def test_cgmh_scores_whole_sentences_with_the_prefix_classifier(ft_run):
     """The same classifier, reading a whole sentence, is CGMH's soft attribute factor."""
     pipe = difflm.load(ft_run)
-    chinese = control.Attribute("food", "Chinese", run=ft_run, weight=3.0)
-    texts = pipe.sample(32, sampler="cgmh", steps=30, constraints=[chinese])
-    assert share(texts) >= share(pipe.sample(32, sampler="cgmh", steps=30)) + 0.3, texts
-    assert chinese.calls == pytest.approx(31, abs=1)  # the start, then one proposal per chain and step
+    chinese = control.Attribute("food", "Chinese", run=ft_run, weight=5.0)
+    texts = pipe.sample(32, sampler="cgmh", steps=80, constraints=[chinese])
+    assert share(texts) >= share(pipe.sample(32, sampler="cgmh", steps=80)) + 0.3, texts
+    assert chinese.calls == pytest.approx(81, abs=1)  # the start, then one proposal per chain and step
 
 
 def test_a_prefix_classifier_does_not_guide_a_discrete_run(ft_run, tmp_path, toy_e2e_corpus):
