@@ -424,15 +424,17 @@ def main() -> None:
         args.sampler,
     )
 
-    unguided_texts = pipe.sample(
-        args.n,
-        sampler=args.sampler,
-        steps=args.steps,
-        seed=args.seed,
-        temperature=args.temperature,
-        sc_guidance=args.sc_guidance,
-        **{k: v for k, v in (("proposals", args.proposals), ("top_k", args.top_k)) if v is not None},
-    )
+    options = {
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "temperature": args.temperature,
+        "sc_guidance": args.sc_guidance,
+        "proposals": args.proposals,
+        "top_k": args.top_k,
+    }
+    if pipe.is_autoregressive and args.sampler is None:  # plain left-to-right sampling (FT-sample's unguided rows)
+        options = {"temperature": args.temperature}
+    unguided_texts = pipe.sample(args.n, seed=args.seed, **{k: v for k, v in options.items() if v is not None})
     unguided = [text.split() for text in unguided_texts]
     rows = []
     for key in args.tasks:
