@@ -150,3 +150,20 @@ def test_classifier_guidance_on_a_discrete_run(slots):
     latent = AttributeClassifier(ClassifierConfig("attribute", 16, 16, ("food=Chinese",)))
     with pytest.raises(ValueError, match="reads a continuous run's noisy latents: train one on this"):
         pipe.sample(2, constraints=[control.Attribute("food", "Chinese", run=latent)])
+
+
+def test_guidance_reads_a_length_group_at_the_classifiers_width():
+    """A group of short rows (cut to their width under length anchors) is read padded back to
+    the classifier's width, as its training rows were: a span past the group's END is a target
+    the rows miss, not an error."""
+    from difflm.control.classifiers import TreeClassifier
+    from difflm.control.discrete import GuidedTokenNetwork
+    from difflm.sampling.tokens import TokenNetwork
+
+    V = 12
+    tree = TreeClassifier(ClassifierConfig("tree", 8, 16, ("<none>", "NP"), tokens=V + 1))
+    span = control.Span(0, 8, "NP", run=tree)
+    network = GuidedTokenNetwork(TokenNetwork(lambda z, t: torch.zeros(*z.shape, V)), [span], V + 1, rows=2)
+    z = torch.tensor([[1, 5, 6, 2, 0], [1, 7, V, 2, 0]])  # two rows of width 5: START, words, END
+    tilted = network(z, 1.0)
+    assert tilted.shape == (2, 5, V) and bool(torch.isfinite(tilted).all())

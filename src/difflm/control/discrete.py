@@ -22,6 +22,7 @@ import torch
 
 from difflm.control.classifier_constraints import ClassifierConstraint
 from difflm.sampling.tokens import TokenNetwork
+from difflm.text.vocab import Vocab
 
 
 def check_token_classifiers(
@@ -58,14 +59,19 @@ class GuidedTokenNetwork:
         self.rows_per_call = network.rows_per_call
 
     def tilt(self, z: torch.Tensor, t: float) -> torch.Tensor:
-        """g[i, w] − g[i, z_i] for every word w: [B, L, V]."""
+        """g[i, w] − g[i, z_i] for every word w: [B, L, V]. Rows cut to a length group's width
+        are read padded back to the classifier's width with PAD, as its training rows were."""
+        width = z.shape[1]
+        full = max(c.max_len for c in self.constraints)
+        z_full = torch.nn.functional.pad(z, (0, full - width), value=Vocab.PAD_ID) if width < full else z
         with torch.enable_grad():
-            onehot = torch.nn.functional.one_hot(z, self.tokens).float().requires_grad_()
+            onehot = torch.nn.functional.one_hot(z_full, self.tokens).float().requires_grad_()
             share = len(z) / self.rows
             total = torch.stack(
                 [c.weight * c.log_prob(onehot, t, evaluations=share).sum() for c in self.constraints]
             ).sum()
             (grad,) = torch.autograd.grad(total, onehot)
+        grad = grad[:, :width]
         return grad[..., : self.tokens - 1] - grad.gather(-1, z[..., None])
 
     def __call__(self, z: torch.Tensor, t: float) -> torch.Tensor:
