@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import difflm
-from difflm.eval.data_to_text import references_by_source, score
+from difflm.eval.data_to_text import known_values, references_by_source, score
 from difflm.text.corpora import read_corpus
 from recipes import measure_rate, train_run  # bench/ is on sys.path when run as a script
 
@@ -75,10 +75,7 @@ def main() -> None:
     by_source = references_by_source(test)
     sources = list(by_source)[: args.limit]
     references = [by_source[s] for s in sources]
-    known: dict[str, set[str]] = {}
-    for example in read_corpus(args.train).examples + test.examples:
-        for slot, value in example.slots.items():
-            known.setdefault(slot, set()).add(value)
+    known = known_values(read_corpus(args.train).examples + test.examples)
 
     rows, steps = [], {}
     for family in args.families:

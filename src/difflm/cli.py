@@ -472,7 +472,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _data_to_text(path: str, texts: list[str], spec: str) -> dict:
     """`difflm eval --references`: the outputs matched to the reference corpus's MRs and scored."""
-    from difflm.eval.data_to_text import references_by_source, score
+    from difflm.eval.data_to_text import known_values, references_by_source, score
     from difflm.eval.report import read_texts
     from difflm.text.corpora import read_corpus, source_tokens
 
@@ -492,11 +492,7 @@ def _data_to_text(path: str, texts: list[str], spec: str) -> dict:
         if unknown:
             raise UserError(f"{len(unknown)} output sources are not MRs of {spec}, e.g. {unknown[0]!r}")
         references = [by_source[source_tokens(s)] for s in sources]
-    known: dict[str, set[str]] = {}
-    for ex in corpus.examples:
-        for slot, value in ex.slots.items():
-            known.setdefault(slot, set()).add(value)
-    return score(texts, references, known)
+    return score(texts, references, known_values(corpus.examples))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from difflm.text.corpora import Corpus
+from difflm.text.corpora import Corpus, Example
 
 #: Paraphrases of the categorical slots' values (lowercase token strings), beside the value itself.
 PARAPHRASES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -169,6 +169,15 @@ class Reference:
 
     slots: Mapping[str, str]
     sentences: list[str] = field(default_factory=list)
+
+
+def known_values(examples: Iterable[Example]) -> dict[str, set[str]]:
+    """Each slot's values over the examples' MRs: what `slot_errors` counts as added when said."""
+    known: dict[str, set[str]] = {}
+    for example in examples:
+        for slot, value in example.slots.items():
+            known.setdefault(slot, set()).add(value)
+    return known
 
 
 def references_by_source(corpus: Corpus) -> dict[tuple[str, ...], Reference]:
