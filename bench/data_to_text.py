@@ -49,7 +49,12 @@ SHARED = [
 #: How each family writes: (row label, write_from options).
 DECODERS = {
     "diffusion": [("continuous diffusion, DDPM 100", {"sampler": "ddpm", "steps": 100})],
-    "masked": [("masked diffusion, confidence 32", {"steps": 32})],
+    "masked": [
+        ("masked diffusion, confidence 32", {"steps": 32}),
+        # One token per step (max_len): no two words are ever unmasked in the same step,
+        # which is where parallel decoding doubles a word.
+        ("masked diffusion, confidence 48", {"steps": 48}),
+    ],
     "autoregressive": [
         ("AR, greedy", {"sampler": "beam", "beams": 1}),
         ("AR, beam 4", {"sampler": "beam", "beams": 4}),

@@ -48,6 +48,26 @@ def test_a_discrete_run_trains_and_samples_through_the_pipeline(run):
     assert pipe.default_sampler == TOKEN_DEFAULTS[pipe.config.model.kind][0]
 
 
+def test_a_discrete_run_can_be_watched_step_by_step(run):
+    """The step callback sees every call of every length group: all rows, the fixed words
+    kept, and under masking blanks that only ever get fewer, and x̂0 as one-hot words."""
+    pipe = difflm.load(run)
+    masked = pipe.config.model.kind == "masked"
+    infill = control.Infill("Zizzi serves ___ food ___ .", pipe.vocab, max_len=16)
+    seen: list = []
+    out = pipe.generate(5, steps=6, seed=0, constraints=[infill], callback=seen.append)
+    assert len(seen) == out.nfe and [info.step for info in seen] == list(range(len(seen)))
+    V = len(pipe.vocab)
+    for info in seen:
+        assert info.x.shape == (5, 16) and info.x0.shape == (5, 16, V)
+        assert (info.x0.sum(-1) == 1).all()
+        words = info.x0.argmax(-1)
+        assert (words[:, [1, 2, 4]] == torch.tensor(pipe.vocab.encode(["Zizzi", "serves", "food"]))).all()
+    blanks = [int((info.x == pipe.model.mask_id).sum()) for info in seen]
+    assert blanks == sorted(blanks, reverse=True) and (blanks[0] > 0 if masked else True)
+    assert pipe.generate(5, steps=6, seed=0, constraints=[infill]).tokens.equal(out.tokens)  # watching changes nothing
+
+
 def test_infilling_and_length_are_exact_on_a_discrete_run(run):
     pipe = difflm.load(run)
     infill = control.Infill("Zizzi serves ___ food in the ___ .", pipe.vocab, max_len=16)

@@ -50,6 +50,19 @@ def test_a_run_streams_its_steps_then_the_marked_sentences(client):
     assert all(isinstance(s["grammatical"], bool) for s in samples)
 
 
+def test_a_discrete_run_streams_its_steps_too(tmp_path, toy_corpus):
+    from difflm.train import train
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "masked"
+    train(tiny_config(f"lines:{toy_corpus}", "model.kind=masked", "train.steps=20"), run, progress=False)
+    stream = events(TestClient(create_app(str(run))), length="6", steps="6", n="2")
+    steps = [data for kind, data in stream if kind == "step"]
+    assert [d["step"] for d in steps] == list(range(1, 7)) and stream[-1][0] == "done", stream
+    assert all(len(d["rows"]) == 2 for d in steps)
+    assert all(len(s["text"].split()) == 6 for s in stream[-1][1]["samples"])
+
+
 @pytest.mark.parametrize(
     "query, message",
     [

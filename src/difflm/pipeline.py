@@ -34,13 +34,13 @@ from difflm.run import Network, load_run
 from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, TOKEN_DEFAULTS, TOKEN_SAMPLERS, get_sampler
 from difflm.sampling.anchors import AnchoredDenoiser
 from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, check_scale
-from difflm.sampling.base import SampleOutput
+from difflm.sampling.base import Callback, SampleOutput
 from difflm.sampling.beam import BEAMS, beam_search
 from difflm.sampling.cgmh import BLANK, Chain, Propose, cgmh, chain_rows
 from difflm.sampling.contextual import round_in_context
 from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
-from difflm.sampling.tokens import TokenNetwork, open_until, place_words
+from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_words
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.corpora import source_tokens
@@ -200,12 +200,13 @@ class Pipeline:
         if c is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) or a source to guide towards")
         if isinstance(self.model, TokenDenoiser):
+            callback = options.pop("callback", None)
             given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
             network = TokenNetwork(self.model, c, cfg_scale)
             return self._unmask(
-                n, sampler or self.default_sampler, steps, seed, length, temperature, constraints, network
+                n, sampler or self.default_sampler, steps, seed, length, temperature, constraints, network, callback
             )
         if guidance and not constraints:
             raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
@@ -265,12 +266,13 @@ class Pipeline:
         temperature: float | None,
         constraints: Sequence[Constraint],
         network: TokenNetwork,
+        callback: Callback | None = None,
     ) -> SampleOutput:
         """Discrete diffusion (`sampling/tokens.py`): a canvas of blanks with START, the length
         anchors and the constraints' given words fixed, written by `sampler` calling `network`
         (the model, guided towards a condition or not, and by the classifier constraints,
         `control/discrete.py`); under anchors one length at a time, each group cut after its
-        END, as training saw the rows."""
+        END, as training saw the rows. `callback` sees each call (`StepReport`)."""
         model = self.model
         assert isinstance(model, TokenDenoiser)
         samplers = TOKEN_SAMPLERS[model.noise]
@@ -306,6 +308,7 @@ class Pipeline:
             canvas = torch.where(anchors, anchor_ids(anchors), canvas)
             groups = width_groups(anchors)
         tokens, calls = canvas.clone(), 0
+        report = None if callback is None else StepReport(callback, canvas, model.mask_id)
         for group, width in groups:
             rows = network.rows(group)
             call = GuidedTokenNetwork(rows, classified, V + 1, n) if classified else rows
@@ -318,8 +321,11 @@ class Pipeline:
                 if model.lengths is None:  # no END is fixed yet: none may be written before a row's last keyword
                     within = open_until(within, placed, start, model.mask_id, V)
                 start = placed
+            watched: Callable[[torch.Tensor, float], torch.Tensor] = call
+            if report is not None:  # under uniform noise only the fixed words are the row's own
+                watched = report.watch(call, group, None if model.noise == "masked" else start != model.mask_id)
             written, used = samplers[sampler](
-                call,
+                watched,
                 start,
                 mask_id=model.mask_id,
                 steps=steps,
@@ -328,6 +334,8 @@ class Pipeline:
                 temperature=TOKEN_DEFAULTS[model.noise][1] if temperature is None else temperature,
             )
             tokens[group, :width] = written
+            if report is not None:
+                report.written(group, written)
             calls += used * len(group) * call.rows_per_call
         return self._words_output(tokens, nfe=round(calls / n))
 

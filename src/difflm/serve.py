@@ -12,8 +12,9 @@ A small FastAPI app (the `serve` extra) with server-sent events:
 Each request samples in its own worker thread with its own generator and sends its events to
 its own stream, so concurrent users never see each other's runs; anything a request gets
 wrong (an unknown word, an impossible constraint, a bad number) becomes its error event and
-the server goes on. Continuous runs stream every step (the sampler's callback); the
-discrete and autoregressive samplers have no step callback, so their page shows the final
+the server goes on. Diffusion runs stream every step (the sampler's callback; a discrete
+run's x̂0 is its written words and the network's best guess at each blank, `StepReport`);
+an autoregressive run's samplers have no steps to show, so its page shows the final
 sentences only. Final samples are marked for each constraint and, on the bundled grammar,
 for grammaticality (its exact parser).
 """
@@ -75,7 +76,7 @@ def run_request(pipe: Pipeline, run: str, query: dict[str, str], emit: Callable[
             control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, run=run) if given else []
         )
         options: dict[str, Any] = {"steps": steps, "seed": int(query.get("seed") or 0), "constraints": constraints}
-        if pipe.config.model.kind == "diffusion":
+        if not pipe.is_autoregressive:
             options["callback"] = _step_events(pipe, steps, emit)
         output = pipe.generate(n, sampler=sampler, **options)
     except ValueError as err:
@@ -103,11 +104,10 @@ def run_request(pipe: Pipeline, run: str, query: dict[str, str], emit: Callable[
 def _step_events(pipe: Pipeline, steps: int, emit: Callable[[str, dict], None]) -> Callable[[StepInfo], None]:
     """The sampler callback that sends each step's rounded x̂0 as a step event."""
     model = pipe.model
-    assert isinstance(model, Denoiser)  # only continuous runs have a step callback
 
     def callback(info: StepInfo) -> None:
-        with torch.no_grad():
-            words = model.embedding.logits(info.x0).argmax(-1)
+        with torch.no_grad():  # a discrete run's x̂0 is one-hot words already
+            words = model.embedding.logits(info.x0).argmax(-1) if isinstance(model, Denoiser) else info.x0.argmax(-1)
         emit("step", {"step": info.step + 1, "steps": steps, "t": round(info.t, 4), "rows": pipe.decode(words)})
 
     return callback

@@ -37,12 +37,12 @@ class SampleOutput:
 
 @dataclass
 class StepInfo:
-    """Passed to a callback after each sampler step."""
+    """Passed to a callback after each sampler step (a discrete run's: `tokens.StepReport`)."""
 
     step: int  # 0-based position in the sampling loop
     t: float  # time of the input x_t, in (0, 1]
-    x: torch.Tensor  # the new state x_s, [B, L, d]
-    x0: torch.Tensor  # the x̂0 predicted at this step, [B, L, d]
+    x: torch.Tensor  # the new state x_s, [B, L, d] (discrete: the row read, token ids [B, L])
+    x0: torch.Tensor  # the x̂0 predicted at this step, [B, L, d] (discrete: one-hot words [B, L, V])
 
 
 class Callback(Protocol):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 from difflm.sampling.autoguidance import check_scale
+from difflm.sampling.base import Callback, StepInfo
 from difflm.sampling.grid import check_step_count
 from difflm.sampling.rounding import check_temperature
 from difflm.text.vocab import Vocab
@@ -120,3 +121,44 @@ def open_until(
     for ender in (Vocab.END_ID, Vocab.PAD_ID):
         rows[..., ender] &= ~early
     return rows
+
+
+class StepReport:
+    """Reports each network call of a discrete run to a step callback, so it can be watched
+    as a continuous run is (`difflm serve`). x̂0 is the rows' words: what a row keeps (under
+    masking its written words; under uniform noise its fixed ones, the rest being noise) and
+    the network's most likely word elsewhere.
+
+    A sample's rows may be written one length group at a time (`Pipeline._unmask`): each
+    group's sampler calls `watch(network, group, fixed)`, whose steps count from 0 again, and
+    each report shows every row (StepInfo.x: the rows as read, token ids [n, L] with blanks
+    as `mask_id`; x0: their x̂0 as one-hot words [n, L, V], a row not yet started as PAD).
+    """
+
+    def __init__(self, callback: Callback, canvas: torch.Tensor, mask_id: int) -> None:
+        self.callback, self.rows, self.mask_id = callback, canvas.clone(), mask_id
+        self.shown = canvas.masked_fill(canvas == mask_id, Vocab.PAD_ID)
+
+    def watch(self, network: Network, group: torch.Tensor, fixed: torch.Tensor | None = None) -> Network:
+        """`network` for the rows `group`, reporting each call; `fixed` [B, w]: the positions a
+        uniform-noise row keeps (None: a masked row's written words)."""
+        step = 0
+
+        def call(z: torch.Tensor, t: float) -> torch.Tensor:
+            nonlocal step
+            logp = network(z, t)
+            width = z.shape[1]
+            kept = z != self.mask_id if fixed is None else fixed
+            self.rows[group, :width] = z
+            self.shown[group, :width] = torch.where(kept, z, logp.argmax(-1))
+            x0 = torch.nn.functional.one_hot(self.shown, logp.shape[-1]).to(logp.dtype)
+            self.callback(StepInfo(step=step, t=t, x=self.rows.clone(), x0=x0))
+            step += 1
+            return logp
+
+        return call
+
+    def written(self, group: torch.Tensor, tokens: torch.Tensor) -> None:
+        """A group's final words [len(group), width], shown from then on."""
+        self.rows[group, : tokens.shape[1]] = tokens
+        self.shown[group, : tokens.shape[1]] = tokens
