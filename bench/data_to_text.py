@@ -3,7 +3,7 @@ baseline, each trained on the same budget from MR -> sentence pairs, scored on u
 
     .venv/bin/python bench/data_to_text.py --train e2e:../shared/data/e2e/src1_valid.txt \
         --test ../shared/data/e2e/src1_test.txt --minutes 30 [--families diffusion masked autoregressive] \
-        [--mbr 4] [--limit N] [--out bench/out/d2t]
+        [--mbr 4] [--limit N] [--delexicalise] [--out bench/out/d2t]
 
 Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised MR as a
 clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
@@ -15,7 +15,9 @@ machine (the learning-rate schedule then ends where the budget does). Runs alrea
 the AR rows greedy and with beam search 4), timed (sentences/s on 2 threads), and scored
 against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot
 error rate). Prints JSON and a markdown
-table; writes result.json, table.md and each row's outputs under --out.
+table; writes result.json, table.md and each row's outputs under --out. `--delexicalise`
+trains every family with data.delexicalise (the MR's proper names as placeholders,
+`text/delex.py`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--mbr", type=int, default=4, help="samples per MR of the diffusion rows (1: no MBR)")
     parser.add_argument("--limit", type=int, help="score only the first N test MRs")
+    parser.add_argument("--delexicalise", action="store_true", help="name and near values as placeholders")
     parser.add_argument("--out", default="bench/out/d2t")
     args = parser.parse_args()
     out = Path(args.out)
@@ -84,7 +87,8 @@ def main() -> None:
 
     rows, steps = [], {}
     for family in args.families:
-        overrides = [f"data.corpus={args.train}", *SHARED, *FAMILIES[family]]
+        delex = ["data.delexicalise=true"] if args.delexicalise else []
+        overrides = [f"data.corpus={args.train}", *SHARED, *delex, *FAMILIES[family]]
         rate = measure_rate(CONFIG, overrides, threads=2)
         steps[family] = int(rate * args.minutes * 60)
         train_run(out / family, CONFIG, [*overrides, f"train.steps={steps[family]}"])
@@ -98,10 +102,18 @@ def main() -> None:
             rows.append({"row": label, "mbr": mbr, "sentences_per_s": round(speed, 2), **scores})
             (out / f"{label.replace(' ', '_').replace(',', '')}.txt").write_text("\n".join(texts) + "\n")
             print(json.dumps(rows[-1]), flush=True)
-    result = {"train": args.train, "test": args.test, "minutes": args.minutes, "steps": steps, "rows": rows}
+    result = {
+        "train": args.train,
+        "test": args.test,
+        "minutes": args.minutes,
+        "delexicalise": args.delexicalise,
+        "steps": steps,
+        "rows": rows,
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     lines = [
-        f"Data-to-text on {len(sources)} test MRs after {args.minutes:g} minutes of training on 2 threads each.",
+        f"Data-to-text on {len(sources)} test MRs after {args.minutes:g} minutes of training on 2 threads each"
+        + (", delexicalised." if args.delexicalise else "."),
         "",
         "| system | steps trained | BLEU ↑ | ROUGE-L ↑ | slot error rate ↓ (missing + added / slots) | sentences/s |",
         "|---|---|---|---|---|---|",

@@ -183,3 +183,59 @@ def test_a_template_is_infilled_from_an_mr(source_run):
     template = control.Infill("___ serves ___ food in the ___ .", pipe.vocab, max_len=pipe.config.data.max_len)
     texts = pipe.sample(6, steps=8, source="name : Zizzi | food : Chinese | area : riverside", constraints=[template])
     assert all(template.satisfied(t.split()) for t in texts), texts
+
+
+def test_delexicalisation_on_hand_made_examples():
+    from difflm.text.corpora import Example
+    from difflm.text.delex import delexicalise, delexicalised, open_values, relexicalise
+
+    source = source_tokens("name[Blue Spice], near[Café Rouge], food[Chinese]")
+    values = open_values(source)
+    assert values == {"name": ("Blue", "Spice"), "near": ("Café", "Rouge")}
+    assert open_values(("apple", "bread")) == {} and open_values(source_tokens("food[Chinese]")) == {}
+    sentence = "blue spice serves Chinese food near Café Rouge , Blue Spice is nice .".split()
+    delex = delexicalise(sentence, values)
+    assert " ".join(delex) == "X-name serves Chinese food near X-near , X-name is nice ."
+    assert (
+        relexicalise(" ".join(delex), values) == "Blue Spice serves Chinese food near Café Rouge , Blue Spice is nice ."
+    )
+    assert (
+        relexicalise("X-name is near X-near .", {"name": ("Aromi",)}) == "Aromi is near X-near ."
+    )  # hallucinated: shown
+    # Longest value first: "The Eagle" inside "The Eagle Inn" becomes the longer value's placeholder.
+    nested = {"near": ("The", "Eagle"), "name": ("The", "Eagle", "Inn")}
+    assert delexicalise("The Eagle Inn is by The Eagle".split(), nested) == ("X-name", "is", "by", "X-near")
+    example = delexicalised(Example(tuple(sentence), {"name": "Blue Spice"}, source))
+    assert example.source[:3] == ("name", ":", "X-name") and "Blue" not in example.source + example.tokens
+
+
+def test_a_delexicalised_run_writes_names_it_never_saw(toy_e2e_corpus, tmp_path, capsys):
+    """Trained with data.delexicalise, the model writes X-name, and a name unseen in training
+    (out of the vocabulary) is put back from the MR; without a source run it is refused."""
+    from difflm.text.dataset import prepare_data
+    from difflm.train import train
+
+    config = tiny_config(
+        f"e2e:{toy_e2e_corpus}", "model.kind=autoregressive", "model.self_condition=false", "model.condition=source",
+        "data.source_len=24", "data.delexicalise=true", "train.steps=300", "train.lr=3e-3",
+    )  # fmt: skip
+    data = prepare_data(config)
+    assert "X-name" in data.vocab and "Zizzi" not in data.vocab
+    train(config, tmp_path / "run", progress=False)
+    pipe = difflm.load(tmp_path / "run")
+    written = pipe.write_from(["name[Loch Fyne], food[Chinese], area[riverside]", "name : Strada | food : French"])
+    assert written[0].startswith("Loch Fyne serves Chinese food") and written[1].startswith("Strada serves"), written
+    beam = pipe.sample(2, sampler="beam", beams=2, source="name[Giraffe], food[Italian], area[city centre]")
+    assert all(text.startswith("Giraffe serves") for text in beam), beam
+    bad = [
+        "train",
+        "--corpus",
+        f"e2e:{toy_e2e_corpus}",
+        "--out",
+        str(tmp_path / "bad"),
+        "--set",
+        "data.delexicalise=true",
+    ]
+    assert main(bad) == 2 and not (tmp_path / "bad" / "config.json").exists()
+    err = capsys.readouterr().err.strip()
+    assert "data.delexicalise needs model.condition=source" in err and len(err.splitlines()) == 1

@@ -45,6 +45,9 @@ class DataConfig:
         holdout: held-out share (float < 1) or count (int) for the held-out loss.
         source_len: S, positions of a source (START and END included) for
             model.condition=source; longer sources are cut.
+        delexicalise: under model.condition=source, the MR's proper names (name, near)
+            become placeholder words in the source and the sentence, and are put back
+            after writing (`text/delex.py`).
     """
 
     corpus: str = "grammar"
@@ -53,6 +56,7 @@ class DataConfig:
     overlong: Literal["truncate", "skip", "refuse"] = "truncate"
     holdout: float = 0.02
     source_len: int = 48
+    delexicalise: bool = False
 
 
 @dataclass(frozen=True)
@@ -377,6 +381,10 @@ class Config:
                 f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'",
             ),
             (self.data.source_len >= 3, f"data.source_len must be ≥ 3, got {self.data.source_len}"),
+            (
+                not self.data.delexicalise or self.model.condition == "source",
+                "data.delexicalise needs model.condition=source (it rewrites the source and the sentence)",
+            ),
             (
                 self.model.condition != "source" or not self.diffusion.sweep,
                 "model.condition=source does not combine with diffusion.sweep (the source has no time of its own)",

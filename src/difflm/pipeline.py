@@ -44,6 +44,7 @@ from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_w
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.corpora import source_tokens
+from difflm.text.delex import delexicalise, open_values, relexicalise
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -361,7 +362,8 @@ class Pipeline:
 
     def source_ids(self, source: str) -> torch.Tensor:
         """A source text as the ids [S] a source-conditioned run reads (START s… END PAD…; words
-        out of the vocabulary become UNK, a longer source is cut to data.source_len).
+        out of the vocabulary become UNK, a longer source is cut to data.source_len; its
+        proper names are placeholders under data.delexicalise, `text/delex.py`).
 
         Raises:
             ValueError: the run was not trained with model.condition=source, or an empty source.
@@ -374,6 +376,8 @@ class Pipeline:
         tokens = source_tokens(source)
         if not tokens:
             raise ValueError("the source is empty")
+        if self.config.data.delexicalise:
+            tokens = delexicalise(tokens, open_values(tokens))
         ids, _ = self.vocab.encode_batch([tokens], self.config.data.source_len, overlong="truncate")
         return ids[0].to(self.device)
 
@@ -606,13 +610,22 @@ class Pipeline:
         for k, start in enumerate(range(0, len(rows), batch)):
             chunk = rows[start : start + batch]
             step_seed = None if seed is None else seed + k
-            drawn += self.decode(self.generate(len(chunk), seed=step_seed, source=chunk, **options).tokens)
+            tokens = self.generate(len(chunk), seed=step_seed, source=chunk, **options).tokens
+            drawn += self._relexicalised(self.decode(tokens), chunk)
         candidates = [drawn[i : i + mbr] for i in range(0, len(drawn), mbr)]
         return [group[mbr_pick(group)] for group in candidates]
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""
         return [" ".join(self.vocab.decode(row.tolist())) for row in tokens]
+
+    def _relexicalised(self, texts: list[str], source: str | Sequence[str]) -> list[str]:
+        """Sentences written from a source (one, or one per sentence) with the proper names of
+        their MRs put back in place of the placeholders (data.delexicalise)."""
+        if not self.config.data.delexicalise:
+            return texts
+        sources = [source] * len(texts) if isinstance(source, str) else source
+        return [relexicalise(text, open_values(source_tokens(s))) for text, s in zip(texts, sources)]
 
     def sample(self, n: int = 8, *, seed: int | None = 0, **options: Any) -> list[str]:
         """Sample n sentences.
@@ -623,7 +636,8 @@ class Pipeline:
         model.condition=slots or source) a condition or a source, with `generate`'s options.
         """
         if not self.is_autoregressive or options.get("sampler") in AR_OPTIONS or {"condition", "source"} & set(options):
-            return self.decode(self.generate(n, seed=seed, **options).tokens)
+            texts = self.decode(self.generate(n, seed=seed, **options).tokens)
+            return texts if options.get("source") is None else self._relexicalised(texts, options["source"])
         if n < 1:
             raise ValueError(f"n must be ≥ 1, got {n}")
         unknown = set(options) - {"temperature", "top_p"}

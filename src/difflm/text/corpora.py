@@ -135,6 +135,24 @@ def source_tokens(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+def mr_slots(source: Sequence[str]) -> dict[str, str]:
+    """The slots of a source linearised as `linearise` writes it; {} for any other text.
+
+    >>> mr_slots(("name", ":", "Blue", "Spice", "|", "food", ":", "Chinese"))
+    {'name': 'Blue Spice', 'food': 'Chinese'}
+    """
+    pairs = []
+    for item in " ".join(source).split(" | "):
+        slot, colon, value = item.partition(" : ")
+        if not colon:
+            return {}
+        pairs.append((slot, value))
+    try:
+        return _slots(pairs, "the source")
+    except CorpusError:
+        return {}
+
+
 def register_corpus(name: str, loader: Callable[[], Corpus]) -> None:
     """Makes ``read_corpus(name)`` call ``loader``. A later registration replaces an earlier one."""
     if not name or ":" in name:

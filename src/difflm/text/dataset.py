@@ -15,6 +15,7 @@ import torch
 
 from difflm.config import Config
 from difflm.text.corpora import Corpus, read_corpus, split
+from difflm.text.delex import delexicalised
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -46,9 +47,12 @@ def prepare_data(
     """Read the corpus, split off the held-out sentences, build (or reuse) the vocabulary and the
     condition labels (model.condition=slots: the training sentences' slot=value pairs), pad.
     Under model.condition=source every sentence needs its source text: the vocabulary covers
-    both sides, and each source is a row START s… END PAD… of data.source_len ids."""
+    both sides, and each source is a row START s… END PAD… of data.source_len ids
+    (delexicalised under data.delexicalise)."""
     corpus = corpus or read_corpus(config.data.corpus)
     train_ex, valid_ex = split_rows(config, corpus.examples)
+    if config.data.delexicalise:
+        train_ex, valid_ex = [delexicalised(ex) for ex in train_ex], [delexicalised(ex) for ex in valid_ex]
     dropped = 0
     if config.data.overlong == "skip":
         # Dropped after the split, so the held-out sentences are the same at every max_len.
