@@ -9,8 +9,9 @@ Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised 
 clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
 MR, which the training sentences' length histogram does not; hence no length-bucketed
 batches either), and the step count that fills `--minutes` on 2 threads, probed on this
-machine (the learning-rate schedule then ends where the budget does). Runs already in
---out are resumed or kept. Then one sentence is written for each distinct test MR
+machine (the learning-rate schedule then ends where the budget does). A run already in
+--out is resumed, or kept if finished; the rows of families not run this time are kept from
+--out's result.json. Then one sentence is written for each distinct test MR
 (`Pipeline.write_from`; the diffusion rows with MBR over `--mbr` samples, as DiffuSeq does;
 the AR rows greedy and with beam search 4), timed (sentences/s on 2 threads), and scored
 against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot
@@ -85,13 +86,19 @@ def main() -> None:
     references = [by_source[s] for s in sources]
     known = known_values(read_corpus(args.train).examples + test.examples)
 
-    rows, steps = [], {}
+    # Rows of families not run this time are kept from an earlier result in --out.
+    earlier = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {}
+    rows = [row for row in earlier.get("rows", []) if _family(row["row"]) not in args.families]
+    steps = {family: n for family, n in earlier.get("steps", {}).items() if family not in args.families}
     for family in args.families:
-        delex = ["data.delexicalise=true"] if args.delexicalise else []
-        overrides = [f"data.corpus={args.train}", *SHARED, *delex, *FAMILIES[family]]
-        rate = measure_rate(CONFIG, overrides, threads=2)
-        steps[family] = int(rate * args.minutes * 60)
-        train_run(out / family, CONFIG, [*overrides, f"train.steps={steps[family]}"])
+        if _finished(out / family):  # kept as trained: its step count is its budget's
+            steps[family] = json.loads((out / family / "config.json").read_text())["train"]["steps"]
+        else:
+            delex = ["data.delexicalise=true"] if args.delexicalise else []
+            overrides = [f"data.corpus={args.train}", *SHARED, *delex, *FAMILIES[family]]
+            rate = measure_rate(CONFIG, overrides, threads=2)
+            steps[family] = int(rate * args.minutes * 60)
+            train_run(out / family, CONFIG, [*overrides, f"train.steps={steps[family]}"])
         pipe = difflm.load(out / family)
         for label, options in DECODERS[family]:
             mbr = args.mbr if family != "autoregressive" else 1
@@ -119,7 +126,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        family = next(f for f, decoders in DECODERS.items() if any(label == row["row"] for label, _ in decoders))
+        family = _family(row["row"])
         mbr = f" (MBR {row['mbr']})" if row["mbr"] > 1 else ""
         lines.append(
             f"| {row['row']}{mbr} | {steps[family]} | {row['bleu']} | {row['rouge_l']} | {row['slot_error_rate']} "
@@ -129,6 +136,19 @@ def main() -> None:
     (out / "table.md").write_text(table)
     print(json.dumps(result, indent=2))
     print(table)
+
+
+def _family(label: str) -> str:
+    """The family whose decoder writes the row `label`."""
+    return next(f for f, decoders in DECODERS.items() if any(label == name for name, _ in decoders))
+
+
+def _finished(run: Path) -> bool:
+    """A run that has trained all of its configured steps."""
+    state, config = run / "train_state.json", run / "config.json"
+    if not (state.exists() and config.exists()):
+        return False
+    return json.loads(state.read_text())["step"] >= json.loads(config.read_text())["train"]["steps"]
 
 
 if __name__ == "__main__":
