@@ -151,7 +151,8 @@ class Pipeline:
             source: the text to write from, on a run trained with model.condition=source
                 (data-to-text): a linearised MR "name : Aromi | food : Chinese", an official
                 one "name[Aromi], food[Chinese]", or any text (`source_ids`); or a list of n
-                texts, one per row.
+                texts, one per row. Under data.delexicalise the tokens hold the names'
+                placeholders; `sample` and `write_from` put the names back.
             cfg_scale: w ≥ 0 of classifier-free guidance (0 unconditional, 1 conditional),
                 towards the condition or the source.
             guidance: settings of `GradientGuidance` (steps, step_size, optimizer,
