@@ -4,7 +4,9 @@ loading reads nothing but JSON and safetensors."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +75,7 @@ def test_the_shipped_grammar_model_loads_and_samples(capsys):
     texts = pipe.sample(16, seed=0, steps=20)
     grammatical = sum(r.grammatical for r in default_parser().parse([t.split() for t in texts]))
     assert grammatical >= 10, texts
-    with pytest.raises(ValueError, match="no pretrained model 'nope'; shipped: grammar"):
+    with pytest.raises(ValueError, match="no pretrained model 'nope'; shipped: e2e, grammar"):
         difflm.load("pretrained:nope")
     capsys.readouterr()
     assert main(["sample", "pretrained:grammar", "--n", "2", "--steps", "10"]) == 0
@@ -81,6 +83,22 @@ def test_the_shipped_grammar_model_loads_and_samples(capsys):
     assert main(["demo", "--no-train"]) == 0
     out = capsys.readouterr().out
     assert "pretrained:grammar" in out and "controlled samples" in out and "training your own" not in out
+
+
+def test_the_shipped_e2e_model_loads_samples_and_takes_keywords(capsys):
+    """pretrained:e2e (the E2E dev split) writes restaurant descriptions with no training and
+    no network, and keyword guidance works on it."""
+    pipe = difflm.load("pretrained:e2e")
+    texts = pipe.sample(8, seed=0, steps=20)
+    assert all(len(t.split()) >= 5 for t in texts) and any("food" in t.split() for t in texts), texts
+    assert "CC BY-SA 4.0" in (Path(difflm.__file__).parent / "pretrained" / "e2e" / "README.md").read_text()
+    capsys.readouterr()
+    assert (
+        main(["control", "pretrained:e2e", "--keywords", "riverside", "--n", "4", "--steps", "20", "--format", "jsonl"])
+        == 0
+    )
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sum(r["satisfied"]["keywords"] for r in rows) >= 3, rows
 
 
 def test_a_corrupt_or_truncated_saved_model_is_one_line(tiny_run, tmp_path, capsys):
