@@ -76,6 +76,7 @@ def model_card(config: Config, vocab: Vocab, model: Network, sections: Mapping[s
         "",
         "```python",
         "import difflm",
+        "",  # ruff formats the code blocks of the Markdown in the package
         'pipe = difflm.load("THIS_DIRECTORY_OR_HUB_ID")',
         "print(pipe.sample(4))",
         "```",
