@@ -3,7 +3,7 @@ baseline, each trained on the same budget from MR -> sentence pairs, scored on u
 
     .venv/bin/python bench/data_to_text.py --train e2e:../shared/data/e2e/src1_valid.txt \
         --test ../shared/data/e2e/src1_test.txt --minutes 30 [--families diffusion masked autoregressive] \
-        [--mbr 4] [--limit N] [--delexicalise] [--out bench/out/d2t]
+        [--mbr 4] [--limit N] [--delexicalise] [--patience P] [--out bench/out/d2t]
 
 Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised MR as a
 clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
@@ -18,7 +18,8 @@ against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROU
 error rate). Prints JSON and a markdown
 table; writes result.json, table.md and each row's outputs under --out. `--delexicalise`
 trains every family with data.delexicalise (the MR's proper names as placeholders,
-`text/delex.py`).
+`text/delex.py`); `--patience P` with early stopping (train.patience: training stops once
+the held-out loss has not improved for P evaluations, and the run keeps its best weights).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--mbr", type=int, default=4, help="samples per MR of the diffusion rows (1: no MBR)")
     parser.add_argument("--limit", type=int, help="score only the first N test MRs")
     parser.add_argument("--delexicalise", action="store_true", help="name and near values as placeholders")
+    parser.add_argument("--patience", type=int, default=0, help="early stopping: train.patience (0: off)")
     parser.add_argument("--out", default="bench/out/d2t")
     args = parser.parse_args()
     out = Path(args.out)
@@ -91,14 +93,16 @@ def main() -> None:
     rows = [row for row in earlier.get("rows", []) if _family(row["row"]) not in args.families]
     steps = {family: n for family, n in earlier.get("steps", {}).items() if family not in args.families}
     for family in args.families:
-        if _finished(out / family):  # kept as trained: its step count is its budget's
-            steps[family] = json.loads((out / family / "config.json").read_text())["train"]["steps"]
+        if _finished(out / family):  # kept as trained
+            steps[family] = _trained_steps(out / family)
         else:
             delex = ["data.delexicalise=true"] if args.delexicalise else []
-            overrides = [f"data.corpus={args.train}", *SHARED, *delex, *FAMILIES[family]]
+            patience = [f"train.patience={args.patience}"] if args.patience else []
+            overrides = [f"data.corpus={args.train}", *SHARED, *delex, *patience, *FAMILIES[family]]
             rate = measure_rate(CONFIG, overrides, threads=2)
             steps[family] = int(rate * args.minutes * 60)
             train_run(out / family, CONFIG, [*overrides, f"train.steps={steps[family]}"])
+            steps[family] = _trained_steps(out / family)
         pipe = difflm.load(out / family)
         for label, options in DECODERS[family]:
             mbr = args.mbr if family != "autoregressive" else 1
@@ -122,7 +126,7 @@ def main() -> None:
         f"Data-to-text on {len(sources)} test MRs after {args.minutes:g} minutes of training on 2 threads each"
         + (", delexicalised." if args.delexicalise else "."),
         "",
-        "| system | steps trained | BLEU ↑ | ROUGE-L ↑ | slot error rate ↓ (missing + added / slots) | sentences/s |",
+        "| system | weights' step | BLEU ↑ | ROUGE-L ↑ | slot error rate ↓ (missing + added / slots) | sentences/s |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -144,11 +148,17 @@ def _family(label: str) -> str:
 
 
 def _finished(run: Path) -> bool:
-    """A run that has trained all of its configured steps."""
+    """A run that has trained all of its configured steps, or stopped early."""
     state, config = run / "train_state.json", run / "config.json"
     if not (state.exists() and config.exists()):
         return False
-    return json.loads(state.read_text())["step"] >= json.loads(config.read_text())["train"]["steps"]
+    saved = json.loads(state.read_text())
+    return saved.get("stopped", False) or saved["step"] >= json.loads(config.read_text())["train"]["steps"]
+
+
+def _trained_steps(run: Path) -> int:
+    """The step of the run's weights: its budget's step count, or the best step under early stopping."""
+    return json.loads((run / "train_state.json").read_text())["step"]
 
 
 if __name__ == "__main__":

@@ -52,6 +52,42 @@ def test_resumed_run_follows_the_uninterrupted_curve(tmp_path, toy_corpus):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
 
 
+def test_early_stopping_keeps_the_best_checkpoint_and_stays_stopped(tmp_path, toy_corpus):
+    """train.patience: held-out losses 3, 2, 2.5, 2.6 at steps 2, 4, 6, 8 with patience 2
+    stop training at step 8 with the run holding step 4's weights; a resumed run trains no more."""
+    config = tiny_config(f"lines:{toy_corpus}", "train.steps=20", "train.eval_every=2", "train.patience=2")
+    trainer = Trainer(config, tmp_path / "r", progress=False)
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0])
+    weights_at: dict[int, dict] = {}
+
+    def evaluate() -> dict[str, float]:
+        weights_at[trainer.step] = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+        return {"loss": next(scripted)}
+
+    trainer.evaluate = evaluate
+    trainer.run()
+    assert trainer.step == 8
+    state = json.loads((tmp_path / "r" / "train_state.json").read_text())
+    assert (state["step"], state["best"], state["stopped"]) == (4, {"loss": 2.0, "step": 4}, True)
+    kept = difflm.load(tmp_path / "r").model.state_dict()
+    assert all(torch.equal(kept[k], weights_at[4][k]) for k in weights_at[4])
+    assert not all(torch.equal(kept[k], weights_at[8][k]) for k in weights_at[8])
+    longer = tiny_config(f"lines:{toy_corpus}", "train.steps=40", "train.eval_every=2", "train.patience=2")
+    resumed = Trainer(longer, tmp_path / "r", progress=False)
+    resumed.run()
+    assert resumed.step == 4 and [r["step"] for r in _rows(tmp_path / "r")][-1] <= 4
+
+
+def test_early_stopping_ends_at_the_best_step_when_the_last_does_not_improve(tmp_path, toy_corpus):
+    config = tiny_config(f"lines:{toy_corpus}", "train.steps=6", "train.eval_every=2", "train.patience=5")
+    trainer = Trainer(config, tmp_path / "r", progress=False)
+    scripted = iter([3.0, 2.0, 2.5])
+    trainer.evaluate = lambda: {"loss": next(scripted)}
+    trainer.run()
+    state = json.loads((tmp_path / "r" / "train_state.json").read_text())
+    assert (state["step"], state["stopped"]) == (4, True)
+
+
 def test_resume_refuses_a_different_model(tmp_path, toy_corpus):
     Trainer(tiny_config(f"lines:{toy_corpus}", "train.steps=2"), tmp_path / "r", progress=False).run()
     with pytest.raises(ValueError, match="model.hidden"):

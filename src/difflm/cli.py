@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 #: Settings of `difflm demo`: the default recipe (contextual rounding) with length anchors and
@@ -340,7 +341,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = list(args.overrides) + ([f"data.corpus={args.corpus}"] if args.corpus else [])
     config = load_config(args.config, overrides)
     last = train(config, args.out, progress=not args.no_progress)
-    print(json.dumps({"run": str(args.out), **{k: round(v["loss"], 4) for k, v in last.items()}}))
+    report = {"run": str(args.out), **{k: round(v["loss"], 4) for k, v in last.items()}}
+    if config.train.patience:  # the run holds its best checkpoint, not the last step's
+        report["kept_step"] = json.loads((Path(args.out) / "train_state.json").read_text())["step"]
+    print(json.dumps(report))
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -166,6 +166,10 @@ class TrainConfig:
         device: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...
         bf16: bf16 autocast for the forward pass.
         time_limit: stop (and checkpoint) after this many minutes; 0 = no limit.
+        patience: early stopping: stop once the held-out loss has not improved for this
+            many evaluations. A checkpoint is then written only at a new best held-out
+            loss, so the run always holds its best weights (0: off; every
+            checkpoint_every steps and the last step are saved).
         threads: torch intra-op threads (0 = torch's default).
         length_pool: length bucketing: sort the rows of this many batches by length and
             give each batch a run of similar lengths, cut after its longest row, so compute
@@ -189,6 +193,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False
     time_limit: float = 0.0
+    patience: int = 0
     threads: int = 0
     length_pool: int = 0
     teacher: str = ""
@@ -397,6 +402,7 @@ class Config:
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (0.0 <= self.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
             (self.train.length_pool >= 0, f"train.length_pool must be ≥ 0, got {self.train.length_pool}"),
+            (self.train.patience >= 0, f"train.patience must be ≥ 0, got {self.train.patience}"),
             (
                 not self.diffusion.length_anchors or self.model.generator == "diffusion",
                 f"diffusion.length_anchors needs model.generator=diffusion, got {self.model.generator}",

@@ -1,5 +1,5 @@
 """The one training loop: AdamW with warmup and linear decay, clipping, a NaN guard, EMA,
-logging windows, held-out evaluation, checkpoints, a time limit and the run lock.
+logging windows, held-out evaluation, checkpoints, a time limit, early stopping and the run lock.
 
 A `TrainingLoop` subclass says what is trained and how it is judged and saved:
 `batch_loss()` (the loss of the current step), `evaluate()` (held-out figures) and
@@ -66,6 +66,10 @@ class TrainingLoop:
 
     Attributes:
         step: optimizer steps taken (across resumes).
+        best: (held-out loss, step) of the best evaluation so far, for early stopping
+            (`tc.patience`); a subclass saves and restores it with the checkpoint.
+        stopped: under early stopping, training is over and the saved checkpoint is its best:
+            patience ran out, or the last step did not improve on it. A resumed run stays stopped.
         elapsed, cpu_seconds: wall-clock and CPU seconds of training (across resumes).
         batch_tokens: positions the last step trained on, all processes together (padding
             included), for the tokens/s column; a subclass sets it (0: not logged).
@@ -89,6 +93,7 @@ class TrainingLoop:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.step, self.elapsed, self.cpu_seconds = 0, 0.0, 0.0
+        self.best, self.stopped = (math.inf, 0), False
         self.batch_tokens = 0
         self.progress, self.desc = progress and rank == 0, desc
         self.lock: checkpoint.RunLock | None = None
@@ -108,6 +113,9 @@ class TrainingLoop:
 
     def start_writing(self) -> None:
         """Called once the lock is held, before the first step: write what a new run needs."""
+
+    def mark_stopped(self) -> None:
+        """Record in the saved checkpoint (the best one) that training stopped early (rank 0)."""
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -182,7 +190,7 @@ class TrainingLoop:
             if on_log:
                 on_log(row)
 
-        while self.step < tc.steps:
+        while self.step < tc.steps and not self.stopped:
             window.add(self.train_step())
             window_tokens += self.batch_tokens
             self.elapsed = elapsed_at_start + time.perf_counter() - session_start
@@ -198,23 +206,42 @@ class TrainingLoop:
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
                 emit(row)
                 window, window_steps, window_tokens, window_start = RunningMean(), 0, 0, time.perf_counter()
+            improved = False
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
+                held = self.evaluate()
                 emit(
                     {
                         "step": self.step,
                         "split": "valid",
-                        **self.evaluate(),
+                        **held,
                         "elapsed": self.elapsed,
                         "cpu_seconds": self.cpu_seconds,
                     }
                 )
+                if tc.patience:
+                    improved = self._judge(held["loss"])
             out_of_time = self._out_of_time()
-            if self.step % tc.checkpoint_every == 0 or self.step == tc.steps or out_of_time:
+            if tc.patience:  # only the best weights are ever saved
+                if improved or (out_of_time and not self.best[1]):  # out of time before the first evaluation
+                    self.save()
+                if self.stopped:
+                    self.mark_stopped()
+            elif self.step % tc.checkpoint_every == 0 or self.step == tc.steps or out_of_time:
                 self.save()
-            if out_of_time:
+            if out_of_time or self.stopped:
                 break
         bar.close()
         return last
+
+    def _judge(self, loss: float) -> bool:
+        """Early stopping: whether `loss` is a new best; sets `stopped` once `tc.patience`
+        evaluations in a row, or the last step's, have not improved on the best."""
+        if loss < self.best[0]:
+            self.best = (loss, self.step)
+            return True
+        tc = self.tc
+        self.stopped = self.step == tc.steps or self.step - self.best[1] >= tc.patience * tc.eval_every
+        return False
 
     def log(self, row: dict) -> None:
         if self.rank == 0:

@@ -10,6 +10,7 @@ Under `torchrun`, each process takes its own slice of every global batch.
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ from difflm.text.dataset import prepare_data
 from difflm.text.vocab import Vocab
 
 #: Keys of `train` that may change when a run is resumed (extend it, or bound its time).
-RESUMABLE_CHANGES = {"steps", "time_limit", "eval_every", "checkpoint_every", "log_every", "threads"}
+RESUMABLE_CHANGES = {"steps", "time_limit", "patience", "eval_every", "checkpoint_every", "log_every", "threads"}
 
 
 def frozen_networks(config: Config, target: Denoiser | None, teacher: Denoiser | None) -> Frozen:
@@ -250,6 +251,9 @@ class Trainer(TrainingLoop):
                     f"start a new run with a lower train.lr"
                 )
         self.step, self.elapsed, self.cpu_seconds = state["step"], state["elapsed"], state.get("cpu_seconds", 0.0)
+        best = state.get("best")
+        self.best = (math.inf, 0) if best is None else (best["loss"], best["step"])
+        self.stopped = state.get("stopped", False)
 
     def _truncate_metrics(self) -> None:
         """Drop metric rows logged after the checkpoint: the resumed run logs them again."""
@@ -278,8 +282,17 @@ class Trainer(TrainingLoop):
             "optimizer": plain,
             "data": self.data.report,
         }
+        if self.tc.patience:
+            state["best"] = {"loss": self.best[0], "step": self.best[1]}
         # train_state.json last: it is what marks the checkpoint as complete.
         checkpoint.atomic_write_text(self.run_dir / "train_state.json", json.dumps(state))
+
+    def mark_stopped(self) -> None:
+        if self.rank != 0:
+            return
+        path = self.run_dir / "train_state.json"
+        state = checkpoint.read_json(path)
+        checkpoint.atomic_write_text(path, json.dumps({**state, "stopped": True}))
 
 
 def _check_resume_config(run_dir: Path, requested: Config) -> Config:
