@@ -3,7 +3,7 @@ baseline, each trained on the same budget from MR -> sentence pairs, scored on u
 
     .venv/bin/python bench/data_to_text.py --train e2e:../shared/data/e2e/src1_valid.txt \
         --test ../shared/data/e2e/src1_test.txt --minutes 30 [--families diffusion masked autoregressive] \
-        [--mbr 4] [--limit N] [--delexicalise] [--patience P] [--out bench/out/d2t]
+        [--mbr 4] [--limit N] [--delexicalise [SLOTS]] [--patience P] [--out bench/out/d2t]
 
 Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised MR as a
 clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
@@ -17,9 +17,10 @@ the AR rows greedy and with beam search 4), timed (sentences/s on 2 threads), an
 against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot
 error rate). Prints JSON and a markdown
 table; writes result.json, table.md and each row's outputs under --out. `--delexicalise`
-trains every family with data.delexicalise (the MR's proper names as placeholders,
-`text/delex.py`); `--patience P` with early stopping (train.patience: training stops once
-the held-out loss has not improved for P evaluations, and the run keeps its best weights).
+trains every family with data.delexicalise (the values of the MR's proper names, or of the
+comma-separated SLOTS given, as placeholders; `text/delex.py`); `--patience P` with early
+stopping (train.patience: training stops once the held-out loss has not improved for P
+evaluations, and the run keeps its best weights).
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--mbr", type=int, default=4, help="samples per MR of the diffusion rows (1: no MBR)")
     parser.add_argument("--limit", type=int, help="score only the first N test MRs")
-    parser.add_argument("--delexicalise", action="store_true", help="name and near values as placeholders")
+    parser.add_argument(
+        "--delexicalise", nargs="?", const="name,near", metavar="SLOTS", help="these slots' values as placeholders"
+    )
     parser.add_argument("--patience", type=int, default=0, help="early stopping: train.patience (0: off)")
     parser.add_argument("--out", default="bench/out/d2t")
     args = parser.parse_args()
@@ -96,7 +99,7 @@ def main() -> None:
         if _finished(out / family):  # kept as trained
             steps[family] = _trained_steps(out / family)
         else:
-            delex = ["data.delexicalise=true"] if args.delexicalise else []
+            delex = ["data.delexicalise=true", f"data.delex_slots={args.delexicalise}"] if args.delexicalise else []
             patience = [f"train.patience={args.patience}"] if args.patience else []
             overrides = [f"data.corpus={args.train}", *SHARED, *delex, *patience, *FAMILIES[family]]
             rate = measure_rate(CONFIG, overrides, threads=2)
@@ -124,7 +127,7 @@ def main() -> None:
     (out / "result.json").write_text(json.dumps(result, indent=2))
     lines = [
         f"Data-to-text on {len(sources)} test MRs after {args.minutes:g} minutes of training on 2 threads each"
-        + (", delexicalised." if args.delexicalise else "."),
+        + (f", delexicalised ({args.delexicalise})." if args.delexicalise else "."),
         "",
         "| system | weights' step | BLEU ↑ | ROUGE-L ↑ | slot error rate ↓ (missing + added / slots) | sentences/s |",
         "|---|---|---|---|---|---|",

@@ -187,12 +187,13 @@ def test_a_template_is_infilled_from_an_mr(source_run):
 
 def test_delexicalisation_on_hand_made_examples():
     from difflm.text.corpora import Example
-    from difflm.text.delex import delexicalise, delexicalised, open_values, relexicalise
+    from difflm.text.delex import delex_slots, delexicalise, delexicalised, open_values, relexicalise
 
     source = source_tokens("name[Blue Spice], near[Café Rouge], food[Chinese]")
-    values = open_values(source)
+    names = delex_slots("name,near")
+    values = open_values(source, names)
     assert values == {"name": ("Blue", "Spice"), "near": ("Café", "Rouge")}
-    assert open_values(("apple", "bread")) == {} and open_values(source_tokens("food[Chinese]")) == {}
+    assert open_values(("apple", "bread"), names) == {} and open_values(source_tokens("food[Chinese]"), names) == {}
     sentence = "blue spice serves Chinese food near Café Rouge , Blue Spice is nice .".split()
     delex = delexicalise(sentence, values)
     assert " ".join(delex) == "X-name serves Chinese food near X-near , X-name is nice ."
@@ -205,8 +206,18 @@ def test_delexicalisation_on_hand_made_examples():
     # Longest value first: "The Eagle" inside "The Eagle Inn" becomes the longer value's placeholder.
     nested = {"near": ("The", "Eagle"), "name": ("The", "Eagle", "Inn")}
     assert delexicalise("The Eagle Inn is by The Eagle".split(), nested) == ("X-name", "is", "by", "X-near")
-    example = delexicalised(Example(tuple(sentence), {"name": "Blue Spice"}, source))
+    example = delexicalised(Example(tuple(sentence), {"name": "Blue Spice"}, source), names)
     assert example.source[:3] == ("name", ":", "X-name") and "Blue" not in example.source + example.tokens
+    assert "Chinese" in example.tokens  # food is not among the slots
+    # Any slot said verbatim: a food inside a near value stays the near's (longest first).
+    source = source_tokens("name[Aromi], food[Indian], near[Raja Indian Cuisine]")
+    example = Example(tuple("Aromi serves indian food near Raja Indian Cuisine .".split()), {}, source)
+    delex = delexicalised(example, delex_slots("name, food,near"))
+    assert " ".join(delex.tokens) == "X-name serves X-food food near X-near ."
+    assert " ".join(delex.source) == "name : X-name | food : X-food | near : X-near"
+    for bad in ("name,colour", " , "):
+        with pytest.raises(ValueError, match="data.delex_slots must name slots of"):
+            delex_slots(bad)
 
 
 def test_a_delexicalised_run_writes_names_it_never_saw(toy_e2e_corpus, tmp_path, capsys):
@@ -239,3 +250,7 @@ def test_a_delexicalised_run_writes_names_it_never_saw(toy_e2e_corpus, tmp_path,
     assert main(bad) == 2 and not (tmp_path / "bad" / "config.json").exists()
     err = capsys.readouterr().err.strip()
     assert "data.delexicalise needs model.condition=source" in err and len(err.splitlines()) == 1
+    bad += ["model.condition=source", "data.delex_slots=name,colour"]
+    assert main(bad) == 2 and not (tmp_path / "bad" / "config.json").exists()
+    err = capsys.readouterr().err.strip()
+    assert "data.delex_slots must name slots of" in err and len(err.splitlines()) == 1

@@ -45,9 +45,12 @@ class DataConfig:
         holdout: held-out share (float < 1) or count (int) for the held-out loss.
         source_len: S, positions of a source (START and END included) for
             model.condition=source; longer sources are cut.
-        delexicalise: under model.condition=source, the MR's proper names (name, near)
-            become placeholder words in the source and the sentence, and are put back
-            after writing (`text/delex.py`).
+        delexicalise: under model.condition=source, the values of the MR slots
+            `delex_slots` become placeholder words in the source and the sentence, and are
+            put back after writing (`text/delex.py`).
+        delex_slots: those slots, comma-separated: the proper names (name, near) by
+            default; values that a test split holds and the training split never shows
+            (food, eatType) may be added.
     """
 
     corpus: str = "grammar"
@@ -57,6 +60,7 @@ class DataConfig:
     holdout: float = 0.02
     source_len: int = 48
     delexicalise: bool = False
+    delex_slots: str = "name,near"
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_w
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.corpora import source_tokens
-from difflm.text.delex import delexicalise, open_values, relexicalise
+from difflm.text.delex import delex_slots, delexicalise, open_values, relexicalise
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -378,7 +378,7 @@ class Pipeline:
         if not tokens:
             raise ValueError("the source is empty")
         if self.config.data.delexicalise:
-            tokens = delexicalise(tokens, open_values(tokens))
+            tokens = delexicalise(tokens, open_values(tokens, delex_slots(self.config.data.delex_slots)))
         ids, _ = self.vocab.encode_batch([tokens], self.config.data.source_len, overlong="truncate")
         return ids[0].to(self.device)
 
@@ -626,7 +626,8 @@ class Pipeline:
         if not self.config.data.delexicalise:
             return texts
         sources = [source] * len(texts) if isinstance(source, str) else source
-        return [relexicalise(text, open_values(source_tokens(s))) for text, s in zip(texts, sources)]
+        slots = delex_slots(self.config.data.delex_slots)
+        return [relexicalise(text, open_values(source_tokens(s), slots)) for text, s in zip(texts, sources)]
 
     def sample(self, n: int = 8, *, seed: int | None = 0, **options: Any) -> list[str]:
         """Sample n sentences.

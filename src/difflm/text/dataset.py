@@ -15,7 +15,7 @@ import torch
 
 from difflm.config import Config
 from difflm.text.corpora import Corpus, read_corpus, split
-from difflm.text.delex import delexicalised
+from difflm.text.delex import delex_slots, delexicalised
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -52,7 +52,11 @@ def prepare_data(
     corpus = corpus or read_corpus(config.data.corpus)
     train_ex, valid_ex = split_rows(config, corpus.examples)
     if config.data.delexicalise:
-        train_ex, valid_ex = [delexicalised(ex) for ex in train_ex], [delexicalised(ex) for ex in valid_ex]
+        slots = delex_slots(config.data.delex_slots)
+        train_ex, valid_ex = (
+            [delexicalised(ex, slots) for ex in train_ex],
+            [delexicalised(ex, slots) for ex in valid_ex],
+        )
     dropped = 0
     if config.data.overlong == "skip":
         # Dropped after the split, so the held-out sentences are the same at every max_len.

@@ -1,4 +1,4 @@
-"""Delexicalisation for data-to-text (`data.delexicalise`): proper names become placeholders.
+"""Delexicalisation for data-to-text (`data.delexicalise`): slot values become placeholders.
 
 An E2E MR's `name` and `near` values are proper names from an open set: a test MR may name a
 restaurant that the training split never shows (trained on the dev split, 36% of the test
@@ -6,19 +6,18 @@ split's references do), and a model can only write the words of its vocabulary. 
 E2E challenge's baseline (TGen, Dušek and Jurčíček 2016) and most of its systems, each such
 value is replaced in the source and in the sentence by a placeholder word (`X-name`,
 `X-near`), so the model learns "X-name is near X-near", and the value is put back after
-decoding (`relexicalise`). The sentence's occurrences of a value are found case-insensitively,
-longest value first; a placeholder whose slot the MR lacks stays as it is written, so a
-hallucinated slot shows.
+decoding (`relexicalise`). Which slots is the run's `data.delex_slots`: the same holds for
+any slot whose values the sentences say verbatim (`food`, `eatType`) when the training split
+shows only some of them, as E2E's dev split does (one eatType, two foods). The sentence's
+occurrences of a value are found case-insensitively, longest value first; a placeholder
+whose slot the MR lacks stays as it is written, so a hallucinated slot shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from difflm.text.corpora import Example, mr_slots
-
-#: The slots whose values are proper names, delexicalised.
-OPEN_SLOTS = ("name", "near")
+from difflm.text.corpora import SLOTS, Example, mr_slots
 
 Values = Mapping[str, tuple[str, ...]]  # slot -> its value's tokens
 
@@ -28,10 +27,23 @@ def placeholder(slot: str) -> str:
     return f"X-{slot}"
 
 
-def open_values(source: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """The values of the open slots of a linearised MR source (none for any other text)."""
-    slots = mr_slots(source)
-    return {slot: tuple(slots[slot].split()) for slot in OPEN_SLOTS if slot in slots}
+def delex_slots(spec: str) -> tuple[str, ...]:
+    """The slots of a `data.delex_slots` spec ("name,near").
+
+    Raises:
+        ValueError: an unknown slot, or none.
+    """
+    slots = tuple(slot.strip() for slot in spec.split(",") if slot.strip())
+    unknown = [slot for slot in slots if slot not in SLOTS]
+    if unknown or not slots:
+        raise ValueError(f"data.delex_slots must name slots of {', '.join(SLOTS)}, got {spec!r}")
+    return slots
+
+
+def open_values(source: Sequence[str], slots: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The values of `slots` in a linearised MR source (none for any other text)."""
+    given = mr_slots(source)
+    return {slot: tuple(given[slot].split()) for slot in slots if slot in given}
 
 
 def delexicalise(tokens: Sequence[str], values: Values) -> tuple[str, ...]:
@@ -57,7 +69,7 @@ def relexicalise(text: str, values: Values) -> str:
     return " ".join(names.get(word, word) for word in text.split())
 
 
-def delexicalised(example: Example) -> Example:
-    """An example with its source's open values replaced in the source and the sentence."""
-    values = open_values(example.source)
+def delexicalised(example: Example, slots: Sequence[str]) -> Example:
+    """An example with its source's values of `slots` replaced in the source and the sentence."""
+    values = open_values(example.source, slots)
     return Example(delexicalise(example.tokens, values), example.slots, delexicalise(example.source, values))
