@@ -7,11 +7,13 @@ Both take a canvas whose blanks are masks, with the signature of `sampling/token
   at s = 0 every position left is revealed. The network takes no time, so a step that
   revealed nothing reuses the last call's logits (MDLM's caching): nfe counts real calls.
 - `confidence`: LLaDA's low-confidence remasking. Each step draws a word for every masked
-  position and keeps those at the positions the network is most sure of (its largest
-  p_θ there; LLaDA's score at τ = 0, where the drawn word is the argmax), as many as the
-  same schedule reveals on average; the rest stay masked. Scoring positions, not the drawn
-  words, keeps the draw unbiased: revealing one position a step is then an exact
-  any-order factorization.
+  position and keeps those at the positions the network is most sure of, as many as the
+  same schedule reveals on average; the rest stay masked. Sure means the largest margin
+  between the two most probable words of p_θ there (Kim et al. 2025's top-2 margin): a
+  position torn between two words waits for more context, where the largest probability
+  alone (LLaDA's score at τ = 0) would reveal it as soon as both are likely. Scoring
+  positions, not the drawn words, keeps the draw unbiased: revealing one position a step is
+  then an exact any-order factorization.
 - `gibbs`: Gibbs sampling with the masked model as the masked LM (Wang and Cho 2019). The
   first half of the K calls writes every blank with `confidence`; each later call masks a
   random `GIBBS_MASK_RATE` share of the written positions (at least one) of every row and
@@ -82,7 +84,8 @@ def confidence(
         count = target - (total - masked.sum(1))
         logits = network(z, 1 - k / steps)
         words = draw(word_probs(logits, allowed, temperature), generator)
-        sure = word_probs(logits, allowed, 1.0).amax(-1)
+        top2 = word_probs(logits, allowed, 1.0).topk(2, dim=-1).values
+        sure = top2[..., 0] - top2[..., 1]
         calls += 1
         z = torch.where(masked & _top(sure.masked_fill(~masked, -1.0), count), words, z)
     return z, calls
