@@ -12,8 +12,10 @@ batches either), and the step count that fills `--minutes` on 2 threads, probed 
 machine (the learning-rate schedule then ends where the budget does). A run already in
 --out is resumed, or kept if finished; the rows of families not run this time are kept from
 --out's result.json. Then one sentence is written for each distinct test MR
-(`Pipeline.write_from`; the diffusion rows with MBR over `--mbr` samples, as DiffuSeq does;
-the AR rows greedy and with beam search 4), timed (sentences/s on 2 threads), and scored
+(`Pipeline.candidates`, `Pipeline.choose`; the diffusion rows with MBR over `--mbr` samples,
+as DiffuSeq does; the AR rows greedy and with beam search 4; under `--delexicalise`, a second
+row of each that keeps more than one candidate picks among those whose placeholders match
+the MR's slots, as TGen reranks), timed (sentences/s on 2 threads), and scored
 against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot
 error rate). Prints JSON and a markdown
 table; writes result.json, table.md and each row's outputs under --out. `--delexicalise`
@@ -65,6 +67,8 @@ DECODERS = {
         ("AR, beam 4", {"sampler": "beam", "beams": 4}),
     ],
 }
+#: The label suffix of a row picked after reranking by the placeholders (`Pipeline.choose`).
+RERANK = ", slot rerank"
 
 
 def main() -> None:
@@ -107,15 +111,20 @@ def main() -> None:
             train_run(out / family, CONFIG, [*overrides, f"train.steps={steps[family]}"])
             steps[family] = _trained_steps(out / family)
         pipe = difflm.load(out / family)
+        texts_in = [" ".join(s) for s in sources]
         for label, options in DECODERS[family]:
-            mbr = args.mbr if family != "autoregressive" else 1
+            ranked = options.get("sampler") == "beam"  # beam search's hypotheses come best first
+            n = options.get("beams", 1) if ranked else args.mbr
             start = time.perf_counter()
-            texts = pipe.write_from([" ".join(s) for s in sources], mbr=mbr, seed=0, **options)
-            speed = len(texts) / (time.perf_counter() - start)
-            scores = score(texts, references, known)
-            rows.append({"row": label, "mbr": mbr, "sentences_per_s": round(speed, 2), **scores})
-            (out / f"{label.replace(' ', '_').replace(',', '')}.txt").write_text("\n".join(texts) + "\n")
-            print(json.dumps(rows[-1]), flush=True)
+            groups = pipe.candidates(texts_in, n=n, seed=0, **options)
+            speed = len(groups) / (time.perf_counter() - start)
+            picks = [(label, False)] + ([(label + RERANK, True)] if args.delexicalise and n > 1 else [])
+            for row, rerank in picks:
+                texts = pipe.choose(groups, texts_in, rerank=rerank, ranked=ranked)
+                scores = score(texts, references, known)
+                rows.append({"row": row, "mbr": 1 if ranked else n, "sentences_per_s": round(speed, 2), **scores})
+                (out / f"{row.replace(' ', '_').replace(',', '')}.txt").write_text("\n".join(texts) + "\n")
+                print(json.dumps(rows[-1]), flush=True)
     result = {
         "train": args.train,
         "test": args.test,
@@ -147,6 +156,7 @@ def main() -> None:
 
 def _family(label: str) -> str:
     """The family whose decoder writes the row `label`."""
+    label = label.removesuffix(RERANK)
     return next(f for f, decoders in DECODERS.items() if any(label == name for name, _ in decoders))
 
 

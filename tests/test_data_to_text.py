@@ -167,7 +167,7 @@ def test_data_to_text_from_the_command_line(source_run, toy_e2e_corpus, tiny_run
     assert 0 <= scores["bleu"] <= 100 and 0 <= scores["rouge_l"] <= 100
     for args, message in (
         (["sample", str(tiny_run), "--source", "name : Zizzi"], "not trained on sources"),
-        (["sample", str(source_run), "--mbr", "3"], "--mbr and --cfg-scale need --source"),
+        (["sample", str(source_run), "--mbr", "3"], "--mbr, --rerank and --cfg-scale need --source"),
         (["eval", str(outputs_file), "--references", f"lines:{mrs}"], "references need an e2e: corpus"),
     ):
         assert main(args) == 2
@@ -187,13 +187,24 @@ def test_a_template_is_infilled_from_an_mr(source_run):
 
 def test_delexicalisation_on_hand_made_examples():
     from difflm.text.corpora import Example
-    from difflm.text.delex import delex_slots, delexicalise, delexicalised, open_values, relexicalise
+    from difflm.text.delex import (
+        delex_slots,
+        delexicalise,
+        delexicalised,
+        open_values,
+        placeholder_errors,
+        relexicalise,
+    )
 
     source = source_tokens("name[Blue Spice], near[Café Rouge], food[Chinese]")
     names = delex_slots("name,near")
     values = open_values(source, names)
     assert values == {"name": ("Blue", "Spice"), "near": ("Café", "Rouge")}
     assert open_values(("apple", "bread"), names) == {} and open_values(source_tokens("food[Chinese]"), names) == {}
+    assert placeholder_errors("X-name is near X-near .", values, names) == 0
+    assert placeholder_errors("X-name is nice .", values, names) == 1  # near missing
+    assert placeholder_errors("X-near is nice .", {"near": ("Zizzi",)}, ("name", "near", "food")) == 0
+    assert placeholder_errors("X-name serves X-food .", {"near": ("Zizzi",)}, ("name", "near", "food")) == 3
     sentence = "blue spice serves Chinese food near Café Rouge , Blue Spice is nice .".split()
     delex = delexicalise(sentence, values)
     assert " ".join(delex) == "X-name serves Chinese food near X-near , X-name is nice ."
@@ -238,6 +249,16 @@ def test_a_delexicalised_run_writes_names_it_never_saw(toy_e2e_corpus, tmp_path,
     assert written[0].startswith("Loch Fyne serves Chinese food") and written[1].startswith("Strada serves"), written
     beam = pipe.sample(2, sampler="beam", beams=2, source="name[Giraffe], food[Italian], area[city centre]")
     assert all(text.startswith("Giraffe serves") for text in beam), beam
+    # Reranking by placeholders: a candidate that drops X-name loses to one that writes it.
+    groups = [
+        ["X-name serves Chinese food .", "It serves Chinese food ."],
+        ["It serves food .", "X-name serves food ."],
+    ]
+    mrs = ["name[Loch Fyne], food[Chinese]", "name[Strada]"]
+    assert pipe.choose(groups, mrs, rerank=True) == ["Loch Fyne serves Chinese food .", "Strada serves food ."]
+    assert pipe.choose(groups, mrs, ranked=True) == ["Loch Fyne serves Chinese food .", "It serves food ."]
+    reranked = pipe.write_from(mrs, mbr=2, rerank=True, sampler="beam", beams=2)
+    assert reranked[0].startswith("Loch Fyne") and reranked[1].startswith("Strada"), reranked
     bad = [
         "train",
         "--corpus",

@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mbr", type=int, metavar="N", help="keep the minimum-Bayes-risk sentence of N samples (DiffuSeq)"
     )
     written.add_argument(
+        "--rerank",
+        action="store_true",
+        help="a delexicalised run: prefer the samples whose placeholders match the MR's slots",
+    )
+    written.add_argument(
         "--cfg-scale", type=float, default=None, metavar="W", help="classifier-free guidance towards the source"
     )
 
@@ -355,15 +360,17 @@ def cmd_sample(args: argparse.Namespace) -> None:
     options = {"seed": args.seed} if pipe.is_autoregressive and args.sampler is None else _sampling_options(args)
     sources = _sources(args)
     if sources is None:
-        if args.mbr is not None or args.cfg_scale is not None:
-            raise UserError("--mbr and --cfg-scale need --source or --source-file")
+        if args.mbr is not None or args.cfg_scale is not None or args.rerank:
+            raise UserError("--mbr, --rerank and --cfg-scale need --source or --source-file")
         for text in pipe.sample(args.n, **options):
             print(json.dumps({"text": text}) if args.format == "jsonl" else text)
         return
     if args.cfg_scale is not None:
         options["cfg_scale"] = args.cfg_scale
     seed = options.pop("seed")
-    texts = pipe.write_from([s for s in sources for _ in range(args.n)], mbr=args.mbr or 1, seed=seed, **options)
+    texts = pipe.write_from(
+        [s for s in sources for _ in range(args.n)], mbr=args.mbr or 1, rerank=args.rerank, seed=seed, **options
+    )
     for source, text in zip([s for s in sources for _ in range(args.n)], texts):
         print(json.dumps({"source": source, "text": text}) if args.format == "jsonl" else text)
 

@@ -44,7 +44,7 @@ from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_w
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.corpora import source_tokens
-from difflm.text.delex import delex_slots, delexicalise, open_values, relexicalise
+from difflm.text.delex import delex_slots, delexicalise, open_values, placeholder_errors, relexicalise
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -592,29 +592,71 @@ class Pipeline:
         )
 
     def write_from(
-        self, sources: Sequence[str], *, mbr: int = 1, batch: int = 128, seed: int | None = 0, **options: Any
+        self,
+        sources: Sequence[str],
+        *,
+        mbr: int = 1,
+        rerank: bool = False,
+        batch: int = 128,
+        seed: int | None = 0,
+        **options: Any,
     ) -> list[str]:
         """Data-to-text: one sentence for each source, the minimum-Bayes-risk pick among `mbr`
-        samples of it (`eval.data_to_text.mbr_pick`, as DiffuSeq selects); `options` are
-        `generate`'s. Sources are sampled `batch` rows at a time (beam search: one source at a
-        time, its best hypothesis without MBR).
+        samples of it (`eval.data_to_text.mbr_pick`, as DiffuSeq selects; beam search: its
+        `mbr` best hypotheses, the most likely first); `options` are `generate`'s.
+
+        rerank (a run trained with data.delexicalise): first keep the candidates that write a
+        placeholder for exactly the delexicalised slots their MR holds, or come nearest
+        (`text.delex.placeholder_errors`; TGen's reranker by exact match), then pick.
 
         Raises:
-            ValueError: mbr < 1, no source, or what `generate` raises.
+            ValueError: mbr < 1, no source, rerank on a run without delexicalisation, or what
+                `generate` raises.
         """
-        if mbr < 1 or not sources:
-            raise ValueError(f"need mbr ≥ 1 and at least one source, got mbr={mbr}, {len(sources)} sources")
+        ranked = options.get("sampler") == "beam"
+        groups = self.candidates(sources, n=mbr, batch=batch, seed=seed, **options)
+        return self.choose(groups, sources, rerank=rerank, ranked=ranked)
+
+    def candidates(
+        self, sources: Sequence[str], *, n: int = 1, batch: int = 128, seed: int | None = 0, **options: Any
+    ) -> list[list[str]]:
+        """n sentences written from each source, placeholders as written (`choose` puts the names
+        back); sampled `batch` rows at a time, or by beam search (sampler "beam") one source at a
+        time, its n best hypotheses, best first.
+
+        Raises:
+            ValueError: n < 1, no source, or what `generate` raises.
+        """
+        if n < 1 or not sources:
+            raise ValueError(f"need mbr ≥ 1 and at least one source, got mbr={n}, {len(sources)} sources")
         if options.get("sampler") == "beam":
-            return [self.sample(1, seed=seed, source=text, **options)[0] for text in sources]
-        rows = [text for text in sources for _ in range(mbr)]
+            options.setdefault("beams", max(n, BEAMS))
+            return [self.decode(self.generate(n, seed=seed, source=text, **options).tokens) for text in sources]
+        rows = [text for text in sources for _ in range(n)]
         drawn: list[str] = []
         for k, start in enumerate(range(0, len(rows), batch)):
             chunk = rows[start : start + batch]
             step_seed = None if seed is None else seed + k
-            tokens = self.generate(len(chunk), seed=step_seed, source=chunk, **options).tokens
-            drawn += self._relexicalised(self.decode(tokens), chunk)
-        candidates = [drawn[i : i + mbr] for i in range(0, len(drawn), mbr)]
-        return [group[mbr_pick(group)] for group in candidates]
+            drawn += self.decode(self.generate(len(chunk), seed=step_seed, source=chunk, **options).tokens)
+        return [drawn[i : i + n] for i in range(0, len(drawn), n)]
+
+    def choose(
+        self, candidates: Sequence[Sequence[str]], sources: Sequence[str], *, rerank: bool = False, ranked: bool = False
+    ) -> list[str]:
+        """One sentence per source from its `candidates`, with the names put back: after the
+        reranking of `write_from` if asked, the MBR pick, or the first if the candidates are
+        `ranked` (beam search's, best first)."""
+        if rerank and not self.config.data.delexicalise:
+            raise ValueError("reranking by placeholders needs a run trained with data.delexicalise")
+        slots = delex_slots(self.config.data.delex_slots)
+        chosen = []
+        for group, source in zip(candidates, sources):
+            if rerank:
+                held = open_values(source_tokens(source), slots)
+                errors = [placeholder_errors(text, held, slots) for text in group]
+                group = [text for text, e in zip(group, errors) if e == min(errors)]
+            chosen.append(group[0] if ranked else group[mbr_pick(group)])
+        return [self._relexicalised([text], source)[0] for text, source in zip(chosen, sources)]
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""

@@ -69,6 +69,14 @@ def relexicalise(text: str, values: Values) -> str:
     return " ".join(names.get(word, word) for word in text.split())
 
 
+def placeholder_errors(text: str, values: Values, slots: Sequence[str]) -> int:
+    """How far a written (still delexicalised) sentence is from saying exactly its MR's
+    delexicalised slots: the slots of `slots` the MR holds (`values`) whose placeholder it does
+    not write, plus those it does not hold whose placeholder it writes."""
+    words = set(text.split())
+    return sum((placeholder(slot) in words) != (slot in values) for slot in slots)
+
+
 def delexicalised(example: Example, slots: Sequence[str]) -> Example:
     """An example with its source's values of `slots` replaced in the source and the sentence."""
     values = open_values(example.source, slots)
