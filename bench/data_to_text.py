@@ -17,8 +17,8 @@ as DiffuSeq does; the AR rows greedy and with beam search 4; under `--delexicali
 row of each that keeps more than one candidate picks among those whose placeholders match
 the MR's slots, as TGen reranks), timed (sentences/s on 2 threads), and scored
 against all of that MR's human references (`difflm.eval.data_to_text`: BLEU, ROUGE-L, slot
-error rate). Prints JSON and a markdown
-table; writes result.json, table.md and each row's outputs under --out. `--delexicalise`
+error rate). Prints each row's JSON and the markdown table; writes result.json and table.md
+after each family, and each row's outputs, under --out. `--delexicalise`
 trains every family with data.delexicalise (the values of the MR's proper names, or of the
 comma-separated SLOTS given, as placeholders; `text/delex.py`); `--patience P` with early
 stopping (train.patience: training stops once the held-out loss has not improved for P
@@ -125,6 +125,12 @@ def main() -> None:
                 rows.append({"row": row, "mbr": 1 if ranked else n, "sentences_per_s": round(speed, 2), **scores})
                 (out / f"{row.replace(' ', '_').replace(',', '')}.txt").write_text("\n".join(texts) + "\n")
                 print(json.dumps(rows[-1]), flush=True)
+        _write(out, args, len(sources), steps, rows)  # after each family: a later crash keeps its rows
+    print((out / "table.md").read_text())
+
+
+def _write(out: Path, args: argparse.Namespace, sources: int, steps: dict[str, int], rows: list[dict]) -> None:
+    """result.json and table.md of the rows so far."""
     result = {
         "train": args.train,
         "test": args.test,
@@ -135,7 +141,7 @@ def main() -> None:
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     lines = [
-        f"Data-to-text on {len(sources)} test MRs after {args.minutes:g} minutes of training on 2 threads each"
+        f"Data-to-text on {sources} test MRs after {args.minutes:g} minutes of training on 2 threads each"
         + (f", delexicalised ({args.delexicalise})." if args.delexicalise else "."),
         "",
         "| system | weights' step | BLEU ↑ | ROUGE-L ↑ | slot error rate ↓ (missing + added / slots) | sentences/s |",
@@ -148,10 +154,7 @@ def main() -> None:
             f"| {row['row']}{mbr} | {steps[family]} | {row['bleu']} | {row['rouge_l']} | {row['slot_error_rate']} "
             f"({row['missing']} + {row['added']} / {row['slots']}) | {row['sentences_per_s']} |"
         )
-    table = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(table)
-    print(json.dumps(result, indent=2))
-    print(table)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
 def _family(label: str) -> str:
