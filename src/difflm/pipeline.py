@@ -603,8 +603,7 @@ class Pipeline:
     ) -> list[str]:
         """Data-to-text: one sentence for each source, the minimum-Bayes-risk pick among `mbr`
         samples of it (`eval.data_to_text.mbr_pick`, as DiffuSeq selects; beam search: its
-        `mbr` best hypotheses, the most likely first); `options` are `candidates`' (mr_keywords)
-        and `generate`'s.
+        `mbr` best hypotheses, the most likely first); `options` are `generate`'s.
 
         rerank (a run trained with data.delexicalise): first keep the candidates that write a
         placeholder for exactly the delexicalised slots their MR holds, or come nearest
