@@ -167,7 +167,7 @@ def test_data_to_text_from_the_command_line(source_run, toy_e2e_corpus, tiny_run
     assert 0 <= scores["bleu"] <= 100 and 0 <= scores["rouge_l"] <= 100
     for args, message in (
         (["sample", str(tiny_run), "--source", "name : Zizzi"], "not trained on sources"),
-        (["sample", str(source_run), "--mbr", "3"], "--mbr, --rerank, --mr-keywords and --cfg-scale need --source"),
+        (["sample", str(source_run), "--mbr", "3"], "--mbr, --rerank and --cfg-scale need --source"),
         (["eval", str(outputs_file), "--references", f"lines:{mrs}"], "references need an e2e: corpus"),
     ):
         assert main(args) == 2
@@ -277,7 +277,7 @@ def test_a_delexicalised_run_writes_names_it_never_saw(toy_e2e_corpus, tmp_path,
     assert "data.delex_slots must name slots of" in err and len(err.splitlines()) == 1
 
 
-def test_mr_keywords_write_every_placeholder_of_the_mr(source_run, toy_e2e_corpus, tmp_path, capsys):
+def test_mr_keywords_write_every_placeholder_of_the_mr(source_run, toy_e2e_corpus, tmp_path):
     """A masked run writes keywords exactly, so with the MR's placeholders as keywords every
     candidate says each delexicalised slot its MR holds (and the names come back)."""
     from difflm.train import train
@@ -297,6 +297,3 @@ def test_mr_keywords_write_every_placeholder_of_the_mr(source_run, toy_e2e_corpu
     assert "Loch Fyne" in written[0] and "Chinese" in written[0] and "Zizzi" in written[2], written
     with pytest.raises(ValueError, match="mr_keywords needs a run trained with data.delexicalise"):
         difflm.load(source_run).candidates(mrs, mr_keywords=True, steps=8)
-    argv = ["sample", str(tmp_path / "run"), "--source", mrs[0], "--mr-keywords", "--rerank", "--mbr", "2"]
-    assert main([*argv, "--steps", "8"]) == 0
-    assert "Loch Fyne" in capsys.readouterr().out

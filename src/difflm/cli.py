@@ -183,11 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a delexicalised run: prefer the samples whose placeholders match the MR's slots",
     )
     written.add_argument(
-        "--mr-keywords",
-        action="store_true",
-        help="a delexicalised run: the MR's placeholders are keywords every sample writes",
-    )
-    written.add_argument(
         "--cfg-scale", type=float, default=None, metavar="W", help="classifier-free guidance towards the source"
     )
 
@@ -365,16 +360,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     options = {"seed": args.seed} if pipe.is_autoregressive and args.sampler is None else _sampling_options(args)
     sources = _sources(args)
     if sources is None:
-        if args.mbr is not None or args.cfg_scale is not None or args.rerank or args.mr_keywords:
-            raise UserError("--mbr, --rerank, --mr-keywords and --cfg-scale need --source or --source-file")
+        if args.mbr is not None or args.cfg_scale is not None or args.rerank:
+            raise UserError("--mbr, --rerank and --cfg-scale need --source or --source-file")
         for text in pipe.sample(args.n, **options):
             print(json.dumps({"text": text}) if args.format == "jsonl" else text)
         return
     if args.cfg_scale is not None:
         options["cfg_scale"] = args.cfg_scale
     seed = options.pop("seed")
-    if args.mr_keywords:
-        options["mr_keywords"] = True
     texts = pipe.write_from(
         [s for s in sources for _ in range(args.n)], mbr=args.mbr or 1, rerank=args.rerank, seed=seed, **options
     )
