@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 import difflm
-from difflm.eval.data_to_text import known_values, references_by_source, score
+from difflm.eval.data_to_text import Reference, known_values, references_by_source, score
 from difflm.text.corpora import read_corpus
 from recipes import measure_rate, train_run  # bench/ is on sys.path when run as a script
 
@@ -69,6 +69,8 @@ DECODERS = {
         ("AR, beam 4", {"sampler": "beam", "beams": 4}),
     ],
 }
+#: The row of the human references.
+HUMAN = "human, first reference (BLEU against the others)"
 #: The label suffix of a row picked after reranking by the placeholders (`Pipeline.choose`).
 RERANK = ", slot rerank"
 
@@ -99,7 +101,11 @@ def main() -> None:
 
     # Rows of families not run this time are kept from an earlier result in --out.
     earlier = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {}
-    rows = [row for row in earlier.get("rows", []) if _family(row["row"]) not in args.families]
+    rows = [row for row in earlier.get("rows", []) if _family(row["row"]) not in [*args.families, HUMAN]]
+    # What people score: each MR's first reference, BLEU and ROUGE-L against its others.
+    others = [Reference(r.slots, r.sentences[1:] or r.sentences) for r in references]
+    human = score([r.sentences[0] for r in references], others, known)
+    rows.insert(0, {"row": HUMAN, "mbr": 1, "sentences_per_s": None, **human})
     steps = {family: n for family, n in earlier.get("steps", {}).items() if family not in args.families}
     for family in args.families:
         if _finished(out / family):  # kept as trained
@@ -155,16 +161,18 @@ def _write(out: Path, args: argparse.Namespace, sources: int, steps: dict[str, i
         family = _family(row["row"])
         mbr = f" (MBR {row['mbr']})" if row["mbr"] > 1 else ""
         lines.append(
-            f"| {row['row']}{mbr} | {steps[family]} | {row['bleu']} | {row['rouge_l']} | {row['slot_error_rate']} "
-            f"({row['missing']} + {row['added']} / {row['slots']}) | {row['sentences_per_s']} |"
+            f"| {row['row']}{mbr} | {steps.get(family, '')} | {row['bleu']} | {row['rouge_l']} | "
+            f"{row['slot_error_rate']} ({row['missing']} + {row['added']} / {row['slots']}) | "
+            f"{row['sentences_per_s'] or ''} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
 def _family(label: str) -> str:
-    """The family whose decoder writes the row `label`."""
+    """The family whose decoder writes the row `label` (the human row: HUMAN)."""
     label = label.removesuffix(RERANK)
-    return next(f for f, decoders in DECODERS.items() if any(label == name for name, _ in decoders))
+    found = (f for f, decoders in DECODERS.items() if any(label == name for name, _ in decoders))
+    return next(found, HUMAN)
 
 
 def _finished(run: Path) -> bool:
