@@ -61,8 +61,6 @@ DECODERS = {
         # One token per step (max_len): no two words are ever unmasked in the same step,
         # which is where parallel decoding doubles a word.
         ("masked diffusion, confidence 48", {"steps": 48}),
-        # Under --delexicalise: the MR's placeholders as keywords, which a masked run writes exactly.
-        ("masked diffusion, confidence 48, MR keywords", {"steps": 48, "mr_keywords": True}),
     ],
     "autoregressive": [
         ("AR, greedy", {"sampler": "beam", "beams": 1}),
@@ -121,8 +119,6 @@ def main() -> None:
         pipe = difflm.load(out / family)
         texts_in = [" ".join(s) for s in sources]
         for label, options in DECODERS[family]:
-            if options.get("mr_keywords") and not args.delexicalise:
-                continue
             ranked = options.get("sampler") == "beam"  # beam search's hypotheses come best first
             n = options.get("beams", 1) if ranked else args.mbr
             start = time.perf_counter()

@@ -275,25 +275,3 @@ def test_a_delexicalised_run_writes_names_it_never_saw(toy_e2e_corpus, tmp_path,
     assert main(bad) == 2 and not (tmp_path / "bad" / "config.json").exists()
     err = capsys.readouterr().err.strip()
     assert "data.delex_slots must name slots of" in err and len(err.splitlines()) == 1
-
-
-def test_mr_keywords_write_every_placeholder_of_the_mr(source_run, toy_e2e_corpus, tmp_path):
-    """A masked run writes keywords exactly, so with the MR's placeholders as keywords every
-    candidate says each delexicalised slot its MR holds (and the names come back)."""
-    from difflm.train import train
-
-    config = tiny_config(
-        f"e2e:{toy_e2e_corpus}", "model.kind=masked", "model.condition=source", "data.source_len=24",
-        "data.delexicalise=true", "data.delex_slots=name,food", "train.steps=150",
-    )  # fmt: skip
-    train(config, tmp_path / "run", progress=False)
-    pipe = difflm.load(tmp_path / "run")
-    mrs = ["name[Loch Fyne], food[Chinese]", "name[Strada]", "name[Zizzi], food[French], area[riverside]"]
-    groups = pipe.candidates(mrs, n=3, mr_keywords=True, steps=8)
-    assert [len(group) for group in groups] == [3, 3, 3]
-    assert all("X-name" in text.split() for group in groups for text in group), groups
-    assert all("X-food" in text.split() for i in (0, 2) for text in groups[i]), groups
-    written = pipe.choose(groups, mrs, rerank=True)
-    assert "Loch Fyne" in written[0] and "Chinese" in written[0] and "Zizzi" in written[2], written
-    with pytest.raises(ValueError, match="mr_keywords needs a run trained with data.delexicalise"):
-        difflm.load(source_run).candidates(mrs, mr_keywords=True, steps=8)

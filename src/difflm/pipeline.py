@@ -44,7 +44,7 @@ from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_w
 from difflm.sampling.uniform import prior
 from difflm.sampling.wrappers import CountedDenoiser, DenoiserWrapper
 from difflm.text.corpora import source_tokens
-from difflm.text.delex import delex_slots, delexicalise, open_values, placeholder, placeholder_errors, relexicalise
+from difflm.text.delex import delex_slots, delexicalise, open_values, placeholder_errors, relexicalise
 from difflm.text.slots import SlotLabels
 from difflm.text.vocab import Vocab
 
@@ -618,48 +618,17 @@ class Pipeline:
         return self.choose(groups, sources, rerank=rerank, ranked=ranked)
 
     def candidates(
-        self,
-        sources: Sequence[str],
-        *,
-        n: int = 1,
-        mr_keywords: bool = False,
-        batch: int = 128,
-        seed: int | None = 0,
-        **options: Any,
+        self, sources: Sequence[str], *, n: int = 1, batch: int = 128, seed: int | None = 0, **options: Any
     ) -> list[list[str]]:
         """n sentences written from each source, placeholders as written (`choose` puts the names
         back); sampled `batch` rows at a time, or by beam search (sampler "beam") one source at a
         time, its n best hypotheses, best first.
 
-        mr_keywords (a run trained with data.delexicalise): the placeholders of the slots each
-        MR holds are keywords of its rows (`control.Keywords`, beside any `constraints`), so a
-        family that writes keywords exactly writes every one; the sources with the same
-        placeholders are sampled together.
-
         Raises:
-            ValueError: n < 1, no source, mr_keywords on a run without delexicalisation, or
-                what `generate` raises.
+            ValueError: n < 1, no source, or what `generate` raises.
         """
         if n < 1 or not sources:
             raise ValueError(f"need mbr ≥ 1 and at least one source, got mbr={n}, {len(sources)} sources")
-        if mr_keywords:
-            if not self.config.data.delexicalise:
-                raise ValueError("mr_keywords needs a run trained with data.delexicalise")
-            slots = delex_slots(self.config.data.delex_slots)
-            together: dict[tuple[str, ...], list[int]] = {}
-            for i, text in enumerate(sources):
-                held = open_values(source_tokens(text), slots)
-                together.setdefault(tuple(placeholder(slot) for slot in slots if slot in held), []).append(i)
-            given = list(options.pop("constraints", None) or [])
-            out: list[list[str]] = [[] for _ in sources]
-            for words, index in together.items():
-                constraints = given + ([Keywords(words, self.vocab)] if words else [])
-                group = [sources[i] for i in index]
-                for i, written in zip(
-                    index, self.candidates(group, n=n, batch=batch, seed=seed, constraints=constraints, **options)
-                ):
-                    out[i] = written
-            return out
         if options.get("sampler") == "beam":
             options.setdefault("beams", max(n, BEAMS))
             return [self.decode(self.generate(n, seed=seed, source=text, **options).tokens) for text in sources]
