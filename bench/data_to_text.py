@@ -3,7 +3,7 @@ baseline, each trained on the same budget from MR -> sentence pairs, scored on u
 
     .venv/bin/python bench/data_to_text.py --train e2e:../shared/data/e2e/src1_valid.txt \
         --test ../shared/data/e2e/src1_test.txt --minutes 30 [--families diffusion masked autoregressive] \
-        [--mbr 4] [--limit N] [--delexicalise [SLOTS]] [--patience P] [--out bench/out/d2t]
+        [--mbr 4] [--limit N] [--delexicalise [SLOTS]] [--patience P] [--rescore] [--out bench/out/d2t]
 
 Each family is `configs/e2e.yaml` with `model.condition=source` (the linearised MR as a
 clean prefix, `model/source.py`), no length anchors (the sentence's length must follow its
@@ -22,7 +22,9 @@ after each family, and each row's outputs, under --out. `--delexicalise`
 trains every family with data.delexicalise (the values of the MR's proper names, or of the
 comma-separated SLOTS given, as placeholders; `text/delex.py`); `--patience P` with early
 stopping (train.patience: training stops once the held-out loss has not improved for P
-evaluations, and the run keeps its best weights).
+evaluations, and the run keeps its best weights). `--rescore` scores the rows of --out's
+result.json again from their saved outputs (after a change of the measures), keeping their
+speeds.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main() -> None:
         "--delexicalise", nargs="?", const="name,near", metavar="SLOTS", help="these slots' values as placeholders"
     )
     parser.add_argument("--patience", type=int, default=0, help="early stopping: train.patience (0: off)")
+    parser.add_argument("--rescore", action="store_true", help="score the rows' saved outputs again; no training")
     parser.add_argument("--out", default="bench/out/d2t")
     args = parser.parse_args()
     out = Path(args.out)
@@ -104,6 +107,15 @@ def main() -> None:
     others = [Reference(r.slots, r.sentences[1:] or r.sentences) for r in references]
     human = score([r.sentences[0] for r in references], others, known)
     rows.insert(0, {"row": HUMAN, "mbr": 1, "sentences_per_s": None, **human})
+    if args.rescore:  # after a change of the measures: the outputs as written, speeds as timed
+        args.minutes, args.delexicalise = earlier.get("minutes", args.minutes), earlier.get("delexicalise")
+        kept = [row for row in earlier.get("rows", []) if _family(row["row"]) != HUMAN]
+        for row in kept:
+            texts = (out / _outputs(row["row"])).read_text(encoding="utf-8").splitlines()
+            rows.append({**row, **score(texts, references, known)})
+        _write(out, args, len(sources), earlier.get("steps", {}), rows)
+        print((out / "table.md").read_text())
+        return
     steps = {family: n for family, n in earlier.get("steps", {}).items() if family not in args.families}
     for family in args.families:
         if _finished(out / family):  # kept as trained
@@ -129,7 +141,7 @@ def main() -> None:
                 texts = pipe.choose(groups, texts_in, rerank=rerank, ranked=ranked)
                 scores = score(texts, references, known)
                 rows.append({"row": row, "mbr": 1 if ranked else n, "sentences_per_s": round(speed, 2), **scores})
-                (out / f"{row.replace(' ', '_').replace(',', '')}.txt").write_text("\n".join(texts) + "\n")
+                (out / _outputs(row)).write_text("\n".join(texts) + "\n")
                 print(json.dumps(rows[-1]), flush=True)
         _write(out, args, len(sources), steps, rows)  # after each family: a later crash keeps its rows
     print((out / "table.md").read_text())
@@ -169,6 +181,11 @@ def _family(label: str) -> str:
     label = label.removesuffix(RERANK)
     found = (f for f, decoders in DECODERS.items() if any(label == name for name, _ in decoders))
     return next(found, HUMAN)
+
+
+def _outputs(label: str) -> str:
+    """The file of a row's outputs under --out."""
+    return f"{label.replace(' ', '_').replace(',', '')}.txt"
 
 
 def _finished(run: Path) -> bool:

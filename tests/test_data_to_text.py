@@ -121,6 +121,12 @@ def test_the_slot_error_rate_on_hand_made_outputs():
     cheap = {"name": "Zizzi", "priceRange": "less than £ 20"}
     assert realises("Zizzi is a cheap place", "priceRange", "less than £ 20")
     assert slot_errors("Zizzi is cheap and family friendly , unlike Aromi", cheap, KNOWN) == (0, 2)
+    # A value inside the MR's own value is not added; a placeholder left as written is.
+    raja = {"name": "Aromi", "near": "Raja Indian Cuisine"}
+    known = {**KNOWN, "food": {"Chinese", "Italian", "Indian"}, "near": {"Raja Indian Cuisine"}}
+    assert slot_errors("Aromi is near Raja Indian Cuisine .", raja, known) == (0, 0)
+    assert slot_errors("Aromi serves Indian food near Raja Indian Cuisine .", raja, known) == (0, 1)
+    assert slot_errors("Aromi serves X-food food near Raja Indian Cuisine .", raja, known) == (0, 1)
     rate = slot_error_rate(["Aromi serves Italian food for families .", "Zizzi is cheap"], [mr, cheap], KNOWN)
     assert rate == pytest.approx(3 / 5)
     with pytest.raises(ValueError, match="2 outputs for 1 MRs"):
