@@ -98,7 +98,8 @@ def slot_errors(
         for i in _find(rest, value):
             rest[i : i + size] = [""] * size
     # A placeholder left as written (`text/delex.py`) says a slot the MR does not hold.
-    added = sum(1 for word in rest if word.startswith("x-") and word[2:] in {s.lower() for s in known})
+    slot_names = {slot.lower() for slot in known}
+    added = sum(1 for word in rest if word.startswith("x-") and word[2:] in slot_names)
     for slot, values in known.items():
         if slot == "familyFriendly":
             added += slot not in mr and any(realises(words, slot, v) for v in ("yes", "no"))
