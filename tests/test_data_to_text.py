@@ -232,7 +232,7 @@ def test_delexicalisation_on_hand_made_examples():
     delex = delexicalised(example, delex_slots("name, food,near"))
     assert " ".join(delex.tokens) == "X-name serves X-food food near X-near ."
     assert " ".join(delex.source) == "name : X-name | food : X-food | near : X-near"
-    for bad in ("name,colour", " , "):
+    for bad in ("name,colour", " , ", "name,customer rating"):
         with pytest.raises(ValueError, match="data.delex_slots must name slots of"):
             delex_slots(bad)
 

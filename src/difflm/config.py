@@ -48,9 +48,10 @@ class DataConfig:
         delexicalise: under model.condition=source, the values of the MR slots
             `delex_slots` become placeholder words in the source and the sentence, and are
             put back after writing (`text/delex.py`).
-        delex_slots: those slots, comma-separated: the proper names (name, near) by
-            default; values that a test split holds and the training split never shows
-            (food, eatType) may be added.
+        delex_slots: those slots, comma-separated, of the ones said word for word (name,
+            eatType, food, area, near): the proper names (name, near) by default; values
+            that a test split holds and the training split never shows (food, eatType) may
+            be added.
     """
 
     corpus: str = "grammar"

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from difflm.text.corpora import SLOTS, Example, mr_slots
+from difflm.text.corpora import Example, mr_slots
+
+#: The slots whose values the sentences say word for word, so a placeholder can stand for them
+#: (the others are paraphrased: "cheap" for "less than £ 20", "kid friendly" for yes).
+VERBATIM_SLOTS = ("name", "eatType", "food", "area", "near")
 
 Values = Mapping[str, tuple[str, ...]]  # slot -> its value's tokens
 
@@ -34,9 +38,9 @@ def delex_slots(spec: str) -> tuple[str, ...]:
         ValueError: an unknown slot, or none.
     """
     slots = tuple(slot.strip() for slot in spec.split(",") if slot.strip())
-    unknown = [slot for slot in slots if slot not in SLOTS]
+    unknown = [slot for slot in slots if slot not in VERBATIM_SLOTS]
     if unknown or not slots:
-        raise ValueError(f"data.delex_slots must name slots of {', '.join(SLOTS)}, got {spec!r}")
+        raise ValueError(f"data.delex_slots must name slots of {', '.join(VERBATIM_SLOTS)}, got {spec!r}")
     return slots
 
 
