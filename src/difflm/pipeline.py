@@ -656,7 +656,7 @@ class Pipeline:
                 errors = [placeholder_errors(text, held, slots) for text in group]
                 group = [text for text, e in zip(group, errors) if e == min(errors)]
             chosen.append(group[0] if ranked else group[mbr_pick(group)])
-        return [self._relexicalised([text], source)[0] for text, source in zip(chosen, sources)]
+        return self._relexicalised(chosen, sources)
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
         """Word ids [B, L] -> sentences, cut at the first END or PAD."""
