@@ -5,8 +5,8 @@
     .venv/bin/python bench/fast.py --train-minutes 6 [--corpus grammar] [--set ...]
 
 A masked diffusion run (`--masked`, `model.kind=masked`) is sampled with each masked sampler
-(ancestral, confidence) at every NFE as its step budget, and a uniform-noise run (`--uniform`)
-with its ancestral sampler; the NFE column counts the network calls made (the masked
+(ancestral, confidence, gibbs) at every NFE as its step budget, and a uniform-noise run (`--uniform`)
+with each uniform sampler (ancestral, psi); the NFE column counts the network calls made (the masked
 ancestral sampler skips a call when a step reveals nothing). Their word temperatures are
 each run's default, or every one of `--word-temperature`.
 

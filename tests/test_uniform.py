@@ -14,7 +14,7 @@ from difflm.diffusion.uniform import log_likelihood_of_own, nelbo_integrand, noi
 from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch
 from difflm.objectives.uniform import uniform_loss
-from difflm.sampling.uniform import UNIFORM_SAMPLERS
+from difflm.sampling.uniform import UNIFORM_SAMPLERS, psi, psi_times
 from difflm.text.vocab import Vocab
 from tests.conftest import tiny_config
 
@@ -158,12 +158,48 @@ def test_the_oracle_sampler_reproduces_the_toy_distribution():
         assert abs(rows.count(x) / len(rows) - p) < 0.03, x
 
 
-def test_the_sampler_never_changes_fixed_tokens_and_respects_allowed_words():
+def test_psi_without_correction_is_ancestral_and_with_it_keeps_the_toy_support():
+    canvas = torch.tensor([[START, BLANK, BLANK, BLANK]] * 3000)
+    plain = psi(
+        network,
+        canvas[:200],
+        mask_id=BLANK,
+        steps=8,
+        generator=torch.Generator().manual_seed(3),
+        kappa=1.0,
+        times=torch.linspace(1, 0, 9).tolist(),
+    )
+    same = UNIFORM_SAMPLERS["ancestral"](
+        network, canvas[:200], mask_id=BLANK, steps=8, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(plain[0], same[0])
+    # The corrector redraws all positions at once from their own conditionals, so it is not
+    # exact: it sharpens towards the mode (0.59 for 0.5 at 200 steps), keeping the support
+    # and the order of the rows.
+    tokens, calls = psi(network, canvas, mask_id=BLANK, steps=200, generator=torch.Generator().manual_seed(0))
+    rows = [tuple(r) for r in tokens.tolist()]
+    assert calls == 200 and sum(r not in TOY for r in rows) <= 0.01 * len(rows)
+    shares = [rows.count(x) / len(rows) for x in TOY]
+    assert shares[0] > shares[1] > shares[2] and 0.5 * sum(abs(a - p) for a, p in zip(shares, TOY.values())) < 0.12
+
+
+def test_psi_times_run_from_one_to_zero_through_the_plateau():
+    times = psi_times(32)
+    assert len(times) == 33 and times[0] == 1 and times[-1] == 0
+    assert all(a >= b for a, b in zip(times, times[1:]))
+    assert times.count(times[17]) >= 10 and abs(times[17] - 0.1) < 1e-6  # 30% of the steps on the plateau
+    for steps in range(1, 12):  # every budget ends at 0
+        times = psi_times(steps)
+        assert len(times) == steps + 1 and times[0] == 1 and times[-1] == 0
+
+
+@pytest.mark.parametrize("sampler", sorted(UNIFORM_SAMPLERS))
+def test_the_sampler_never_changes_fixed_tokens_and_respects_allowed_words(sampler):
     canvas = torch.tensor([[START, BLANK, 5, BLANK]] * 300)
     allowed = torch.ones(4, N, dtype=torch.bool)
     allowed[3, 6] = False  # the last word may not be 6
     for temperature in (1.0, 0.3, 0.0):
-        tokens, _ = UNIFORM_SAMPLERS["ancestral"](
+        tokens, _ = UNIFORM_SAMPLERS[sampler](
             network,
             canvas,
             mask_id=BLANK,
