@@ -188,6 +188,8 @@ def test_psi_times_run_from_one_to_zero_through_the_plateau():
     assert len(times) == 33 and times[0] == 1 and times[-1] == 0
     assert all(a >= b for a, b in zip(times, times[1:]))
     assert times.count(times[17]) >= 10 and abs(times[17] - 0.1) < 1e-6  # 30% of the steps on the plateau
+    with pytest.raises(ValueError, match="times from 1 to 0"):
+        psi(network, torch.tensor([[START, BLANK]]), mask_id=BLANK, steps=4, times=[1.0, 0.5, 0.0])
     for steps in range(1, 12):  # every budget ends at 0
         times = psi_times(steps)
         assert len(times) == steps + 1 and times[0] == 1 and times[-1] == 0

@@ -92,6 +92,8 @@ def psi(
     """Duo's Ψ-sampler (module docstring); `times` (steps + 1, from 1 to 0) replace `psi_times`."""
     check_canvas(canvas, steps, temperature)
     times = psi_times(steps) if times is None else times
+    if len(times) != steps + 1 or times[0] != 1 or times[-1] != 0:
+        raise ValueError(f"the Ψ-sampler needs steps + 1 = {steps + 1} times from 1 to 0, got {len(times)}")
     free = canvas == mask_id
     z = prior(canvas, mask_id, mask_id, generator)
     for t, s in zip(times[:-1], times[1:]):
