@@ -43,15 +43,20 @@ def ancestral(
     allowed: torch.Tensor | None = None,
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, int]:
-    """UDLM's ancestral sampler (module docstring)."""
-    check_canvas(canvas, steps, temperature)
-    free = canvas == mask_id
-    z = prior(canvas, mask_id, mask_id, generator)  # the vocabulary ends where the blank id begins
-    for k in range(steps):
-        t, s = 1 - k / steps, 1 - (k + 1) / steps
-        x = word_probs(network(z, t), allowed, temperature)
-        z = torch.where(free, draw(posterior(z, x, t, s), generator), z)
-    return z, steps
+    """UDLM's ancestral sampler (module docstring): the Ψ-sampler without its corrector, on
+    the times t_k = 1 − k/K."""
+    times = [1 - k / steps for k in range(steps + 1)] if steps > 0 else [1.0]
+    return psi(
+        network,
+        canvas,
+        mask_id=mask_id,
+        steps=steps,
+        generator=generator,
+        allowed=allowed,
+        temperature=temperature,
+        kappa=1.0,
+        times=times,
+    )
 
 
 #: The Ψ-sampler's share κ of the posterior in each step, its plateau time t_c, and the shares
@@ -95,7 +100,7 @@ def psi(
     if len(times) != steps + 1 or times[0] != 1 or times[-1] != 0:
         raise ValueError(f"the Ψ-sampler needs steps + 1 = {steps + 1} times from 1 to 0, got {len(times)}")
     free = canvas == mask_id
-    z = prior(canvas, mask_id, mask_id, generator)
+    z = prior(canvas, mask_id, mask_id, generator)  # the vocabulary ends where the blank id begins
     for t, s in zip(times[:-1], times[1:]):
         x = word_probs(network(z, t), allowed, temperature)
         step = posterior(z, x, t, s)
