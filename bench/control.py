@@ -285,6 +285,7 @@ def run_task(
             seed=args.seed + 1 + index,
             temperature=args.temperature,
             sc_guidance=args.sc_guidance,
+            best_of=args.best_of,
             guidance=guidance,
             **cfg,
         )
@@ -378,6 +379,13 @@ def main() -> None:
         help="self-conditioning guidance scale (default: the pipeline's, 2 on self-conditioned runs; 1 = off)",
     )
     parser.add_argument(
+        "--best-of",
+        type=int,
+        default=None,
+        metavar="K",
+        help="contextual rounding: keep the decoder's pick of K draws per sample (default: the run's)",
+    )
+    parser.add_argument(
         "--guidance",
         nargs="+",
         default=[],
@@ -429,6 +437,7 @@ def main() -> None:
         "steps": args.steps,
         "temperature": args.temperature,
         "sc_guidance": args.sc_guidance,
+        "best_of": args.best_of,
         "proposals": args.proposals,
         "top_k": args.top_k,
     }
@@ -462,6 +471,7 @@ def main() -> None:
         "steps": args.steps,
         "temperature": args.temperature,
         "sc_guidance": args.sc_guidance,
+        "best_of": args.best_of,
         "n": args.n,
         "targets": args.targets,
         "cfg_scale": args.cfg_scale,

@@ -9,7 +9,8 @@ with half the rows noised left to right ("swept", AR-Diffusion; read with --samp
 Each option trains alone on the machine's threads (one run at a time): its step count is its
 steps/s, probed on this machine, × the budget, so every run also completes its learning-rate
 decay; the CPU time it took is reported. Each run then writes --n samples with the default
-sampler (DDPM 50, τ = 0.1, or each of --temperatures) and its own readout, timed (sentences/s), and is scored by
+sampler (DDPM 50, τ = 0.1, or each of --temperatures) and its own readout (or the decoder's pick
+of each of --best-of draws), timed (sentences/s), and is scored by
 `difflm.eval.evaluate`: the exact grammar on the bundled corpus; with --teacher, the teacher's
 lm-score, the share within the human range and the share below the median human sentence;
 the share with a word doubled back to back; distinct-2, self-BLEU and mean length. A share
@@ -70,13 +71,15 @@ def score(
     temperature: float | None = None,
     t_sample: float | None = None,
     sampler: str | None = None,
+    best_of: int | None = None,
 ) -> dict:
     """Samples of a run with its own readout (or `rounding`) at x̂0 temperature τ and reading
-    time t_d = t_sample, with `sampler` (None: the pipeline's and the run's), and their scores."""
+    time t_d = t_sample, with `sampler`, each the decoder's pick of `best_of` draws (None: the
+    pipeline's and the run's), and their scores."""
     pipe = difflm.load(run)
     if t_sample is not None:
         pipe.config = replace(pipe.config, rounding=replace(pipe.config.rounding, t_sample=t_sample))
-    chosen = {"sampler": sampler} if sampler else {}
+    chosen = {k: v for k, v in {"sampler": sampler, "best_of": best_of}.items() if v}
     texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding, temperature=temperature, **chosen)
     judge = teacher or pipe
     training, held = split_sentences(judge.config, judge.vocab)
@@ -93,7 +96,7 @@ def score(
         "sentences_per_s": rate,
         "steps": state["step"],
         "cpu_minutes": state["cpu_seconds"] / 60,
-        "samples": texts[:10],
+        "samples": texts[:40],
     }
 
 
@@ -113,7 +116,7 @@ def faithfulness(run: Path, t_ds: list[float], n: int = 128) -> dict[float, dict
     for t_d in t_ds:
 
         def read(latents: torch.Tensor, rows: torch.Tensor | None, t_d: float = t_d) -> list[str]:
-            tokens = round_in_context(
+            tokens, _ = round_in_context(
                 pipe.model, latents, t_d=t_d, generator=torch.Generator().manual_seed(0), anchors=rows
             )
             return pipe.decode(tokens)
@@ -153,6 +156,11 @@ def main() -> None:
         "--samplers", default="", help="sample with each of these samplers, e.g. ddpm,sweep (default: the pipeline's)"
     )
     parser.add_argument(
+        "--best-of",
+        default="",
+        help="keep the decoder's pick of each of these numbers of draws, e.g. 1,4 (default: the run's)",
+    )
+    parser.add_argument(
         "--faithfulness", action="store_true", help="also decode held-out latents at each --t-sample (contextual runs)"
     )
     parser.add_argument("--teacher", help="an autoregressive run on the same corpus (lm-score, human range)")
@@ -189,17 +197,20 @@ def main() -> None:
     temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else [None]
     t_ds = [float(t) for t in args.t_sample.split(",")] if args.t_sample else [None]
     samplers = args.samplers.split(",") if args.samplers else [None]
+    picks = [int(k) for k in args.best_of.split(",")] if args.best_of else [None]
     result = {
         name
         + (f" ({readout})" if readout else "")
         + (f" {sampler}" if sampler else "")
         + (f" τ={tau:g}" if tau is not None else "")
-        + (f" t_d={t_d:g}" if t_d is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d, sampler)
+        + (f" t_d={t_d:g}" if t_d is not None else "")
+        + (f" best of {k}" if k is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d, sampler, k)
         for name, run in runs.items()
         for readout in readouts
         for sampler in samplers
         for tau in temperatures
         for t_d in t_ds
+        for k in picks
     }
     machine = f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     (out / "result.json").write_text(json.dumps({"machine": machine, "n": args.n, "runs": result}, indent=2))

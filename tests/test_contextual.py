@@ -14,7 +14,7 @@ import torch
 import difflm
 from difflm import control
 from difflm.cli import main
-from difflm.config import RoundingConfig
+from difflm.config import Config, RoundingConfig
 from difflm.sampling.contextual import round_in_context
 from tests.conftest import tiny_config
 
@@ -52,7 +52,7 @@ def _latents(pipe, texts: list[str]) -> torch.Tensor:
 def _decode(pipe, x0: torch.Tensor, seed: int = 0) -> list[str]:
     # The reading guided sampling uses: guidance acts on the latent, so there the decoder must
     # write what the latent says (unconditional sampling reads at t_sample, leaning on context).
-    tokens = round_in_context(
+    tokens, _ = round_in_context(
         pipe.model, x0, t_d=pipe.config.rounding.t_constrained, generator=torch.Generator().manual_seed(seed)
     )
     return pipe.decode(tokens)
@@ -131,6 +131,72 @@ def test_the_decoder_writes_required_words_before_it_ends(pipe):
     zizzi = control.Keywords(["Zizzi", "French"], pipe.vocab)
     texts = pipe.sample(16, steps=20, seed=3, constraints=[zizzi, control.Length(9, max_len=pipe.config.data.max_len)])
     assert all(zizzi.satisfied(t.split()) and len(t.split()) == 9 for t in texts), texts
+
+
+def _decoder_inputs(pipe):
+    x0 = _latents(
+        pipe, ["Zizzi serves French food in the riverside .", "Alimentum serves Chinese food in the city centre ."]
+    )
+    t = torch.full((2,), 0.2)
+    return pipe.model.memory(x0, t).detach(), t
+
+
+def test_the_decoder_scores_the_words_it_writes(pipe):
+    decoder = pipe.model.decoder
+    memory, t = _decoder_inputs(pipe)
+    ids, log_prob = decoder.generate(memory, t)
+    with torch.no_grad():
+        logits, _ = decoder(ids[:, :-1], decoder.read(memory, t), None, start=0)
+    vocab = pipe.vocab
+    logits[..., [vocab.START_ID, vocab.PAD_ID, vocab.UNK_ID]] = -torch.inf  # never written by _write
+    chosen = logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    written = ids[:, 1:] != vocab.PAD_ID
+    expected = chosen.masked_fill(~written, 0).sum(1) / written.sum(1)  # teacher forcing, END included
+    assert torch.allclose(log_prob, expected, atol=1e-4), (log_prob, expected)
+
+
+def test_the_decoder_never_writes_unk_unless_a_constraint_leaves_only_it(pipe, monkeypatch):
+    decoder = pipe.model.decoder
+    memory, t = _decoder_inputs(pipe)
+    forward = decoder.forward
+
+    def unk_first(*args, **kwargs):  # a decoder that would write <unk> everywhere
+        logits, cache = forward(*args, **kwargs)
+        logits[..., pipe.vocab.UNK_ID] += 1e4
+        return logits, cache
+
+    monkeypatch.setattr(decoder, "forward", unk_first)
+    ids, _ = decoder.generate(memory, t)
+    assert not (ids == pipe.vocab.UNK_ID).any() and (ids == pipe.vocab.END_ID).sum() == 2
+    allowed = torch.ones(memory.shape[1], len(pipe.vocab), dtype=torch.bool)
+    allowed[2] = False
+    allowed[2, pipe.vocab.UNK_ID] = True  # an unknown word given at position 2
+    ids, _ = decoder.generate(memory, t, allowed=allowed)
+    assert (ids[:, 2] == pipe.vocab.UNK_ID).all() and (ids[:, 3:] != pipe.vocab.UNK_ID).all()
+
+
+def test_best_of_keeps_the_draw_the_decoder_finds_most_probable(pipe, monkeypatch):
+    scores = []
+    round_in_context = pipe._round_in_context
+
+    def recorded(*args, **kwargs):
+        tokens, log_prob = round_in_context(*args, **kwargs)
+        scores.append(log_prob)
+        return tokens, log_prob
+
+    monkeypatch.setattr(pipe, "_round_in_context", recorded)
+    pool = pipe.generate(18, steps=10, seed=4)  # the same draws: best_of=3 draws 3 rows for each kept one
+    best = pipe.generate(6, steps=10, seed=4, best_of=3)
+    assert torch.equal(scores[0], scores[1])
+    picked = scores[0].view(6, 3).argmax(1) + torch.arange(0, 18, 3)
+    assert torch.equal(best.tokens, pool.tokens[picked]) and torch.equal(best.x0, pool.x0[picked])
+    assert best.nfe == 3 * pipe.generate(6, steps=10, seed=4).nfe  # k times the cost, counted
+    with pytest.raises(ValueError, match="best_of must be ≥ 1"):
+        pipe.generate(2, steps=4, best_of=0)
+    with pytest.raises(ValueError, match="only with contextual rounding"):
+        pipe.generate(2, steps=4, best_of=2, rounding="factorized")
+    with pytest.raises(ValueError, match="only with rounding.kind=contextual"):
+        Config().with_overrides(["rounding.kind=factorized", "rounding.best_of=2"])
 
 
 def test_cli_samples_with_either_rounding(run, capsys):

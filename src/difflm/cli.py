@@ -151,6 +151,14 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         help="how the last state becomes words: the run's contextual decoder or the per-position argmax "
         "(default: the run's rounding.kind)",
     )
+    p.add_argument(
+        "--best-of",
+        type=int,
+        default=None,
+        metavar="K",
+        help="contextual rounding: draw K samples for each one and keep the one whose words the decoder "
+        "finds most probable (K times the cost; default: the run's rounding.best_of)",
+    )
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
 
@@ -328,6 +336,7 @@ def _sampling_options(args: argparse.Namespace) -> dict:
                 "refine_from",
                 "sc_guidance",
                 "rounding",
+                "best_of",
                 "anneal",
                 "proposals",
                 "top_k",

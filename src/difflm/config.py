@@ -290,6 +290,8 @@ class RoundingConfig:
         t_constrained: t_d when constraints guide the latent: a nearly clean reading, so
             that the decoder writes what guidance put there.
         weight: weight of the decoder's cross-entropy in the training loss.
+        best_of: samples drawn for each one returned: the one whose words the decoder finds
+            most probable is kept (k times the sampling cost; `Pipeline.generate`).
 
     Rounding applies to the diffusion denoiser (model.kind=diffusion, model.generator=diffusion):
     the AR LM and the one/few-step generators keep their own readout whatever `kind` says.
@@ -303,6 +305,7 @@ class RoundingConfig:
     t_sample: float = 0.4
     t_constrained: float = 0.2
     weight: float = 1.0
+    best_of: int = 1
 
 
 ROUNDINGS = ("factorized", "contextual")
@@ -459,6 +462,10 @@ class Config:
             (
                 0.0 <= r.t_min <= r.t_max <= 1.0 and 0.0 <= r.t_sample <= 1.0 and 0.0 <= r.t_constrained <= 1.0,
                 "rounding needs 0 ≤ t_min ≤ t_max ≤ 1 and t_sample, t_constrained in [0, 1]",
+            ),
+            (
+                r.best_of >= 1 and (r.best_of == 1 or r.kind == "contextual"),
+                f"rounding.best_of must be ≥ 1, and > 1 only with rounding.kind=contextual, got {r.best_of}",
             ),
         ]
 

@@ -125,6 +125,7 @@ class Pipeline:
         cfg_scale: float = 1.0,
         guidance: Mapping[str, Any] | None = None,
         rounding: str | None = None,
+        best_of: int | None = None,
         **options: Any,
     ) -> SampleOutput:
         """Run a diffusion sampler for n sentences of `length` positions (default: the model's L).
@@ -160,6 +161,9 @@ class Pipeline:
             rounding: how the last state becomes words: "contextual" (the run's decoder,
                 `difflm.sampling.contextual`) or "factorized" (the per-position argmax);
                 None: the run's `rounding.kind`.
+            best_of: k ≥ 1: draw k samples for each of the n and keep the one whose words the
+                contextual decoder finds most probable (mean log-probability per word); k times
+                the cost, counted in nfe. None: the run's `rounding.best_of`.
             **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
 
         Returns:
@@ -178,7 +182,9 @@ class Pipeline:
         c = self._condition(condition, source, n)
         if self.is_autoregressive:
             own = {key: options.pop(key) for key in AR_OPTIONS.get(sampler or "", ()) if key in options}
-            given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, length=length, **options)
+            given = _given(
+                sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, length=length, best_of=best_of, **options
+            )
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} do not apply to this autoregressive sampler")
             tau = 1.0 if temperature is None else temperature
@@ -203,7 +209,7 @@ class Pipeline:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) or a source to guide towards")
         if isinstance(self.model, TokenDenoiser):
             callback = options.pop("callback", None)
-            given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, **options)
+            given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, best_of=best_of, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
             network = TokenNetwork(self.model, c, cfg_scale)
@@ -222,13 +228,19 @@ class Pipeline:
             raise ValueError(
                 "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
             )
+        k = self.config.rounding.best_of if best_of is None else best_of
+        if k < 1 or (k > 1 and rounding != "contextual"):
+            raise ValueError(f"best_of must be ≥ 1, and > 1 only with contextual rounding; got {k} with {rounding}")
+        rows = n * k  # drawn, of which n are kept
+        if c is not None and c.dim() == 2:  # one source per row: each row's k draws read it
+            c = c.repeat_interleave(k, 0)
         counted = CountedDenoiser(model)
         denoiser: Denoiser | DenoiserWrapper = counted
         generator = self._generator(seed)
-        shape = (n, length or self.config.data.max_len, self.config.model.embed_dim)
+        shape = (rows, length or self.config.data.max_len, self.config.model.embed_dim)
         anchors = None
         if model.lengths is not None:  # a run with length anchors writes n ~ p_data(n) words, or the n fixed
-            anchors = tail(self._words(n, constraints, shape[1], generator), shape[1])
+            anchors = tail(self._words(rows, constraints, shape[1], generator), shape[1])
             denoiser = AnchoredDenoiser(denoiser, anchors)
         if c is not None:
             denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
@@ -251,9 +263,14 @@ class Pipeline:
         if gradient is not None:
             output = gradient.finalize(output)
         if rounding == "contextual":
-            read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
-            output = replace(output, tokens=self._round_in_context(output.x0, constraints, read, anchors, generator))
-            counted.rows += n * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
+            read = None if c is None or cfg_scale == 0 else c.expand(rows, -1)  # the memory of the guided branch
+            tokens, log_prob = self._round_in_context(output.x0, constraints, read, anchors, generator)
+            output = replace(output, tokens=tokens)
+            counted.rows += rows * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
+            if k > 1:
+                best = log_prob.view(n, k).argmax(1) + torch.arange(0, rows, k, device=log_prob.device)
+                trajectory = [x[best] for x in output.trajectory]
+                output = replace(output, x0=output.x0[best], tokens=tokens[best], trajectory=trajectory)
         elif anchors is not None:
             output = replace(output, tokens=torch.where(anchors, anchor_ids(anchors), output.tokens))
         return replace(output, nfe=counted.per_sample(n))
@@ -574,9 +591,10 @@ class Pipeline:
         cond: torch.Tensor | None,
         anchors: torch.Tensor | None,
         generator: torch.Generator,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's words for the final x̂0, within what the constraints fix, reading the
-        rows' length anchors [B, L] (a run with length anchors) (`sampling.contextual`)."""
+        rows' length anchors [B, L] (a run with length anchors), and their mean log-probability
+        (`sampling.contextual`)."""
         assert isinstance(self.model, Denoiser)
         allowed, required = self._fixed_words(constraints)
         rc = self.config.rounding

@@ -120,8 +120,10 @@ class ContextualDecoder(nn.Module):
         required: torch.Tensor | None = None,
         temperature: float = 0.0,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Write rows START w1 … END PAD… [B, L] left to right with a KV cache.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write rows START w1 … END PAD… [B, L] left to right with a KV cache, and score them:
+        the mean log-probability [B] of the words each row wrote, END included, under the
+        decoder's distribution within `allowed` (what `rounding.best_of` ranks samples by).
 
         Args:
             memory: the denoiser's hidden states [B, L_m, H_m] at x_{t_d}.
@@ -146,21 +148,26 @@ class ContextualDecoder(nn.Module):
         V = self.head.weight.shape[0]
         if allowed is not None and not bool(allowed.any(-1).all()):
             raise ValueError("the constraints leave a position with no allowed word")
-        rows_allowed = (allowed if allowed is not None else torch.ones(L, V, dtype=torch.bool)).to(memory.device)
-        rows_allowed = rows_allowed.expand(B, L, V)
-        words = rows_allowed.clone()
-        words[..., [Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID]] = False
-        free = words.sum(-1) > 1  # [B, L]: positions where the decoder chooses among words
+        allowed = (allowed if allowed is not None else torch.ones(L, V, dtype=torch.bool)).to(memory.device)
+        words = allowed.clone()
+        words[..., [Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID, Vocab.UNK_ID]] = False
+        # <unk> stands for every word the vocabulary left out, so it is never the word to write,
+        # unless a constraint leaves it alone at a position (an unknown word given to infill).
+        allowed = allowed.clone()
+        allowed[..., Vocab.UNK_ID] &= ~words.any(-1)
+        words[..., Vocab.UNK_ID] = allowed[..., Vocab.UNK_ID]
+        rows_allowed = allowed.expand(B, L, V)
+        free = (words.sum(-1) > 1).expand(B, L).clone()  # positions where the decoder chooses among words
         free[:, [0, L - 1]] = False
         required = (required if required is not None else torch.zeros(0, dtype=torch.long)).to(memory.device)
         if len(required) > int(free[0].sum()):
             raise ValueError(f"{len(required)} required words do not fit in {int(free[0].sum())} free positions")
         m = self.read(memory, t)
-        ids, scores = self._write(m, rows_allowed, required, temperature, generator)
+        ids, scores, log_prob = self._write(m, rows_allowed, required, temperature, generator)
         missing = ~(ids[:, :, None] == required[None, None, :]).any(1)  # [B, K]
         again = missing.any(1)
         if not bool(again.any()):
-            return ids
+            return ids, log_prob
         fixed = rows_allowed[again].clone()
         for row, (r_free, r_scores, r_missing) in enumerate(zip(free[again], scores[again], missing[again])):
             last = 0
@@ -173,8 +180,8 @@ class ContextualDecoder(nn.Module):
                 r_free[position] = False
                 last = max(last, position)
             fixed[row, 1 : last + 1, Vocab.END_ID] = False  # the row goes on past its last fixed word
-        ids[again] = self._write(m[again], fixed, required, temperature, generator)[0]
-        return ids
+        ids[again], _, log_prob[again] = self._write(m[again], fixed, required, temperature, generator)
+        return ids, log_prob
 
     def _write(
         self,
@@ -183,14 +190,16 @@ class ContextualDecoder(nn.Module):
         watch: torch.Tensor,
         temperature: float,
         generator: torch.Generator | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One left-to-right pass: ids [B, L], and the log-probability of each watched word
-        [B, L, K] at every position a row wrote (−inf after its END)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One left-to-right pass: ids [B, L], the log-probability of each watched word
+        [B, L, K] at every position a row wrote (−inf after its END), and the mean
+        log-probability [B] of the words written."""
         B, L = allowed.shape[0], allowed.shape[1]
         ids = torch.full((B, L), Vocab.PAD_ID, dtype=torch.long, device=m.device)
         ids[:, 0] = Vocab.START_ID
         scores = torch.full((B, L, len(watch)), -torch.inf, device=m.device)
         done = torch.zeros(B, dtype=torch.bool, device=m.device)
+        total = torch.zeros(B, device=m.device)
         cache = None
         for i in range(1, L):
             logits, cache = self(ids[:, i - 1 : i], m, cache, start=i - 1)
@@ -199,13 +208,15 @@ class ContextualDecoder(nn.Module):
             if i == L - 1:  # every row ends inside L
                 logits[:, torch.arange(logits.shape[1], device=logits.device) != Vocab.END_ID] = -torch.inf
             logits = logits.masked_fill(~allowed[:, i], -torch.inf)
-            scores[:, i] = torch.where(done[:, None], -torch.inf, logits.log_softmax(-1)[:, watch])
+            log_p = logits.log_softmax(-1)
+            scores[:, i] = torch.where(done[:, None], -torch.inf, log_p[:, watch])
             if temperature == 0:
                 nxt = logits.argmax(-1)
             else:
                 nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(1)
             ids[:, i] = torch.where(done, Vocab.PAD_ID, nxt)
+            total += torch.where(done, 0.0, log_p.gather(1, nxt[:, None]).squeeze(1))
             done |= nxt == Vocab.END_ID
             if bool(done.all()):
                 break
-        return ids, scores
+        return ids, scores, total / (ids[:, 1:] != Vocab.PAD_ID).sum(1)

@@ -32,8 +32,9 @@ def round_in_context(
     cond: torch.Tensor | None = None,
     anchors: torch.Tensor | None = None,
     temperature: float = 0.0,
-) -> torch.Tensor:
-    """The word ids [B, L] the denoiser's contextual decoder writes for the final x̂0 [B, L, d].
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The word ids [B, L] the denoiser's contextual decoder writes for the final x̂0 [B, L, d],
+    and the decoder's mean log-probability [B] of each row's words (`ContextualDecoder.generate`).
 
     Args:
         denoiser: a denoiser trained with rounding.kind=contextual.
@@ -67,9 +68,10 @@ def round_in_context(
         if anchors is not None:
             x_t, groups = anchor(x_t, anchors, denoiser.embedding), width_groups(anchors)
         ids = torch.empty(B, L, dtype=torch.long, device=x0.device)
+        log_prob = torch.empty(B, device=x0.device)
         for group, width in groups:
             memory = denoiser.memory(x_t[group, :width], t[group], cond=None if cond is None else cond[group])
-            ids[group] = denoiser.decoder.generate(
+            ids[group], log_prob[group] = denoiser.decoder.generate(
                 memory,
                 t[group],
                 length=L,
@@ -78,4 +80,4 @@ def round_in_context(
                 temperature=temperature,
                 generator=generator,
             )
-    return ids
+    return ids, log_prob
