@@ -295,7 +295,10 @@ def run_task(
         unguided_scores += [target.score(words) for words in unguided]
         nfe += out.nfe
         # Each target has its own constraint objects; a batched classifier call is one evaluation per sample.
-        classifier_calls += sum(c.calls for c in target.constraints if isinstance(c, control.ClassifierConstraint))
+        # best_of draws k rows per sample (1 by default under classifier constraints).
+        classifier_calls += (args.best_of or 1) * sum(
+            c.calls for c in target.constraints if isinstance(c, control.ClassifierConstraint)
+        )
     seconds = time.perf_counter() - start
     return {
         "targets": len(targets),

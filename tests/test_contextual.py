@@ -7,6 +7,7 @@ latent), and keep exact constraints exact.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.config import Config, RoundingConfig
+from difflm.control.classifiers import ClassifierConfig, PosClassifier
 from difflm.sampling.contextual import round_in_context
 from tests.conftest import tiny_config
 
@@ -190,7 +192,16 @@ def test_best_of_keeps_the_draw_the_decoder_finds_most_probable(pipe, monkeypatc
     assert torch.equal(scores[0], scores[1])
     picked = scores[0].view(6, 3).argmax(1) + torch.arange(0, 18, 3)
     assert torch.equal(best.tokens, pool.tokens[picked]) and torch.equal(best.x0, pool.x0[picked])
-    assert best.nfe == 3 * pipe.generate(6, steps=10, seed=4).nfe  # k times the cost, counted
+    one = pipe.generate(6, steps=10, seed=4)
+    assert best.nfe == 3 * one.nfe  # k times the cost, counted
+    # The run's rounding.best_of is the default, except under a classifier's guidance.
+    monkeypatch.setattr(pipe, "config", replace(pipe.config, rounding=replace(pipe.config.rounding, best_of=3)))
+    assert torch.equal(pipe.generate(6, steps=10, seed=4).tokens, best.tokens)
+    shape = ClassifierConfig("pos", pipe.config.model.embed_dim, pipe.config.data.max_len, PosClassifier.tag_set())
+    pos = control.POS("DET NOUN", run=PosClassifier(shape).eval(), judge="grammar")  # untrained: only the count matters
+    assert (
+        pipe.generate(2, steps=4, constraints=[pos]).nfe == pipe.generate(2, steps=4, constraints=[pos], best_of=1).nfe
+    )
     with pytest.raises(ValueError, match="best_of must be ≥ 1"):
         pipe.generate(2, steps=4, best_of=0)
     with pytest.raises(ValueError, match="only with contextual rounding"):

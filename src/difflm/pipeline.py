@@ -163,7 +163,8 @@ class Pipeline:
                 None: the run's `rounding.kind`.
             best_of: k ≥ 1: draw k samples for each of the n and keep the one whose words the
                 contextual decoder finds most probable (mean log-probability per word); k times
-                the cost, counted in nfe. None: the run's `rounding.best_of`.
+                the cost, counted in nfe. None: the run's `rounding.best_of`, or 1 under
+                classifier constraints.
             **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
 
         Returns:
@@ -228,7 +229,12 @@ class Pipeline:
             raise ValueError(
                 "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
             )
-        k = self.config.rounding.best_of if best_of is None else best_of
+        # Self-conditioning guidance and best_of are off under a classifier's guidance by
+        # default: the first's extrapolation away from the draft undoes the classifier's push,
+        # and the decoder's most probable draw is the most typical one, not the one most on
+        # target (docs/benchmarks.md, "Controllable generation", "Best of k draws").
+        classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
+        k = (1 if classified else self.config.rounding.best_of) if best_of is None else best_of
         if k < 1 or (k > 1 and rounding != "contextual"):
             raise ValueError(f"best_of must be ≥ 1, and > 1 only with contextual rounding; got {k} with {rounding}")
         rows = n * k  # drawn, of which n are kept
@@ -245,9 +251,6 @@ class Pipeline:
         if c is not None:
             denoiser = ClassifierFreeGuidance(denoiser, c, cfg_scale)
         if sc_guidance is None:
-            # Off under a classifier's guidance: its extrapolation away from the draft undoes
-            # the classifier's push (docs/benchmarks.md, "Controllable generation").
-            classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
             sc_guidance = SC_GUIDANCE if model.self_conditioning and not classified else 1.0
         if check_scale(sc_guidance) != 1.0:
             denoiser = SelfConditioningGuidance(denoiser, sc_guidance)

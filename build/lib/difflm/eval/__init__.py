@@ -1,0 +1,1 @@
+"""Evaluation: judges of fluency, grammaticality, diversity and control."""

@@ -1,0 +1,82 @@
+"""Training objectives: one signature (`base.py`), one registry.
+
+A run's objective is picked by its config: `model.kind=autoregressive` trains the causal LM,
+`model.kind=masked` and `uniform` the token denoiser (MDLM's and UDLM's NELBO),
+`rounding.kind=contextual` the denoiser with its rounding decoder, otherwise
+`model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's end-to-end
+loss) or a one/few-step generator's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from difflm.config import Config
+from difflm.objectives.autoregressive import autoregressive_loss
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.consistency import consistency_loss
+from difflm.objectives.contextual import contextual_loss
+from difflm.objectives.diffusion import e2e_loss
+from difflm.objectives.distillation import distillation_loss
+from difflm.objectives.masked import masked_loss
+from difflm.objectives.meanflow import meanflow_loss
+from difflm.objectives.shortcut import shortcut_loss
+from difflm.objectives.uniform import uniform_loss
+
+__all__ = [
+    "OBJECTIVES",
+    "Batch",
+    "Draws",
+    "Frozen",
+    "LossOutput",
+    "Objective",
+    "get_objective",
+    "objective_name",
+    "word_nll",
+]
+
+
+class Objective(Protocol):
+    # Positional-only: each loss names its network after its kind (denoiser, model).
+    def __call__(
+        self,
+        model: Any,
+        batch: Batch,
+        config: Config,
+        /,
+        *,
+        generator: torch.Generator | None = None,
+        frozen: Frozen = ...,
+    ) -> LossOutput: ...
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "diffusion": e2e_loss,
+    "diffusion+contextual": contextual_loss,
+    "shortcut": shortcut_loss,
+    "meanflow": meanflow_loss,
+    "consistency": consistency_loss,
+    "distilled": distillation_loss,
+    "autoregressive": autoregressive_loss,
+    "masked": masked_loss,
+    "uniform": uniform_loss,
+}
+
+
+def objective_name(config: Config) -> str:
+    """The registry key of a run's objective."""
+    if config.model.kind != "diffusion":
+        return config.model.kind
+    if config.contextual_rounding:  # the diffusion denoiser with its rounding decoder
+        return "diffusion+contextual"
+    return config.model.generator
+
+
+def get_objective(config: Config) -> Objective:
+    """The loss function a config trains with."""
+    name = objective_name(config)
+    if name not in OBJECTIVES:
+        raise ValueError(f"no objective {name!r}; valid: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
