@@ -1,1 +1,0 @@
-"""Evaluation: judges of fluency, grammaticality, diversity and control."""
