@@ -177,6 +177,27 @@ def test_the_decoder_never_writes_unk_unless_a_constraint_leaves_only_it(pipe, m
     assert (ids[:, 2] == pipe.vocab.UNK_ID).all() and (ids[:, 3:] != pipe.vocab.UNK_ID).all()
 
 
+def test_a_rewrite_for_a_missing_keyword_keeps_the_keywords_already_written(pipe, monkeypatch):
+    decoder = pipe.model.decoder
+    memory, t = _decoder_inputs(pipe)
+    a, b, c = (pipe.vocab.id_of(w) for w in ("Zizzi", "French", "Alimentum"))
+    forward, passes = decoder.forward, []
+
+    def steered(ids, m, cache=None, *, start=0):  # pass 1 opens with a and never writes b; pass 2 would open with c
+        logits, cache = forward(ids, m, cache, start=start)
+        passes.extend([start] if start == 0 else [])
+        if start == 0:
+            logits[..., a if len(passes) == 1 else c] += 1e4
+        if len(passes) == 1:
+            logits[..., b] -= 1e4
+        return logits, cache
+
+    monkeypatch.setattr(decoder, "forward", steered)
+    ids, _ = decoder.generate(memory, t, required=torch.tensor([a, b]))
+    assert len(passes) == 2  # the rewrite ran
+    assert all(a in row and b in row for row in ids.tolist()), [pipe.vocab.decode(row) for row in ids.tolist()]
+
+
 def test_best_of_keeps_the_draw_the_decoder_finds_most_probable(pipe, monkeypatch):
     scores = []
     round_in_context = pipe._round_in_context

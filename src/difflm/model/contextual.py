@@ -132,9 +132,10 @@ class ContextualDecoder(nn.Module):
             allowed: words each position may take, [L, V] bool (exact constraints: known
                 words, END at n + 1); None allows every word.
             required: word ids [K] every row must contain (keywords). A row that writes them
-                keeps its words; a row that misses some is written again with each missing
-                word fixed at the free position where the first pass found it most likely,
-                and no END before it, so the words always appear where they fit best.
+                keeps its words; a row that misses some is written again with the ones it
+                wrote fixed where it wrote them, each missing word fixed at the free position
+                where the first pass found it most likely, and no END before the last of them,
+                so the words always appear where they fit best.
             temperature: 0 takes the most probable word; τ > 0 samples from softmax(logits/τ).
             generator: randomness of sampling (τ > 0).
 
@@ -169,16 +170,23 @@ class ContextualDecoder(nn.Module):
         if not bool(again.any()):
             return ids, log_prob
         fixed = rows_allowed[again].clone()
-        for row, (r_free, r_scores, r_missing) in enumerate(zip(free[again], scores[again], missing[again])):
-            last = 0
+        for row, (r_ids, r_free, r_scores, r_missing) in enumerate(
+            zip(ids[again], free[again], scores[again], missing[again])
+        ):
+            r_free = r_free.clone()
+            # The words the first pass wrote stay where it wrote them (the rewrite would
+            # otherwise be free to lose them); each missing one goes where it fits best.
+            placed = [(k, int((r_ids == required[k]).nonzero()[0])) for k in (~r_missing).nonzero().flatten().tolist()]
+            r_free[[position for _, position in placed]] = False
             for k in r_missing.nonzero().flatten().tolist():
                 options = r_scores[:, k].masked_fill(~r_free, -torch.inf)
                 position = int(options.argmax()) if bool(options.isfinite().any()) else int(r_free.nonzero()[0])
+                r_free[position] = False
+                placed.append((k, position))
+            for k, position in placed:
                 fixed[row, position] = False
                 fixed[row, position, required[k]] = True
-                r_free = r_free.clone()
-                r_free[position] = False
-                last = max(last, position)
+            last = max(position for _, position in placed)
             fixed[row, 1 : last + 1, Vocab.END_ID] = False  # the row goes on past its last fixed word
         ids[again], _, log_prob[again] = self._write(m[again], fixed, required, temperature, generator)
         return ids, log_prob
