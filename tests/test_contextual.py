@@ -218,6 +218,7 @@ def test_best_of_keeps_the_draw_the_decoder_finds_most_probable(pipe, monkeypatc
     # The run's rounding.best_of is the default, except under a classifier's guidance.
     monkeypatch.setattr(pipe, "config", replace(pipe.config, rounding=replace(pipe.config.rounding, best_of=3)))
     assert torch.equal(pipe.generate(6, steps=10, seed=4).tokens, best.tokens)
+    assert pipe.generate(6, steps=10, seed=4, rounding="factorized").nfe == one.nfe - 1  # no decoder, no draws
     shape = ClassifierConfig("pos", pipe.config.model.embed_dim, pipe.config.data.max_len, PosClassifier.tag_set())
     pos = control.POS("DET NOUN", run=PosClassifier(shape).eval(), judge="grammar")  # untrained: only the count matters
     assert (

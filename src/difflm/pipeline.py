@@ -233,8 +233,10 @@ class Pipeline:
         # default: the first's extrapolation away from the draft undoes the classifier's push,
         # and the decoder's most probable draw is the most typical one, not the one most on
         # target (docs/benchmarks.md, "Controllable generation", "Best of k draws").
+        # A run's best_of also stays off when it is read without its decoder (rounding="factorized").
         classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
-        k = (1 if classified else self.config.rounding.best_of) if best_of is None else best_of
+        off = classified or rounding != "contextual"
+        k = best_of if best_of is not None else 1 if off else self.config.rounding.best_of
         if k < 1 or (k > 1 and rounding != "contextual"):
             raise ValueError(f"best_of must be ≥ 1, and > 1 only with contextual rounding; got {k} with {rounding}")
         rows = n * k  # drawn, of which n are kept
