@@ -286,6 +286,7 @@ def run_task(
             temperature=args.temperature,
             sc_guidance=args.sc_guidance,
             best_of=args.best_of,
+            reads=args.reads,
             guidance=guidance,
             **cfg,
         )
@@ -389,6 +390,13 @@ def main() -> None:
         help="contextual rounding: keep the decoder's pick of K draws per sample (default: the run's)",
     )
     parser.add_argument(
+        "--reads",
+        type=int,
+        default=None,
+        metavar="R",
+        help="contextual rounding: keep the decoder's pick of R readings of each final latent (default: the run's)",
+    )
+    parser.add_argument(
         "--guidance",
         nargs="+",
         default=[],
@@ -441,6 +449,7 @@ def main() -> None:
         "temperature": args.temperature,
         "sc_guidance": args.sc_guidance,
         "best_of": args.best_of,
+        "reads": args.reads,
         "proposals": args.proposals,
         "top_k": args.top_k,
     }
@@ -475,6 +484,7 @@ def main() -> None:
         "temperature": args.temperature,
         "sc_guidance": args.sc_guidance,
         "best_of": args.best_of,
+        "reads": args.reads,
         "n": args.n,
         "targets": args.targets,
         "cfg_scale": args.cfg_scale,

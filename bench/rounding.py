@@ -10,7 +10,7 @@ Each option trains alone on the machine's threads (one run at a time): its step 
 steps/s, probed on this machine, × the budget, so every run also completes its learning-rate
 decay; the CPU time it took is reported. Each run then writes --n samples with the default
 sampler (DDPM 50, τ = 0.1, or each of --temperatures) and its own readout (or the decoder's pick
-of each of --best-of draws), timed (sentences/s), and is scored by
+of each of --best-of draws, or of --reads readings of each final latent), timed (sentences/s), and is scored by
 `difflm.eval.evaluate`: the exact grammar on the bundled corpus; with --teacher, the teacher's
 lm-score, the share within the human range and the share below the median human sentence;
 the share with a word doubled back to back; distinct-2, self-BLEU and mean length. A share
@@ -72,14 +72,15 @@ def score(
     t_sample: float | None = None,
     sampler: str | None = None,
     best_of: int | None = None,
+    reads: int | None = None,
 ) -> dict:
     """Samples of a run with its own readout (or `rounding`) at x̂0 temperature τ and reading
-    time t_d = t_sample, with `sampler`, each the decoder's pick of `best_of` draws (None: the
-    pipeline's and the run's), and their scores."""
+    time t_d = t_sample, with `sampler`, each the decoder's pick of `best_of` draws and of
+    `reads` readings of each (None: the pipeline's and the run's), and their scores."""
     pipe = difflm.load(run)
     if t_sample is not None:
         pipe.config = replace(pipe.config, rounding=replace(pipe.config.rounding, t_sample=t_sample))
-    chosen = {k: v for k, v in {"sampler": sampler, "best_of": best_of}.items() if v}
+    chosen = {k: v for k, v in {"sampler": sampler, "best_of": best_of, "reads": reads}.items() if v}
     texts, rate = sample_timed(pipe, n, seed=0, rounding=rounding, temperature=temperature, **chosen)
     judge = teacher or pipe
     training, held = split_sentences(judge.config, judge.vocab)
@@ -100,10 +101,11 @@ def score(
     }
 
 
-def faithfulness(run: Path, t_ds: list[float], n: int = 128) -> dict[float, dict[str, float]]:
+def faithfulness(run: Path, t_ds: list[float], reads: int = 1, n: int = 128) -> dict[float, dict[str, float]]:
     """Does the decoder write what the latent says? The clean latents EMB(w) of n held-out
-    sentences, decoded at each t_d: the share written back word for word, the share of their
-    words kept, and the share of rows that, given another row's latent, write that row's."""
+    sentences, decoded at each t_d (the most probable of `reads` readings): the share written
+    back word for word, the share of their words kept, and the share of rows that, given
+    another row's latent, write that row's."""
     pipe = difflm.load(run)
     assert isinstance(pipe.model, Denoiser)
     _, held = split_sentences(pipe.config, pipe.vocab)
@@ -117,7 +119,7 @@ def faithfulness(run: Path, t_ds: list[float], n: int = 128) -> dict[float, dict
 
         def read(latents: torch.Tensor, rows: torch.Tensor | None, t_d: float = t_d) -> list[str]:
             tokens, _ = round_in_context(
-                pipe.model, latents, t_d=t_d, generator=torch.Generator().manual_seed(0), anchors=rows
+                pipe.model, latents, t_d=t_d, generator=torch.Generator().manual_seed(0), anchors=rows, reads=reads
             )
             return pipe.decode(tokens)
 
@@ -161,6 +163,12 @@ def main() -> None:
         help="keep the decoder's pick of each of these numbers of draws, e.g. 1,4 (default: the run's)",
     )
     parser.add_argument(
+        "--reads",
+        default="",
+        help="keep the decoder's pick of each of these numbers of readings of each final latent, e.g. 1,8 "
+        "(default: the run's)",
+    )
+    parser.add_argument(
         "--faithfulness", action="store_true", help="also decode held-out latents at each --t-sample (contextual runs)"
     )
     parser.add_argument("--teacher", help="an autoregressive run on the same corpus (lm-score, human range)")
@@ -198,19 +206,22 @@ def main() -> None:
     t_ds = [float(t) for t in args.t_sample.split(",")] if args.t_sample else [None]
     samplers = args.samplers.split(",") if args.samplers else [None]
     picks = [int(k) for k in args.best_of.split(",")] if args.best_of else [None]
+    readings = [int(r) for r in args.reads.split(",")] if args.reads else [None]
     result = {
         name
         + (f" ({readout})" if readout else "")
         + (f" {sampler}" if sampler else "")
         + (f" τ={tau:g}" if tau is not None else "")
         + (f" t_d={t_d:g}" if t_d is not None else "")
-        + (f" best of {k}" if k is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d, sampler, k)
+        + (f" best of {k}" if k is not None else "")
+        + (f" reads {r}" if r is not None else ""): score(Path(run), args.n, teacher, readout, tau, t_d, sampler, k, r)
         for name, run in runs.items()
         for readout in readouts
         for sampler in samplers
         for tau in temperatures
         for t_d in t_ds
         for k in picks
+        for r in readings
     }
     machine = f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     (out / "result.json").write_text(json.dumps({"machine": machine, "n": args.n, "runs": result}, indent=2))
@@ -223,8 +234,9 @@ def main() -> None:
     table = markdown_table(rows, ["run", *columns])
     if args.faithfulness:
         faithful = {
-            name: faithfulness(Path(run), [t for t in t_ds if t is not None] or [0.2, 0.4])
+            f"{name} reads {r or 1}": faithfulness(Path(run), [t for t in t_ds if t is not None] or [0.2, 0.4], r or 1)
             for name, run in runs.items()
+            for r in readings
         }
         (out / "faithfulness.json").write_text(json.dumps(faithful, indent=2))
         rows = [

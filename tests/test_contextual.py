@@ -232,6 +232,37 @@ def test_best_of_keeps_the_draw_the_decoder_finds_most_probable(pipe, monkeypatc
         Config().with_overrides(["rounding.kind=factorized", "rounding.best_of=2"])
 
 
+def test_reads_keep_the_reading_the_decoder_finds_most_probable(pipe, monkeypatch):
+    x0 = _latents(
+        pipe, ["Zizzi serves French food in the riverside .", "Alimentum serves Chinese food in the city centre ."]
+    )
+
+    def read(rows: torch.Tensor, reads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return round_in_context(pipe.model, rows, t_d=0.8, generator=torch.Generator().manual_seed(3), reads=reads)
+
+    pool, pool_scores = read(x0.repeat_interleave(4, 0), 1)  # the same draws of z: row i's readings are 4i … 4i + 3
+    ids, scores = read(x0, 4)
+    picked = pool_scores.view(2, 4).argmax(1) + torch.tensor([0, 4])
+    assert torch.equal(ids, pool[picked]) and torch.equal(scores, pool_scores[picked])
+    assert len({tuple(row) for row in pool.tolist()}) > 2  # at t_d = 0.8 the readings differ: the pick has a choice
+    with pytest.raises(ValueError, match="reads must be ≥ 1"):
+        read(x0, 0)
+    # In the pipeline: the run's rounding.reads is the default, except under a classifier's guidance;
+    # each reading is a memory evaluation (two on a self-conditioned run), counted in nfe.
+    one = pipe.generate(4, steps=6, seed=2)
+    three = pipe.generate(4, steps=6, seed=2, reads=3)
+    assert three.nfe == one.nfe + 2 * (2 if pipe.model.self_conditioning else 1)
+    monkeypatch.setattr(pipe, "config", replace(pipe.config, rounding=replace(pipe.config.rounding, reads=3)))
+    assert torch.equal(pipe.generate(4, steps=6, seed=2).tokens, three.tokens)
+    shape = ClassifierConfig("pos", pipe.config.model.embed_dim, pipe.config.data.max_len, PosClassifier.tag_set())
+    pos = control.POS("DET NOUN", run=PosClassifier(shape).eval(), judge="grammar")  # untrained: only the count matters
+    assert pipe.generate(2, steps=4, constraints=[pos]).nfe == pipe.generate(2, steps=4, constraints=[pos], reads=1).nfe
+    with pytest.raises(ValueError, match="reads must be ≥ 1, and > 1 only with contextual"):
+        pipe.generate(2, steps=4, reads=2, rounding="factorized")
+    with pytest.raises(ValueError, match="rounding.reads must be ≥ 1"):
+        Config().with_overrides(["rounding.reads=0"])
+
+
 def test_cli_samples_with_either_rounding(run, capsys):
     assert main(["sample", str(run), "--n", "2", "--steps", "5", "--rounding", "factorized"]) == 0
     assert main(["sample", str(run), "--n", "2", "--steps", "5"]) == 0

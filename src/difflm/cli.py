@@ -16,12 +16,14 @@ from typing import NoReturn
 # trains on the 92% of the bundled sentences that fit in L = 24 (≤ 22 words): half the
 # positions of L = 48, so more steps in the same minutes, which measured better samples at
 # equal CPU time (docs/benchmarks.md). The decoder makes a step about twice as dear; the
-# bucketed batches win some of it back.
+# bucketed batches win some of it back. Sampling keeps the decoder's pick of 8 readings of
+# each latent at t_d = 0.8, as configs/e2e.yaml does.
 DEMO_SETTINGS = [
     "data.max_len=24",
     "data.overlong=skip",
     "diffusion.length_anchors=true",
-    "rounding.t_sample=0.6",
+    "rounding.t_sample=0.8",
+    "rounding.reads=8",
     "train.length_pool=16",
     "train.steps=2000",
     "train.eval_every=500",
@@ -158,6 +160,14 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="contextual rounding: draw K samples for each one and keep the one whose words the decoder "
         "finds most probable (K times the cost; default: the run's rounding.best_of)",
+    )
+    p.add_argument(
+        "--reads",
+        type=int,
+        default=None,
+        metavar="R",
+        help="contextual rounding: read each sample's last state R times, noised afresh, and keep the reading "
+        "the decoder finds most probable (default: the run's rounding.reads)",
     )
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
@@ -337,6 +347,7 @@ def _sampling_options(args: argparse.Namespace) -> dict:
                 "sc_guidance",
                 "rounding",
                 "best_of",
+                "reads",
                 "anneal",
                 "proposals",
                 "top_k",

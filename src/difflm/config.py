@@ -292,6 +292,10 @@ class RoundingConfig:
         weight: weight of the decoder's cross-entropy in the training loss.
         best_of: samples drawn for each one returned: the one whose words the decoder finds
             most probable is kept (k times the sampling cost; `Pipeline.generate`).
+        reads: readings of each sample's final x̂0, each noised to t_d afresh: the one whose
+            words the decoder finds most probable is kept (R memory evaluations and decoder
+            passes instead of one; `sampling/contextual.py`). Like t_sample, it is a setting of
+            the decoder's reading, unused without one.
 
     Rounding applies to the diffusion denoiser (model.kind=diffusion, model.generator=diffusion):
     the AR LM and the one/few-step generators keep their own readout whatever `kind` says.
@@ -306,6 +310,7 @@ class RoundingConfig:
     t_constrained: float = 0.2
     weight: float = 1.0
     best_of: int = 1
+    reads: int = 1
 
 
 ROUNDINGS = ("factorized", "contextual")
@@ -467,6 +472,7 @@ class Config:
                 r.best_of >= 1 and (r.best_of == 1 or r.kind == "contextual"),
                 f"rounding.best_of must be ≥ 1, and > 1 only with rounding.kind=contextual, got {r.best_of}",
             ),
+            (r.reads >= 1, f"rounding.reads must be ≥ 1, got {r.reads}"),
         ]
 
     def _generator_checks(self) -> list[tuple[bool, str]]:

@@ -126,6 +126,7 @@ class Pipeline:
         guidance: Mapping[str, Any] | None = None,
         rounding: str | None = None,
         best_of: int | None = None,
+        reads: int | None = None,
         **options: Any,
     ) -> SampleOutput:
         """Run a diffusion sampler for n sentences of `length` positions (default: the model's L).
@@ -165,6 +166,10 @@ class Pipeline:
                 contextual decoder finds most probable (mean log-probability per word); k times
                 the cost, counted in nfe. None: the run's `rounding.best_of`, or 1 under
                 classifier constraints.
+            reads: R ≥ 1: read each sample's final x̂0 R times, each noised to t_d afresh, and
+                keep the reading the decoder finds most probable (`sampling.contextual`); R
+                memory evaluations instead of one, counted in nfe. None: as best_of, from the
+                run's `rounding.reads`.
             **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
 
         Returns:
@@ -184,7 +189,13 @@ class Pipeline:
         if self.is_autoregressive:
             own = {key: options.pop(key) for key in AR_OPTIONS.get(sampler or "", ()) if key in options}
             given = _given(
-                sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, length=length, best_of=best_of, **options
+                sc_guidance=sc_guidance,
+                guidance=guidance,
+                rounding=rounding,
+                length=length,
+                best_of=best_of,
+                reads=reads,
+                **options,
             )
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} do not apply to this autoregressive sampler")
@@ -210,7 +221,9 @@ class Pipeline:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) or a source to guide towards")
         if isinstance(self.model, TokenDenoiser):
             callback = options.pop("callback", None)
-            given = _given(sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, best_of=best_of, **options)
+            given = _given(
+                sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, best_of=best_of, reads=reads, **options
+            )
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
             network = TokenNetwork(self.model, c, cfg_scale)
@@ -229,16 +242,21 @@ class Pipeline:
             raise ValueError(
                 "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
             )
-        # Self-conditioning guidance and best_of are off under a classifier's guidance by
+        # Self-conditioning guidance, best_of and reads are off under a classifier's guidance by
         # default: the first's extrapolation away from the draft undoes the classifier's push,
         # and the decoder's most probable draw is the most typical one, not the one most on
         # target (docs/benchmarks.md, "Controllable generation", "Best of k draws").
-        # A run's best_of also stays off when it is read without its decoder (rounding="factorized").
+        # A run's best_of and reads also stay off when it is read without its decoder.
         classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
         off = classified or rounding != "contextual"
         k = best_of if best_of is not None else 1 if off else self.config.rounding.best_of
-        if k < 1 or (k > 1 and rounding != "contextual"):
-            raise ValueError(f"best_of must be ≥ 1, and > 1 only with contextual rounding; got {k} with {rounding}")
+        if reads is None:
+            reads = 1 if off else self.config.rounding.reads
+        for name, value in (("best_of", k), ("reads", reads)):
+            if value < 1 or (value > 1 and rounding != "contextual"):
+                raise ValueError(
+                    f"{name} must be ≥ 1, and > 1 only with contextual rounding; got {value} with {rounding}"
+                )
         rows = n * k  # drawn, of which n are kept
         if c is not None and c.dim() == 2:  # one source per row: each row's k draws read it
             c = c.repeat_interleave(k, 0)
@@ -269,9 +287,9 @@ class Pipeline:
             output = gradient.finalize(output)
         if rounding == "contextual":
             read = None if c is None or cfg_scale == 0 else c.expand(rows, -1)  # the memory of the guided branch
-            tokens, log_prob = self._round_in_context(output.x0, constraints, read, anchors, generator)
+            tokens, log_prob = self._round_in_context(output.x0, constraints, read, anchors, generator, reads)
             output = replace(output, tokens=tokens)
-            counted.rows += rows * (2 if model.self_conditioning else 1)  # the memory's reading of x_{t_d}
+            counted.rows += rows * reads * (2 if model.self_conditioning else 1)  # the memory's readings of x_{t_d}
             if k > 1:
                 best = log_prob.view(n, k).argmax(1) + torch.arange(0, rows, k, device=log_prob.device)
                 trajectory = [x[best] for x in output.trajectory]
@@ -596,10 +614,11 @@ class Pipeline:
         cond: torch.Tensor | None,
         anchors: torch.Tensor | None,
         generator: torch.Generator,
+        reads: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's words for the final x̂0, within what the constraints fix, reading the
-        rows' length anchors [B, L] (a run with length anchors), and their mean log-probability
-        (`sampling.contextual`)."""
+        rows' length anchors [B, L] (a run with length anchors), the most probable of `reads`
+        readings, and their mean log-probability (`sampling.contextual`)."""
         assert isinstance(self.model, Denoiser)
         allowed, required = self._fixed_words(constraints)
         rc = self.config.rounding
@@ -612,6 +631,7 @@ class Pipeline:
             required=required,
             cond=cond,
             anchors=anchors,
+            reads=reads,
         )
 
     def write_from(

@@ -7,6 +7,11 @@ rounding time (`rounding.t_sample`).
     memory  = f_hidden(x_{t_d}, t_d)
     w       = argmax (or a draw) of p(w_i | w_<i, memory), i = 1, 2, …
 
+With R readings (`rounding.reads`) each row is read R times, at R independent draws of z, and
+keeps the words the decoder finds most probable (mean log p(w_i | w_<i, memory), END
+included): the noisier t_d, the more the readings differ, and the more the decoder's own
+sense of a sentence picks among them.
+
 Any sampler (and any guidance, which acts on the latent) runs unchanged; only its last
 reading of the words changes. Re-noising x̂0 to t_d puts the decoder's input where it was
 trained, x_{t_d} ~ q(x_{t_d} | x0).
@@ -32,6 +37,7 @@ def round_in_context(
     cond: torch.Tensor | None = None,
     anchors: torch.Tensor | None = None,
     temperature: float = 0.0,
+    reads: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The word ids [B, L] the denoiser's contextual decoder writes for the final x̂0 [B, L, d],
     and the decoder's mean log-probability [B] of each row's words (`ContextualDecoder.generate`).
@@ -47,12 +53,20 @@ def round_in_context(
         anchors: the rows' length anchors [B, L] (`model/anchors.py`), held clean in
             x_{t_d} as in training, or None.
         temperature: the decoder's word temperature (0: the most probable word).
+        reads: R ≥ 1 readings of each row, at independent z; the most probable is kept.
 
     Raises:
-        ValueError: a denoiser without a decoder.
+        ValueError: a denoiser without a decoder, or reads < 1.
     """
     if denoiser.decoder is None:
         raise ValueError("this run has no contextual rounding decoder: train it with --set rounding.kind=contextual")
+    if reads < 1:
+        raise ValueError(f"reads must be ≥ 1, got {reads}")
+    n = x0.shape[0]
+    if reads > 1:  # row i's readings are rows i·R … i·R + R − 1
+        x0 = x0.repeat_interleave(reads, 0)
+        anchors = None if anchors is None else anchors.repeat_interleave(reads, 0)
+        cond = None if cond is None else cond.repeat_interleave(reads, 0)
     t = torch.full((x0.shape[0],), float(t_d), device=x0.device)
     with torch.no_grad():
         x_t = x0
@@ -80,4 +94,5 @@ def round_in_context(
                 temperature=temperature,
                 generator=generator,
             )
-    return ids, log_prob
+    best = log_prob.view(n, reads).argmax(1) + torch.arange(0, n * reads, reads, device=x0.device)
+    return ids[best], log_prob[best]
