@@ -53,6 +53,20 @@ def test_generate_rows_are_well_formed_and_seeded():
         model.generate(2, top_p=0.0)
 
 
+def test_generate_never_writes_unk(monkeypatch):
+    model = make()
+    forward = model.forward
+
+    def unk_first(*args, **kwargs):  # an LM that would write <unk> everywhere
+        logits, cache = forward(*args, **kwargs)
+        logits[..., Vocab.UNK_ID] += 1e4
+        return logits, cache
+
+    monkeypatch.setattr(model, "forward", unk_first)
+    rows = model.generate(8, generator=torch.Generator().manual_seed(0))
+    assert not (rows == Vocab.UNK_ID).any()
+
+
 def test_teacher_trains_on_the_toy_corpus(tmp_path, toy_corpus):
     config = tiny_config(f"lines:{toy_corpus}", "model.kind=autoregressive", "train.steps=150", "train.lr=3e-3")
     trainer = Trainer(config, tmp_path / "lm", progress=False)

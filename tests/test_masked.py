@@ -14,6 +14,7 @@ from difflm.model.tokens import TokenDenoiser
 from difflm.objectives import Batch
 from difflm.objectives.masked import masked_loss
 from difflm.sampling.masked import MASKED_SAMPLERS, gibbs_updates
+from difflm.sampling.uniform import UNIFORM_SAMPLERS
 from difflm.text.vocab import Vocab
 from tests.conftest import tiny_config
 
@@ -136,3 +137,24 @@ def test_samplers_never_change_fixed_tokens_and_respect_allowed_words():
             Oracle(), canvas, mask_id=MASK, steps=4, generator=torch.Generator().manual_seed(1), allowed=allowed
         )
         assert (tokens[:, 2] == 5).all() and (tokens[:, 0] == START).all() and (tokens[:, 3] != 6).all()
+
+
+def test_samplers_never_write_unk_unless_a_constraint_leaves_only_it():
+    logp = torch.full((4, V), -5.0)
+    logp[:, Vocab.UNK_ID] = 0.0  # a network that finds <unk> the likeliest word everywhere
+    logp = logp.log_softmax(-1)
+
+    def network(z: torch.Tensor, t: object = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return logp.expand(z.shape[0], -1, -1)
+
+    canvas = torch.tensor([[START, MASK, MASK, MASK]] * 50)
+    allowed = torch.ones(4, V, dtype=torch.bool)
+    allowed[2] = False
+    allowed[2, Vocab.UNK_ID] = True  # an unknown word given at position 2
+    for name, sampler in [*MASKED_SAMPLERS.items(), *UNIFORM_SAMPLERS.items()]:
+        free, _ = sampler(network, canvas, mask_id=MASK, steps=3, generator=torch.Generator().manual_seed(0))
+        assert not (free == Vocab.UNK_ID).any(), name
+        held, _ = sampler(
+            network, canvas, mask_id=MASK, steps=3, generator=torch.Generator().manual_seed(0), allowed=allowed
+        )
+        assert (held[:, 2] == Vocab.UNK_ID).all() and not (held[:, [1, 3]] == Vocab.UNK_ID).any(), name

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from difflm.text.vocab import Vocab
+from difflm.text.vocab import Vocab, without_unk
 
 SENTENCES = [["the", "cat", "sat"], ["the", "dog", "sat"], ["the", "cat", "ran"]]
 
@@ -153,3 +153,13 @@ def test_load_corrupt_file(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as err:
         Vocab.load(path)
     assert str(err.value).startswith(str(path))
+
+
+def test_without_unk_bars_unk_unless_nothing_else_is_possible():
+    logits = torch.zeros(3, 6)
+    logits[:, Vocab.UNK_ID] = 9.0  # <unk> is the most likely word everywhere
+    logits[1, [0, 1, 2, 4, 5]] = -torch.inf  # row 1: a constraint leaves only <unk>
+    out = without_unk(logits)
+    assert out[[0, 2], Vocab.UNK_ID].eq(-torch.inf).all() and out[[0, 2]].argmax(-1).ne(Vocab.UNK_ID).all()
+    assert torch.equal(out[1], logits[1]) and torch.equal(out[:, 4], logits[:, 4])
+    assert logits[0, Vocab.UNK_ID] == 9.0  # the input is left as it was

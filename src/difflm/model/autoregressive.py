@@ -16,7 +16,7 @@ from torch import nn
 
 from difflm.config import ModelConfig
 from difflm.model.source import SourcePrefix
-from difflm.text.vocab import Vocab
+from difflm.text.vocab import Vocab, without_unk
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, heads, t, H/heads]
 
@@ -124,7 +124,7 @@ class CausalLM(nn.Module):
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample n rows START w1 … END PAD… [n, max_len] with a KV cache (nucleus if top_p < 1),
-        given the condition cond [P] or [n, P] (None: ∅)."""
+        given the condition cond [P] or [n, P] (None: ∅), never writing <unk> (`without_unk`)."""
         if not 0 < top_p <= 1 or temperature <= 0:
             raise ValueError(f"need 0 < top_p ≤ 1 and temperature > 0, got top_p={top_p}, temperature={temperature}")
         max_len = max_len or self.max_len
@@ -137,7 +137,7 @@ class CausalLM(nn.Module):
         cache = None
         for i in range(1, max_len):
             logits, cache = self(ids[:, i - 1 : i], cache, start=i - 1, cond=cond)
-            probs = (logits[:, -1].float() / temperature).softmax(-1)
+            probs = (without_unk(logits[:, -1].float()) / temperature).softmax(-1)
             if top_p < 1:
                 probs = _nucleus(probs, top_p)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)

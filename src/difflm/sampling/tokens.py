@@ -23,16 +23,18 @@ from difflm.sampling.autoguidance import check_scale
 from difflm.sampling.base import Callback, StepInfo
 from difflm.sampling.grid import check_step_count
 from difflm.sampling.rounding import check_temperature
-from difflm.text.vocab import Vocab
+from difflm.text.vocab import Vocab, without_unk
 
 Network = Callable[[torch.Tensor, float], torch.Tensor]  # z [B, L], t -> log-probabilities [B, L, V]
 TokenSampler = Callable[..., tuple[torch.Tensor, int]]
 
 
 def word_probs(logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    """softmax(logits/τ) [B, L, V] within `allowed` ([≥ L, V] or [B, ≥ L, V]); τ = 0: the one-hot argmax."""
+    """softmax(logits/τ) [B, L, V] within `allowed` ([≥ L, V] or [B, ≥ L, V]), never <unk> where
+    another word is allowed (`without_unk`); τ = 0: the one-hot argmax."""
     if allowed is not None:
         logits = logits.masked_fill(~allowed[..., : logits.shape[1], :], float("-inf"))
+    logits = without_unk(logits)
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
     return (logits / temperature).softmax(-1)

@@ -224,3 +224,16 @@ class Vocab:
             return cls.from_dict(data)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+def without_unk(logits: torch.Tensor) -> torch.Tensor:
+    """Word logits [..., V] with <unk> barred (−inf) wherever another word is possible (finite).
+
+    <unk> stands for every word the vocabulary left out, so it is never the word a sentence
+    needs; where a constraint leaves only it (an unknown word given to infill), it stays.
+    The contextual decoder applies the same rule to its allowed words (`model/contextual.py`).
+    """
+    others = logits.clone()
+    others[..., Vocab.UNK_ID] = -torch.inf
+    alone = ~others.isfinite().any(-1, keepdim=True)
+    return torch.where(alone, logits, others)
