@@ -169,7 +169,7 @@ class Pipeline:
             reads: R ≥ 1: read each sample's final x̂0 R times, each noised to t_d afresh, and
                 keep the reading the decoder finds most probable (`sampling.contextual`); R
                 memory evaluations instead of one, counted in nfe. None: the run's
-                `rounding.reads` (1 when read without the decoder).
+                `rounding.reads`, or 1 under classifier constraints.
             **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
 
         Returns:
@@ -242,16 +242,15 @@ class Pipeline:
             raise ValueError(
                 "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
             )
-        # Self-conditioning guidance and best_of are off under a classifier's guidance by
+        # Self-conditioning guidance, best_of and reads are off under a classifier's guidance by
         # default: the first's extrapolation away from the draft undoes the classifier's push,
-        # and the decoder's most probable draw is the most typical one, not the one most on
-        # target (docs/benchmarks.md, "Controllable generation", "Best of k draws"). Reads stay
-        # on: they choose among readings of the guided latent, near clean under constraints
-        # ("Several readings of each latent"). A run's best_of and reads stay off when it is
-        # read without its decoder.
+        # and the decoder's most probable draw or reading is the most typical one, not the one
+        # most on target (docs/benchmarks.md, "Controllable generation", "Best of k draws",
+        # "Several readings of each latent"). A run's best_of and reads also stay off when it
+        # is read without its decoder.
         classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
-        off = rounding != "contextual"
-        k = best_of if best_of is not None else 1 if off or classified else self.config.rounding.best_of
+        off = classified or rounding != "contextual"
+        k = best_of if best_of is not None else 1 if off else self.config.rounding.best_of
         if reads is None:
             reads = 1 if off else self.config.rounding.reads
         for name, value in (("best_of", k), ("reads", reads)):
