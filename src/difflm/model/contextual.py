@@ -27,7 +27,7 @@ from torch import nn
 from difflm.config import ModelConfig, RoundingConfig
 from difflm.model.autoregressive import Block, KVCache, counted_positions
 from difflm.model.features import timestep_embedding
-from difflm.text.vocab import Vocab
+from difflm.text.vocab import Vocab, without_unk
 
 
 class CrossBlock(nn.Module):
@@ -151,12 +151,8 @@ class ContextualDecoder(nn.Module):
             raise ValueError("the constraints leave a position with no allowed word")
         allowed = (allowed if allowed is not None else torch.ones(L, V, dtype=torch.bool)).to(memory.device)
         words = allowed.clone()
+        # <unk> is never a choice: `_write` bars it wherever another word is allowed (`without_unk`).
         words[..., [Vocab.START_ID, Vocab.END_ID, Vocab.PAD_ID, Vocab.UNK_ID]] = False
-        # <unk> stands for every word the vocabulary left out, so it is never the word to write,
-        # unless a constraint leaves it alone at a position (an unknown word given to infill).
-        allowed = allowed.clone()
-        allowed[..., Vocab.UNK_ID] &= ~words.any(-1)
-        words[..., Vocab.UNK_ID] = allowed[..., Vocab.UNK_ID]
         rows_allowed = allowed.expand(B, L, V)
         free = (words.sum(-1) > 1).expand(B, L).clone()  # positions where the decoder chooses among words
         free[:, [0, L - 1]] = False
@@ -215,7 +211,7 @@ class ContextualDecoder(nn.Module):
             logits[:, [Vocab.START_ID, Vocab.PAD_ID]] = -torch.inf  # PAD only follows END, set below
             if i == L - 1:  # every row ends inside L
                 logits[:, torch.arange(logits.shape[1], device=logits.device) != Vocab.END_ID] = -torch.inf
-            logits = logits.masked_fill(~allowed[:, i], -torch.inf)
+            logits = without_unk(logits.masked_fill(~allowed[:, i], -torch.inf))
             log_p = logits.log_softmax(-1)
             scores[:, i] = torch.where(done[:, None], -torch.inf, log_p[:, watch])
             if temperature == 0:

@@ -231,7 +231,8 @@ def without_unk(logits: torch.Tensor) -> torch.Tensor:
 
     <unk> stands for every word the vocabulary left out, so it is never the word a sentence
     needs; where a constraint leaves only it (an unknown word given to infill), it stays.
-    The contextual decoder applies the same rule to its allowed words (`model/contextual.py`).
+    Every sampler that writes words applies it: the contextual decoder, the masked and uniform
+    samplers and the AR LM.
     """
     others = logits.clone()
     others[..., Vocab.UNK_ID] = -torch.inf
