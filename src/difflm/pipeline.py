@@ -37,7 +37,7 @@ from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, 
 from difflm.sampling.base import Callback, SampleOutput
 from difflm.sampling.beam import BEAMS, beam_search
 from difflm.sampling.cgmh import BLANK, Chain, Propose, cgmh, chain_rows
-from difflm.sampling.contextual import round_in_context
+from difflm.sampling.contextual import most_probable, round_in_context
 from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_words
@@ -292,7 +292,7 @@ class Pipeline:
             output = replace(output, tokens=tokens)
             counted.rows += rows * reads * (2 if model.self_conditioning else 1)  # the memory's readings of x_{t_d}
             if k > 1:
-                best = log_prob.view(n, k).argmax(1) + torch.arange(0, rows, k, device=log_prob.device)
+                best = most_probable(log_prob, k)
                 trajectory = [x[best] for x in output.trajectory]
                 output = replace(output, x0=output.x0[best], tokens=tokens[best], trajectory=trajectory)
         elif anchors is not None:

@@ -62,7 +62,6 @@ def round_in_context(
         raise ValueError("this run has no contextual rounding decoder: train it with --set rounding.kind=contextual")
     if reads < 1:
         raise ValueError(f"reads must be ≥ 1, got {reads}")
-    n = x0.shape[0]
     if reads > 1:  # row i's readings are rows i·R … i·R + R − 1
         x0 = x0.repeat_interleave(reads, 0)
         anchors = None if anchors is None else anchors.repeat_interleave(reads, 0)
@@ -94,5 +93,10 @@ def round_in_context(
                 temperature=temperature,
                 generator=generator,
             )
-    best = log_prob.view(n, reads).argmax(1) + torch.arange(0, n * reads, reads, device=x0.device)
+    best = most_probable(log_prob, reads)
     return ids[best], log_prob[best]
+
+
+def most_probable(log_prob: torch.Tensor, k: int) -> torch.Tensor:
+    """The index of the most probable row of each run of k consecutive rows of log_prob [n·k]: [n]."""
+    return log_prob.view(-1, k).argmax(1) + torch.arange(0, len(log_prob), k, device=log_prob.device)
