@@ -24,8 +24,10 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -38,6 +40,8 @@ from difflm.sampling.contextual import round_in_context
 from difflm.text.dataset import split_sentences
 from quality import markdown_table, sample_timed  # bench/ is the script's directory
 from recipes import measure_rate
+
+T = TypeVar("T")
 
 OPTIONS = {
     "factorized": ["rounding.kind=factorized"],
@@ -133,6 +137,11 @@ def faithfulness(run: Path, t_ds: list[float], reads: int = 1, n: int = 128) -> 
     return result
 
 
+def each(values: str, kind: Callable[[str], T]) -> list[T | None]:
+    """A comma-separated option's values, or [None] (the run's own setting) when it is empty."""
+    return [kind(value) for value in values.split(",")] if values else [None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="grammar")
@@ -201,12 +210,9 @@ def main() -> None:
         subprocess.run(cmd + (["--config", args.config] if args.config else []), check=True, stdout=subprocess.DEVNULL)
         runs[name] = str(run)
     teacher = difflm.load(args.teacher) if args.teacher else None
-    readouts = args.readouts.split(",") if args.readouts else [None]
-    temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else [None]
-    t_ds = [float(t) for t in args.t_sample.split(",")] if args.t_sample else [None]
-    samplers = args.samplers.split(",") if args.samplers else [None]
-    picks = [int(k) for k in args.best_of.split(",")] if args.best_of else [None]
-    readings = [int(r) for r in args.reads.split(",")] if args.reads else [None]
+    readouts, samplers = each(args.readouts, str), each(args.samplers, str)
+    temperatures, t_ds = each(args.temperatures, float), each(args.t_sample, float)
+    picks, readings = each(args.best_of, int), each(args.reads, int)
     result = {
         name
         + (f" ({readout})" if readout else "")
