@@ -29,8 +29,9 @@ also reports the unguided sampler's success on the same targets (same sampler, s
 
 Classifiers come from RUN/classifiers/<task>/ (`difflm train-classifier`), from `--classifier
 TASK=DIR`, or are trained there with `--train-classifiers STEPS` when missing. Guidance uses
-`GradientGuidance`'s defaults with the paper's fluency weight λ per task; `--guidance KEY=VALUE`
-overrides a setting for every task. Writes result.json and table.md under --out.
+the pipeline's defaults (`Pipeline.generate`: a classifier's own K and τ) with the paper's
+fluency weight λ per task; `--guidance KEY=VALUE` overrides a setting for every task. Writes
+result.json and table.md under --out.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import yaml
 
 import difflm
 from difflm import control
+from difflm.control.classifier_constraints import CLASSIFIER_TEMPERATURE
 from difflm.control.classifiers import LatentClassifier, has_classifier, load_classifier
 from difflm.eval.control_metrics import ROOT_LABELS
 from difflm.model.autoregressive import perplexity
@@ -372,7 +374,8 @@ def main() -> None:
         "--temperature",
         type=float,
         default=None,
-        help=f"x̂0 temperature of the sampler (default {SAMPLING_TEMPERATURE}, a discrete run's own; 1 = the model's)",
+        help=f"x̂0 temperature of the sampler (default {SAMPLING_TEMPERATURE}, {CLASSIFIER_TEMPERATURE} under a "
+        "classifier, a discrete run's own; 1 = the model's)",
     )
     parser.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance scale w")
     parser.add_argument(

@@ -92,14 +92,16 @@ def parse_extra(spec: str) -> tuple[str, Path]:
     return name, Path(run)
 
 
-def parse_nonnegative(spec: str) -> list[float]:
+def parse_nonnegative(spec: str, cast: type = float) -> list:
+    """Comma-separated numbers ≥ 0 (integers with cast=int)."""
     try:
-        taus = [float(v) for v in spec.split(",")]
+        values = [cast(v) for v in spec.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {spec!r}") from None
-    if min(taus) < 0:
-        raise argparse.ArgumentTypeError(f"values must be ≥ 0, got {min(taus)}")
-    return taus
+        kind = "integers" if cast is int else "numbers"
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {spec!r}") from None
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"values must be ≥ 0, got {min(values)}")
+    return values
 
 
 def parse_nfes(spec: str) -> list[int]:
@@ -148,6 +150,14 @@ def main() -> None:
         default=[1.0],
         metavar="W,...",
         help="comma-separated self-conditioning guidance scales, each a set of rows (1 = none)",
+    )
+    parser.add_argument(
+        "--reads",
+        type=lambda spec: parse_nonnegative(spec, int),
+        default=[None],
+        metavar="R,...",
+        help="masked and uniform runs with a contextual decoder (rounding.discrete): comma-separated readings, "
+        "each a set of rows; 0 = the sampler's own words (default: the run's)",
     )
     parser.add_argument(
         "--grids",
@@ -250,9 +260,10 @@ def main() -> None:
             )
 
     discrete = [(kind, sampler) for kind, samplers in TOKEN_SAMPLERS.items() if kind in pipes for sampler in samplers]
-    for (kind, sampler), tau, steps in itertools.product(discrete, args.word_temperature, args.nfe):
-        texts, speed, nfe = generate_timed(pipes[kind], args.n, sampler, steps, temperature=tau)
-        label = sampler if tau is None else f"{sampler}, τ {tau:g}"
+    for (kind, sampler), tau, reads, steps in itertools.product(discrete, args.word_temperature, args.reads, args.nfe):
+        reading = {} if reads is None else {"rounding": "factorized"} if reads == 0 else {"reads": reads}
+        texts, speed, nfe = generate_timed(pipes[kind], args.n, sampler, steps, temperature=tau, **reading)
+        label = sampler + ("" if tau is None else f", τ {tau:g}") + ("" if reads is None else f", reads {reads}")
         rows.append(row(kind, label, nfe, texts, speed))
         print(f"{kind}, {label}, {steps} steps (NFE {nfe}): grammatical {rows[-1].get('grammatical', '-')}", flush=True)
 

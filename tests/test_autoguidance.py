@@ -8,12 +8,14 @@ import torch
 import difflm
 from difflm.cli import main
 from difflm.config import ModelConfig
-from difflm.control.classifier_constraints import POS
+from difflm.control.classifier_constraints import CLASSIFIER_GUIDANCE_STEPS, CLASSIFIER_TEMPERATURE, POS
 from difflm.control.classifiers import ClassifierConfig, PosClassifier
+from difflm.control.constraints import Length
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Denoiser
 from difflm.sampling import get_sampler
 from difflm.sampling.autoguidance import SelfConditioningGuidance
+from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.wrappers import CountedDenoiser
 from difflm.train import train
 from tests.conftest import tiny_config
@@ -111,6 +113,24 @@ def test_pipeline_guides_self_conditioned_runs_by_default_and_counts_both_halves
     assert other.generate(2, steps=4).nfe == 4
     with pytest.raises(ValueError, match="needs a run trained with self-conditioning"):
         other.generate(2, steps=4, sc_guidance=2.0)
+
+
+def test_classifier_constraints_guide_with_their_own_defaults(sc_run):
+    # Under a classifier: τ = CLASSIFIER_TEMPERATURE and K = CLASSIFIER_GUIDANCE_STEPS unless told
+    # otherwise; a constraint that fixes words keeps the sampling temperature and GradientGuidance's K.
+    pipe = difflm.load(sc_run)
+    pos = POS("DET NOUN", run=_pos_classifier(pipe), judge="grammar")
+
+    def x0(constraint: object, **options: object) -> torch.Tensor:
+        return pipe.generate(3, sampler="ddim", steps=8, seed=0, constraints=[constraint], **options).x0
+
+    own = {"temperature": CLASSIFIER_TEMPERATURE, "guidance": {"steps": CLASSIFIER_GUIDANCE_STEPS}}
+    assert torch.equal(x0(pos), x0(pos, **own))
+    assert not torch.equal(x0(pos), x0(pos, temperature=SAMPLING_TEMPERATURE))
+    assert not torch.equal(x0(pos), x0(pos, guidance={"steps": 3}))
+    length = Length(4, max_len=pipe.config.data.max_len)
+    assert torch.equal(x0(length), x0(length, temperature=SAMPLING_TEMPERATURE, guidance={"steps": 3}))
+    assert not torch.equal(x0(length), x0(length, **own))
 
 
 def test_cli_samples_with_sc_guidance_and_rejects_it_on_a_run_without_self_conditioning(sc_run, tiny_run, capsys):

@@ -143,10 +143,20 @@ def _decoder_inputs(pipe):
     return pipe.model.memory(x0, t).detach(), t
 
 
-def test_the_decoder_scores_the_words_it_writes(pipe):
+@pytest.mark.parametrize("forced", [False, True])
+def test_the_decoder_scores_the_words_it_writes(pipe, forced):
+    """The score is the decoder's own log-probability of the words, a forced one included: a
+    word the constraint puts where it does not fit costs its row (what reads rank by)."""
     decoder = pipe.model.decoder
     memory, t = _decoder_inputs(pipe)
-    ids, log_prob = decoder.generate(memory, t)
+    allowed = None
+    if forced:  # "food" as the second word, where neither sentence has it
+        allowed = torch.ones(memory.shape[1], len(pipe.vocab), dtype=torch.bool)
+        allowed[2] = False
+        allowed[2, pipe.vocab.id_of("food")] = True
+    ids, log_prob = decoder.generate(memory, t, allowed=allowed)
+    if forced:
+        assert (ids[:, 2] == pipe.vocab.id_of("food")).all()
     with torch.no_grad():
         logits, _ = decoder(ids[:, :-1], decoder.read(memory, t), None, start=0)
     vocab = pipe.vocab
@@ -232,6 +242,24 @@ def test_best_of_keeps_the_draw_the_decoder_finds_most_probable(pipe, monkeypatc
         Config().with_overrides(["rounding.kind=factorized", "rounding.best_of=2"])
 
 
+def test_a_classifier_reads_at_t_constrained_and_fixed_words_at_t_sample(pipe, monkeypatch):
+    seen = []
+
+    def recorded(*args, **kwargs):
+        seen.append(kwargs["t_d"])
+        return round_in_context(*args, **kwargs)
+
+    monkeypatch.setattr("difflm.pipeline.round_in_context", recorded)
+    shape = ClassifierConfig("pos", pipe.config.model.embed_dim, pipe.config.data.max_len, PosClassifier.tag_set())
+    pos = control.POS("DET NOUN", run=PosClassifier(shape).eval(), judge="grammar")
+    length = control.Length(4, max_len=pipe.config.data.max_len)
+    for constraints in ([], [length], [pos]):
+        pipe.generate(2, steps=4, constraints=constraints)
+    rc = pipe.config.rounding
+    assert rc.t_sample != rc.t_constrained
+    assert seen == [rc.t_sample, rc.t_sample, rc.t_constrained]
+
+
 def test_reads_keep_the_reading_the_decoder_finds_most_probable(pipe, monkeypatch):
     x0 = _latents(
         pipe, ["Zizzi serves French food in the riverside .", "Alimentum serves Chinese food in the city centre ."]
@@ -247,7 +275,7 @@ def test_reads_keep_the_reading_the_decoder_finds_most_probable(pipe, monkeypatc
     assert len({tuple(row) for row in pool.tolist()}) > 2  # at t_d = 0.8 the readings differ: the pick has a choice
     with pytest.raises(ValueError, match="reads must be ≥ 1"):
         read(x0, 0)
-    # In the pipeline: the run's rounding.reads is the default, except under a classifier's guidance;
+    # In the pipeline: the run's rounding.reads is the default, a classifier's guidance included;
     # each reading is a memory evaluation (two on a self-conditioned run), counted in nfe.
     one = pipe.generate(4, steps=6, seed=2)
     three = pipe.generate(4, steps=6, seed=2, reads=3)
@@ -257,7 +285,7 @@ def test_reads_keep_the_reading_the_decoder_finds_most_probable(pipe, monkeypatc
     assert torch.equal(pipe.generate(4, steps=6, seed=2).tokens, three.tokens)
     shape = ClassifierConfig("pos", pipe.config.model.embed_dim, pipe.config.data.max_len, PosClassifier.tag_set())
     pos = control.POS("DET NOUN", run=PosClassifier(shape).eval(), judge="grammar")  # untrained: only the count matters
-    assert pipe.generate(2, steps=4, constraints=[pos]).nfe == pipe.generate(2, steps=4, constraints=[pos], reads=1).nfe
+    assert pipe.generate(2, steps=4, constraints=[pos]).nfe == pipe.generate(2, steps=4, constraints=[pos], reads=3).nfe
     assert pipe.generate(4, steps=6, seed=2, rounding="factorized").nfe == one.nfe - memory  # no decoder, no readings
     with pytest.raises(ValueError, match="reads must be ≥ 1, and > 1 only with contextual"):
         pipe.generate(2, steps=4, reads=2, rounding="factorized")

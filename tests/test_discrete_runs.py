@@ -5,6 +5,7 @@ and what a discrete run refuses."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from difflm import control
 from difflm.cli import main
 from difflm.control.classifiers import AttributeClassifier, ClassifierConfig, PosClassifier
 from difflm.sampling import TOKEN_DEFAULTS, TOKEN_SAMPLERS
+from difflm.sampling.contextual import read_tokens
 from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 from tests.conftest import tiny_config
 
@@ -187,3 +189,82 @@ def test_guidance_reads_a_length_group_at_the_classifiers_width():
     z = torch.tensor([[1, 5, 6, 2, 0], [1, 7, V, 2, 0]])  # two rows of width 5: START, words, END
     tilted = network(z, 1.0)
     assert tilted.shape == (2, 5, V) and bool(torch.isfinite(tilted).all())
+
+
+@pytest.fixture(scope="module")
+def reading(run, tmp_path_factory, toy_corpus):
+    """A run of the same kind with contextual rounding (`rounding.discrete`)."""
+    from difflm.train import train
+
+    kind = difflm.load(run).config.model.kind
+    out = tmp_path_factory.mktemp("runs") / f"{kind}_read"
+    config = tiny_config(
+        f"lines:{toy_corpus}",
+        f"model.kind={kind}",
+        "train.steps=150",
+        "train.lr=3e-3",
+        "rounding.kind=contextual",
+        "rounding.discrete=true",
+    )
+    train(config, out, progress=False)
+    return out
+
+
+TOY = re.compile(  # the toy corpus's one sentence shape (`write_toy_corpus`)
+    r"(The Eagle|Alimentum|Blue Spice|Zizzi) serves (Italian|French|Chinese|English) food "
+    r"in the (city centre|riverside) \."
+)
+
+
+def test_a_discrete_run_reads_its_words_in_context(run, reading):
+    plain, pipe = difflm.load(run), difflm.load(reading)
+    assert plain.model.decoder is None  # off by default: discrete runs saved before it load as they were
+    with pytest.raises(ValueError, match="rounding.discrete=true"):
+        plain.generate(2, steps=4, rounding="contextual")
+    rows = [json.loads(line) for line in (reading / "metrics.jsonl").read_text().splitlines()]
+    assert {"contextual", "loss"} <= set(rows[-1])  # the decoder's term is trained and logged
+    for sampler in samplers(pipe):
+        own = pipe.generate(16, sampler=sampler, steps=8, seed=0, rounding="factorized")
+        read = pipe.generate(16, sampler=sampler, steps=8, seed=0)
+        assert read.nfe == own.nfe + 1  # one reading: one memory evaluation per row
+        assert pipe.generate(16, sampler=sampler, steps=8, seed=0, reads=3).nfe == own.nfe + 3
+        well_formed = [sum(bool(TOY.fullmatch(t)) for t in pipe.decode(out.tokens)) for out in (own, read)]
+        assert well_formed[1] >= max(12, well_formed[0]), (sampler, well_formed)
+    with pytest.raises(ValueError, match="reads must be ≥ 1"):
+        pipe.generate(2, steps=4, reads=0)
+    with pytest.raises(ValueError, match="only with contextual rounding"):
+        pipe.generate(2, steps=4, reads=2, rounding="factorized")
+
+
+def test_the_discrete_decoder_follows_the_row_it_reads(reading):
+    """Faithfulness: clean rows of known sentences are written back, swapped rows swap the
+    sentences, and R readings keep the most probable of the same R draws."""
+    pipe = difflm.load(reading)
+    texts = ["Zizzi serves French food in the riverside .", "Alimentum serves Chinese food in the city centre ."]
+    rows, _ = pipe.vocab.encode_batch([t.split() for t in texts], 16)
+
+    def read(tokens: torch.Tensor, t_d: float, reads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(3)
+        return read_tokens(pipe.model, tokens, t_d=t_d, generator=generator, reads=reads)
+
+    ids, _ = read(rows, 0.0)
+    assert pipe.decode(ids) == texts
+    assert pipe.decode(read(rows.flip(0), 0.0)[0]) == texts[::-1]
+    pool, pool_scores = read(rows.repeat_interleave(4, 0), 0.5)
+    ids, scores = read(rows, 0.5, reads=4)
+    picked = pool_scores.view(2, 4).argmax(1) + torch.tensor([0, 4])
+    assert torch.equal(ids, pool[picked]) and torch.equal(scores, pool_scores[picked])
+
+
+def test_exact_constraints_hold_through_the_discrete_decoder(reading):
+    pipe = difflm.load(reading)
+    infill = control.Infill("Zizzi serves ___ food in the ___ .", pipe.vocab, max_len=16)
+    keywords = control.Keywords(["Alimentum", "English"], pipe.vocab)
+    for sampler in samplers(pipe):
+        for text in pipe.sample(8, sampler=sampler, steps=8, seed=0, constraints=[infill]):
+            words = text.split()
+            assert words[:2] + words[3:6] == ["Zizzi", "serves", "food", "in", "the"] and words[-1] == ".", text
+        texts = pipe.sample(8, sampler=sampler, steps=8, constraints=[control.Length(4, max_len=16)])
+        assert all(len(t.split()) == 4 for t in texts), texts
+        texts = pipe.sample(8, sampler=sampler, steps=8, seed=0, constraints=[keywords])
+        assert all({"Alimentum", "English"} <= set(t.split()) for t in texts), texts

@@ -58,6 +58,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from difflm.config import ROUNDINGS
+    from difflm.control.classifier_constraints import CLASSIFIER_TEMPERATURE
     from difflm.pipeline import AR_OPTIONS
     from difflm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, TOKEN_DEFAULTS, TOKEN_SAMPLERS
     from difflm.sampling.beam import BEAMS
@@ -125,7 +126,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TAU",
         help=f"x̂0 = softmax(logits/TAU)·EMB: sharpen the denoiser's word distribution; 1 follows "
-        f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, see docs/benchmarks.md); "
+        f"the model exactly, 0 takes the argmax word (default {SAMPLING_TEMPERATURE:g}, or "
+        f"{CLASSIFIER_TEMPERATURE:g} under classifier constraints, see docs/benchmarks.md); "
         "on a masked or uniform run, the temperature of its word draws (default "
         + ", ".join(f"{tau:g} {kind}" for kind, (_, tau) in TOKEN_DEFAULTS.items())
         + ")",
@@ -174,6 +176,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from difflm.control.classifier_constraints import CLASSIFIER_GUIDANCE_STEPS
+
     parser = _Parser(prog="difflm", description="Continuous diffusion language models (Diffusion-LM family).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -248,7 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sampling_args(p)
     guide = p.add_argument_group("guidance (unset: the defaults of difflm.control.GradientGuidance)")
-    guide.add_argument("--guidance-steps", type=int, metavar="K", help="gradient steps after each sampler step")
+    guide.add_argument(
+        "--guidance-steps",
+        type=int,
+        metavar="K",
+        help="gradient steps after each sampler step (default: GradientGuidance's, or "
+        f"{CLASSIFIER_GUIDANCE_STEPS} under classifier constraints)",
+    )
     guide.add_argument("--step-size", type=float, metavar="η", help="size of each gradient step")
     guide.add_argument("--optimizer", help="sign (Diffusion-LM's effective update), adagrad or sgd")
     guide.add_argument("--fluency-weight", type=float, metavar="λ", help="pull of x toward the sampler's own step")

@@ -287,8 +287,9 @@ class RoundingConfig:
         t_min, t_max: training draws t_d ~ U[t_min, t_max].
         t_sample: t_d at sampling: the sampler's final x̂0 is noised to it and read. A noisier
             reading leans more on the decoder's context (more fluent, less literal).
-        t_constrained: t_d when constraints guide the latent: a nearly clean reading, so
-            that the decoder writes what guidance put there.
+        t_constrained: t_d when a classifier guides the latent: a nearly clean reading, so
+            that the decoder writes what guidance put there. Constraints that fix words read
+            at t_sample: the decoder is held to those words itself.
         weight: weight of the decoder's cross-entropy in the training loss.
         best_of: samples drawn for each one returned: the one whose words the decoder finds
             most probable is kept (k times the sampling cost; `Pipeline.generate`).
@@ -296,9 +297,13 @@ class RoundingConfig:
             words the decoder finds most probable is kept (R memory evaluations and decoder
             passes instead of one; `sampling/contextual.py`). Like t_sample, it is a setting of
             the decoder's reading, unused without one.
+        discrete: masked and uniform runs (model.kind) carry the decoder too, reading the token
+            network's hidden states at a row noised to t_d by their own forward process. Off by
+            default, so that their runs saved before it load as they were.
 
-    Rounding applies to the diffusion denoiser (model.kind=diffusion, model.generator=diffusion):
-    the AR LM and the one/few-step generators keep their own readout whatever `kind` says.
+    Rounding applies to the diffusion denoiser (model.kind=diffusion, model.generator=diffusion),
+    and with `discrete` to the masked and uniform networks: the AR LM and the one/few-step
+    generators keep their own readout whatever `kind` says.
     """
 
     kind: str = "contextual"
@@ -311,6 +316,7 @@ class RoundingConfig:
     weight: float = 1.0
     best_of: int = 1
     reads: int = 1
+    discrete: bool = False
 
 
 ROUNDINGS = ("factorized", "contextual")
@@ -452,8 +458,9 @@ class Config:
     @property
     def contextual_rounding(self) -> bool:
         """Whether the run's denoiser carries a contextual rounding decoder (`RoundingConfig`)."""
-        m = self.model
-        return self.rounding.kind == "contextual" and m.kind == "diffusion" and m.generator == "diffusion"
+        m, r = self.model, self.rounding
+        tokens = m.kind in TOKEN_KINDS and r.discrete
+        return r.kind == "contextual" and (tokens or (m.kind == "diffusion" and m.generator == "diffusion"))
 
     def _rounding_checks(self) -> list[tuple[bool, str]]:
         r = self.rounding

@@ -20,7 +20,11 @@ import torch
 
 from difflm import hub
 from difflm.config import ROUNDINGS, Config
-from difflm.control.classifier_constraints import ClassifierConstraint
+from difflm.control.classifier_constraints import (
+    CLASSIFIER_GUIDANCE_STEPS,
+    CLASSIFIER_TEMPERATURE,
+    ClassifierConstraint,
+)
 from difflm.control.classifier_free import ClassifierFreeGuidance, condition_of
 from difflm.control.constraints import FixesLength, Infill, Keywords, Length, RequiresWords, RestrictsWords
 from difflm.control.discrete import GuidedTokenNetwork, check_token_classifiers
@@ -37,7 +41,7 @@ from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, 
 from difflm.sampling.base import Callback, SampleOutput
 from difflm.sampling.beam import BEAMS, beam_search
 from difflm.sampling.cgmh import BLANK, Chain, Propose, cgmh, chain_rows
-from difflm.sampling.contextual import most_probable, round_in_context
+from difflm.sampling.contextual import most_probable, read_tokens, round_in_context
 from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_words
@@ -142,7 +146,8 @@ class Pipeline:
             length: positions per sentence (default data.max_len; a run with length anchors
                 draws each row's word count, at most length − 2).
             temperature: x̂0 = softmax(logits/τ)·EMB (`difflm.sampling.rounding`); None:
-                `SAMPLING_TEMPERATURE`; 1 follows the model exactly.
+                `SAMPLING_TEMPERATURE`, or `CLASSIFIER_TEMPERATURE` (1) under classifier
+                constraints; 1 follows the model exactly.
             sc_guidance: w ≠ 1 guides a self-conditioned run away from its own prediction
                 without the self-conditioning input (`difflm.sampling.autoguidance`). None:
                 `SC_GUIDANCE` on a self-conditioned run without classifier constraints, else 1 (off).
@@ -158,7 +163,8 @@ class Pipeline:
             cfg_scale: w ≥ 0 of classifier-free guidance (0 unconditional, 1 conditional),
                 towards the condition or the source.
             guidance: settings of `GradientGuidance` (steps, step_size, optimizer,
-                fluency_weight, active).
+                fluency_weight, active); unset ones take its defaults, except steps under
+                classifier constraints (`CLASSIFIER_GUIDANCE_STEPS`).
             rounding: how the last state becomes words: "contextual" (the run's decoder,
                 `difflm.sampling.contextual`) or "factorized" (the per-position argmax);
                 None: the run's `rounding.kind`.
@@ -169,7 +175,7 @@ class Pipeline:
             reads: R ≥ 1: read each sample's final x̂0 R times, each noised to t_d afresh, and
                 keep the reading the decoder finds most probable (`sampling.contextual`); R
                 memory evaluations instead of one, counted in nfe. None: the run's
-                `rounding.reads`, or 1 under classifier constraints.
+                `rounding.reads`.
             **options: further sampler options (eta, grid, clamp_from, refine_from, ...).
 
         Returns:
@@ -219,45 +225,55 @@ class Pipeline:
             raise ValueError(f"the {sampler} sampler runs on an autoregressive run; this is a {kind} run")
         if c is None and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale!r} needs a condition (slot values) or a source to guide towards")
+        rounding = rounding or ("contextual" if self.config.contextual_rounding else "factorized")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be {' or '.join(ROUNDINGS)}, got {rounding!r}")
+        if rounding == "contextual" and self.model.decoder is None:
+            raise ValueError(
+                "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
+                + (" rounding.discrete=true" if isinstance(self.model, TokenDenoiser) else "")
+            )
         if isinstance(self.model, TokenDenoiser):
             callback = options.pop("callback", None)
-            given = _given(
-                sc_guidance=sc_guidance, guidance=guidance, rounding=rounding, best_of=best_of, reads=reads, **options
-            )
+            given = _given(sc_guidance=sc_guidance, guidance=guidance, best_of=best_of, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
+            if reads is None:
+                reads = 1 if rounding == "factorized" else self.config.rounding.reads
+            reads = _check_reading("reads", reads, rounding)
             network = TokenNetwork(self.model, c, cfg_scale)
+            read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
             return self._unmask(
-                n, sampler or self.default_sampler, steps, seed, length, temperature, constraints, network, callback
+                n,
+                sampler or self.default_sampler,
+                steps,
+                seed,
+                length,
+                temperature,
+                constraints,
+                network,
+                callback,
+                reads=reads if rounding == "contextual" else 0,
+                read=read,
             )
         if guidance and not constraints:
             raise ValueError(f"gradient guidance settings ({', '.join(sorted(guidance))}) need a constraint")
         model = self.model
         assert isinstance(model, Denoiser)
         sampler = sampler or (DEFAULT_SAMPLER if constraints else self.default_sampler)
-        rounding = rounding or ("contextual" if self.config.contextual_rounding else "factorized")
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be {' or '.join(ROUNDINGS)}, got {rounding!r}")
-        if rounding == "contextual" and model.decoder is None:
-            raise ValueError(
-                "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
-            )
-        # Self-conditioning guidance, best_of and reads are off under a classifier's guidance by
+        # Under a classifier's guidance self-conditioning guidance and best_of are off by
         # default: the first's extrapolation away from the draft undoes the classifier's push,
-        # and the decoder's most probable draw or reading is the most typical one, not the one
-        # most on target (docs/benchmarks.md, "Controllable generation", "Best of k draws",
-        # "Several readings of each latent"). A run's best_of and reads also stay off when it
-        # is read without its decoder.
+        # and the decoder's most probable draw is the most typical one, not the one most on
+        # target (docs/benchmarks.md, "Controllable generation", "Best of k draws"). Reads stay
+        # on: they keep the latent the classifier steered, and with the guidance's defaults they
+        # raise every classifier task measured ("Several readings of each latent").
+        # A run's best_of and reads are off when it is read without its decoder.
         classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
-        off = classified or rounding != "contextual"
-        k = best_of if best_of is not None else 1 if off else self.config.rounding.best_of
+        factorized = rounding != "contextual"
+        k = best_of if best_of is not None else 1 if classified or factorized else self.config.rounding.best_of
         if reads is None:
-            reads = 1 if off else self.config.rounding.reads
-        for name, value in (("best_of", k), ("reads", reads)):
-            if value < 1 or (value > 1 and rounding != "contextual"):
-                raise ValueError(
-                    f"{name} must be ≥ 1, and > 1 only with contextual rounding; got {value} with {rounding}"
-                )
+            reads = 1 if factorized else self.config.rounding.reads
+        k, reads = _check_reading("best_of", k, rounding), _check_reading("reads", reads, rounding)
         rows = n * k  # drawn, of which n are kept
         if c is not None and c.dim() == 2:  # one source per row: each row's k draws read it
             c = c.repeat_interleave(k, 0)
@@ -275,10 +291,13 @@ class Pipeline:
             sc_guidance = SC_GUIDANCE if model.self_conditioning and not classified else 1.0
         if check_scale(sc_guidance) != 1.0:
             denoiser = SelfConditioningGuidance(denoiser, sc_guidance)
+        if classified:
+            guidance = {"steps": CLASSIFIER_GUIDANCE_STEPS, **(guidance or {})}
         gradient = (
             GradientGuidance(denoiser, constraints, generator=generator, **(guidance or {})) if constraints else None
         )
-        temperature = SAMPLING_TEMPERATURE if temperature is None else temperature
+        if temperature is None:
+            temperature = CLASSIFIER_TEMPERATURE if classified else SAMPLING_TEMPERATURE
         if sampler == "sweep" and anchors is not None:  # the sweep runs over each row's words, to its END
             options.setdefault("span", (~anchors).sum(1))
         output = get_sampler(sampler)(
@@ -310,12 +329,17 @@ class Pipeline:
         constraints: Sequence[Constraint],
         network: TokenNetwork,
         callback: Callback | None = None,
+        *,
+        reads: int = 0,
+        read: torch.Tensor | None = None,
     ) -> SampleOutput:
         """Discrete diffusion (`sampling/tokens.py`): a canvas of blanks with START, the length
         anchors and the constraints' given words fixed, written by `sampler` calling `network`
         (the model, guided towards a condition or not, and by the classifier constraints,
         `control/discrete.py`); under anchors one length at a time, each group cut after its
-        END, as training saw the rows. `callback` sees each call (`StepReport`)."""
+        END, as training saw the rows. `callback` sees each call (`StepReport`). With reads
+        R ≥ 1 the run's contextual decoder then writes the words from R readings of the rows
+        (`sampling.contextual.read_tokens`), its memory read under the condition `read`."""
         model = self.model
         assert isinstance(model, TokenDenoiser)
         samplers = TOKEN_SAMPLERS[model.noise]
@@ -380,6 +404,19 @@ class Pipeline:
             if report is not None:
                 report.written(group, written)
             calls += used * len(group) * call.rows_per_call
+        if reads:
+            rc = self.config.rounding
+            tokens, _ = read_tokens(
+                model,
+                tokens,
+                t_d=rc.t_constrained if classified else rc.t_sample,
+                generator=generator,
+                allowed=allowed,
+                required=None if required is None else required.to(self.device),
+                cond=read,
+                reads=reads,
+            )
+            calls += n * reads  # the memory's readings of z_{t_d}
         return self._words_output(tokens, nfe=round(calls / n))
 
     def _words_output(self, tokens: torch.Tensor, nfe: int) -> SampleOutput:
@@ -619,14 +656,17 @@ class Pipeline:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's words for the final x̂0, within what the constraints fix, reading the
         rows' length anchors [B, L] (a run with length anchors), the most probable of `reads`
-        readings, and their mean log-probability (`sampling.contextual`)."""
+        readings, and their mean log-probability (`sampling.contextual`). Under a classifier
+        constraint it reads at t_constrained, nearly clean, so as to write what the guidance
+        put in the latent; the words other constraints fix are forced in the decoder itself."""
         assert isinstance(self.model, Denoiser)
         allowed, required = self._fixed_words(constraints)
         rc = self.config.rounding
+        classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
         return round_in_context(
             self.model,
             x0,
-            t_d=rc.t_constrained if constraints else rc.t_sample,
+            t_d=rc.t_constrained if classified else rc.t_sample,
             generator=generator,
             allowed=allowed,
             required=required,
@@ -738,6 +778,13 @@ class Pipeline:
 def _positions(tokens: torch.Tensor) -> int:
     """The LM calls of a left-to-right sampler that wrote `tokens` [n, L]: one per position of the longest row."""
     return int((tokens != Vocab.PAD_ID).sum(1).max()) - 1
+
+
+def _check_reading(name: str, value: int, rounding: str) -> int:
+    """best_of or reads, R ≥ 1 and > 1 only with contextual rounding; ValueError otherwise."""
+    if value < 1 or (value > 1 and rounding != "contextual"):
+        raise ValueError(f"{name} must be ≥ 1, and > 1 only with contextual rounding; got {value} with {rounding}")
+    return value
 
 
 def _given(**options: Any) -> list[str]:

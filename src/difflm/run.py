@@ -53,6 +53,7 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Net
         num_conditions = config.data.source_len
     if config.model.kind == "autoregressive":
         return CausalLM(config.model, vocab_size, config.data.max_len, num_conditions)
+    rounding = config.rounding if config.contextual_rounding else None
     if config.model.kind in TOKEN_KINDS:
         return TokenDenoiser(
             config.model,
@@ -61,9 +62,9 @@ def build_model(config: Config, vocab_size: int, num_conditions: int = 0) -> Net
             config.diffusion.length_anchors,
             num_conditions,
             noise=config.model.kind,
+            rounding=rounding,
         )
     schedule = make_schedule(config.diffusion.schedule, config.diffusion.steps)
-    rounding = config.rounding if config.contextual_rounding else None
     return Denoiser(
         config.model,
         vocab_size,

@@ -47,6 +47,16 @@ if TYPE_CHECKING:
 
 RunOrClassifier = str | Path | LatentClassifier
 
+#: What `Pipeline.generate` samples with under a classifier's guidance unless told otherwise
+#: (docs/benchmarks.md, "Controllable generation" and "Several readings of each latent"). The
+#: model's own x̂0 (τ = 1): a sharpened x̂0 pulls each step back to the model's favourite words
+#: and undoes the classifier's push. K = 6 gradient steps per sampler step instead of the
+#: paper's 3: more of the classifier's push, at twice its evaluations. Constraints that fix
+#: words keep 3 and the sampling temperature: they are exact already, and K also sets how
+#: often they evaluate the denoiser.
+CLASSIFIER_TEMPERATURE = 1.0
+CLASSIFIER_GUIDANCE_STEPS = 6
+
 
 class ClassifierConstraint:
     """A target scored by one of the run's classifiers.

@@ -123,7 +123,8 @@ class ContextualDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write rows START w1 … END PAD… [B, L] left to right with a KV cache, and score them:
         the mean log-probability [B] of the words each row wrote, END included, under the
-        decoder's distribution within `allowed` (what `rounding.best_of` ranks samples by).
+        decoder's unconstrained distribution, so that words `allowed` forces count by how well
+        they fit (what `rounding.best_of` and `rounding.reads` rank by).
 
         Args:
             memory: the denoiser's hidden states [B, L_m, H_m] at x_{t_d}.
@@ -211,6 +212,9 @@ class ContextualDecoder(nn.Module):
             logits[:, [Vocab.START_ID, Vocab.PAD_ID]] = -torch.inf  # PAD only follows END, set below
             if i == L - 1:  # every row ends inside L
                 logits[:, torch.arange(logits.shape[1], device=logits.device) != Vocab.END_ID] = -torch.inf
+            # A row is scored by the decoder's own probability of its words, the constrained
+            # ones included: a fixed word that does not fit where it stands counts against it.
+            free_log_p = without_unk(logits).log_softmax(-1)
             logits = without_unk(logits.masked_fill(~allowed[:, i], -torch.inf))
             log_p = logits.log_softmax(-1)
             scores[:, i] = torch.where(done[:, None], -torch.inf, log_p[:, watch])
@@ -219,7 +223,7 @@ class ContextualDecoder(nn.Module):
             else:
                 nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(1)
             ids[:, i] = torch.where(done, Vocab.PAD_ID, nxt)
-            total += torch.where(done, 0.0, log_p.gather(1, nxt[:, None]).squeeze(1))
+            total += torch.where(done, 0.0, free_log_p.gather(1, nxt[:, None]).squeeze(1))
             done |= nxt == Vocab.END_ID
             if bool(done.all()):
                 break

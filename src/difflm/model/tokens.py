@@ -23,6 +23,11 @@ classifier-free guidance, as for the continuous denoiser.
 Under length anchors (`diffusion.length_anchors`) a row's END and PAD tail are never noised,
 as for the continuous model, so the network learns p(x | n) and the sampler draws n from
 the training sentences' word counts (`lengths`, saved with the weights).
+
+With contextual rounding (`rounding.kind=contextual` and `rounding.discrete`) the network
+carries the continuous denoiser's decoder p(w_i | w_<i, memory) (`model/contextual.py`): the
+memory is its last hidden states at a noised row z_{t_d}, and the decoder writes the words left
+to right (`sampling/contextual.py`).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from difflm.config import TOKEN_KINDS, ModelConfig
+from difflm.config import TOKEN_KINDS, ModelConfig, RoundingConfig
 from difflm.diffusion.masking import mask_rows
 from difflm.diffusion.uniform import log_likelihood_of_own, noise_rows
 from difflm.model.anchors import anchors_of
+from difflm.model.contextual import ContextualDecoder
 from difflm.model.encoder import transformer_encoder
 from difflm.model.features import timestep_embedding
 from difflm.model.source import SourcePrefix
@@ -53,6 +59,7 @@ class TokenDenoiser(nn.Module):
         length_anchors: bool = False,
         num_conditions: int = 0,
         noise: str = "masked",
+        rounding: RoundingConfig | None = None,
     ) -> None:
         super().__init__()
         if noise not in TOKEN_KINDS:
@@ -76,10 +83,20 @@ class TokenDenoiser(nn.Module):
         self.cond_proj = nn.Linear(num_conditions, h, bias=False) if config.condition == "slots" else None
         self.source = SourcePrefix(num_conditions, h) if config.condition == "source" else None
         self.register_buffer("lengths", torch.zeros(max_len - 1) if length_anchors else None)
+        self.decoder = ContextualDecoder(rounding, config, vocab_size, max_len) if rounding is not None else None
 
     def forward(self, z: torch.Tensor, t: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Word logits [B, L, V] of the prediction x_θ(z) for z [B, L] at times t [B] (uniform
         noise only), given the condition cond [B, P] or the source ids [B, S] (None: ∅)."""
+        logits = self.head(self.out_norm(self.hidden(z, t, cond))).float()
+        if self.time_mlp is None:
+            return logits
+        assert t is not None
+        return logits - log_likelihood_of_own(z, t, self.vocab_size)  # ÷ q(z_t,i | x_i = w)
+
+    def hidden(self, z: torch.Tensor, t: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's last hidden states [B, L, H] at z (what the head and a contextual
+        rounding decoder read); the arguments are those of `forward`."""
         if z.ndim != 2 or z.shape[1] > self.max_len:
             raise ValueError(f"z must be [B, L ≤ {self.max_len}] token ids, got {list(z.shape)}")
         if (t is None) != (self.time_mlp is None):
@@ -95,15 +112,15 @@ class TokenDenoiser(nn.Module):
         if cond is not None and self.cond_proj is not None:
             h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]
         if self.source is None:
-            h = self.encoder(self.dropout(self.in_norm(h)))
-        else:  # the clean source as a prefix of the sequence, never masked or noised
-            prefix = self.source(self.embed(self.source.ids(cond, len(z), z.device))) + time
-            h = self.encoder(self.dropout(self.in_norm(torch.cat([prefix, h], 1))))[:, prefix.shape[1] :]
-        logits = self.head(self.out_norm(h)).float()
-        if self.time_mlp is None:
-            return logits
-        assert t is not None
-        return logits - log_likelihood_of_own(z, t, self.vocab_size)  # ÷ q(z_t,i | x_i = w)
+            return self.encoder(self.dropout(self.in_norm(h)))
+        # The clean source as a prefix of the sequence, never masked or noised.
+        prefix = self.source(self.embed(self.source.ids(cond, len(z), z.device))) + time
+        return self.encoder(self.dropout(self.in_norm(torch.cat([prefix, h], 1))))[:, prefix.shape[1] :]
+
+    def memory(self, z: torch.Tensor, t: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """What contextual rounding reads at a noised row z [B, L] of time t [B]: the hidden
+        states [B, L, H] (a masked network is told no time; the decoder is)."""
+        return self.hidden(z, t if self.time_mlp is not None else None, cond)
 
     def noisable(self, ids: torch.Tensor) -> torch.Tensor:
         """The positions [B, L] of rows ids [B, L] the forward process may change: all but START

@@ -2,7 +2,8 @@
 
 A run's objective is picked by its config: `model.kind=autoregressive` trains the causal LM,
 `model.kind=masked` and `uniform` the token denoiser (MDLM's and UDLM's NELBO),
-`rounding.kind=contextual` the denoiser with its rounding decoder, otherwise
+`rounding.kind=contextual` the denoiser (or, with `rounding.discrete`, the token network)
+with its rounding decoder, otherwise
 `model.generator` names the diffusion objective (`diffusion`, Diffusion-LM's end-to-end
 loss) or a one/few-step generator's.
 """
@@ -17,7 +18,7 @@ from difflm.config import Config
 from difflm.objectives.autoregressive import autoregressive_loss
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.objectives.consistency import consistency_loss
-from difflm.objectives.contextual import contextual_loss
+from difflm.objectives.contextual import contextual_loss, token_contextual_loss
 from difflm.objectives.diffusion import e2e_loss
 from difflm.objectives.distillation import distillation_loss
 from difflm.objectives.masked import masked_loss
@@ -62,15 +63,17 @@ OBJECTIVES: dict[str, Objective] = {
     "autoregressive": autoregressive_loss,
     "masked": masked_loss,
     "uniform": uniform_loss,
+    "masked+contextual": token_contextual_loss,
+    "uniform+contextual": token_contextual_loss,
 }
 
 
 def objective_name(config: Config) -> str:
     """The registry key of a run's objective."""
+    if config.contextual_rounding:  # the network with its rounding decoder
+        return f"{config.model.kind}+contextual"
     if config.model.kind != "diffusion":
         return config.model.kind
-    if config.contextual_rounding:  # the diffusion denoiser with its rounding decoder
-        return "diffusion+contextual"
     return config.model.generator
 
 

@@ -15,6 +15,9 @@ sense of a sentence picks among them.
 Any sampler (and any guidance, which acts on the latent) runs unchanged; only its last
 reading of the words changes. Re-noising x̂0 to t_d puts the decoder's input where it was
 trained, x_{t_d} ~ q(x_{t_d} | x0).
+
+A masked or uniform run's decoder (`read_tokens`) reads the sampler's final row of words the
+same way, noised to t_d by the run's own forward process: z_{t_d} ~ q(z_{t_d} | w).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from difflm.diffusion import process
 from difflm.model.anchors import anchor, width_groups
 from difflm.model.denoiser import Denoiser
+from difflm.model.tokens import TokenDenoiser
 
 
 def round_in_context(
@@ -93,6 +97,46 @@ def round_in_context(
                 temperature=temperature,
                 generator=generator,
             )
+    best = most_probable(log_prob, reads)
+    return ids[best], log_prob[best]
+
+
+def read_tokens(
+    model: TokenDenoiser,
+    tokens: torch.Tensor,
+    *,
+    t_d: float,
+    generator: torch.Generator | None = None,
+    allowed: torch.Tensor | None = None,
+    required: torch.Tensor | None = None,
+    cond: torch.Tensor | None = None,
+    reads: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The word ids [B, L] a masked or uniform network's decoder writes for the sampler's final
+    rows tokens [B, L], and their mean log-probability [B]; the arguments are those of
+    `round_in_context` (the rows' fixed tokens, START and under length anchors the END and PAD
+    tail, are never noised).
+
+    Raises:
+        ValueError: a network without a decoder, or reads < 1.
+    """
+    if model.decoder is None:
+        raise ValueError("this run has no contextual rounding decoder: train it with --set rounding.discrete=true")
+    if reads < 1:
+        raise ValueError(f"reads must be ≥ 1, got {reads}")
+    rows = tokens.repeat_interleave(reads, 0)  # row i's readings are rows i·R … i·R + R − 1
+    cond = None if cond is None else cond.repeat_interleave(reads, 0)
+    t = torch.full((rows.shape[0],), float(t_d), device=rows.device)
+    device = generator.device if generator is not None else rows.device
+    with torch.no_grad():
+        u = torch.rand(rows.shape, generator=generator, device=device).to(rows.device)
+        words = None
+        if model.noise == "uniform":
+            words = torch.randint(0, model.vocab_size, rows.shape, generator=generator, device=device).to(rows.device)
+        memory = model.memory(model.noised(rows, t, u, words), t, cond=cond)
+        ids, log_prob = model.decoder.generate(
+            memory, t, length=rows.shape[1], allowed=allowed, required=required, generator=generator
+        )
     best = most_probable(log_prob, reads)
     return ids[best], log_prob[best]
 
