@@ -12,6 +12,7 @@ import difflm
 from difflm import control
 from difflm.cli import main
 from difflm.control import parse_constraint_args
+from difflm.control.classifier_constraints import CLASSIFIER_GUIDANCE_STEPS
 from difflm.diffusion.schedules import make_schedule
 from difflm.model.denoiser import Prediction
 from difflm.model.embedding import WordEmbedding
@@ -281,7 +282,8 @@ def test_attribute_classifier_guidance_expresses_the_value(slot_run):
     assert guided >= unguided + 0.3, (guided, unguided)
     T = slot_pipe.config.diffusion.steps
     active = sum((s + 1) / T >= 0.05 for s in respaced_indices(T, STEPS)[1:])  # the default active=(0.05, 1)
-    assert italian.calls == 3 * active and out.nfe == STEPS  # K = 3 classifier calls per active step, no denoiser calls
+    # K = CLASSIFIER_GUIDANCE_STEPS classifier calls per active step, no denoiser calls
+    assert italian.calls == CLASSIFIER_GUIDANCE_STEPS * active and out.nfe == STEPS
 
 
 def test_length_guidance_with_few_dpm_solver_steps(pipe):

@@ -232,6 +232,10 @@ def test_a_discrete_run_reads_its_words_in_context(run, reading):
         assert well_formed[1] >= max(12, well_formed[0]), (sampler, well_formed)
     with pytest.raises(ValueError, match="reads must be ≥ 1"):
         pipe.generate(2, steps=4, reads=0)
+    # tiny.yaml reads factorized: the option needs the contextual kind, and a masked or uniform run.
+    for wrong in (["model.kind=uniform"], ["rounding.kind=contextual"]):
+        with pytest.raises(ValueError, match="rounding.discrete gives a masked or uniform run"):
+            tiny_config("grammar", *wrong, "rounding.discrete=true")
     with pytest.raises(ValueError, match="only with contextual rounding"):
         pipe.generate(2, steps=4, reads=2, rounding="factorized")
 

@@ -480,6 +480,11 @@ class Config:
                 f"rounding.best_of must be ≥ 1, and > 1 only with rounding.kind=contextual, got {r.best_of}",
             ),
             (r.reads >= 1, f"rounding.reads must be ≥ 1, got {r.reads}"),
+            (
+                not r.discrete or (r.kind == "contextual" and self.model.kind in TOKEN_KINDS),
+                "rounding.discrete gives a masked or uniform run the contextual decoder: it needs "
+                f"rounding.kind=contextual and model.kind masked or uniform, got {r.kind} and {self.model.kind}",
+            ),
         ]
 
     def _generator_checks(self) -> list[tuple[bool, str]]:

@@ -18,7 +18,7 @@ from difflm.config import Config
 from difflm.objectives.autoregressive import autoregressive_loss
 from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
 from difflm.objectives.consistency import consistency_loss
-from difflm.objectives.contextual import contextual_loss, token_contextual_loss
+from difflm.objectives.contextual import contextual_loss
 from difflm.objectives.diffusion import e2e_loss
 from difflm.objectives.distillation import distillation_loss
 from difflm.objectives.masked import masked_loss
@@ -63,8 +63,8 @@ OBJECTIVES: dict[str, Objective] = {
     "autoregressive": autoregressive_loss,
     "masked": masked_loss,
     "uniform": uniform_loss,
-    "masked+contextual": token_contextual_loss,
-    "uniform+contextual": token_contextual_loss,
+    "masked+contextual": contextual_loss,
+    "uniform+contextual": contextual_loss,
 }
 
 

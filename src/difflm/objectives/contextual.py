@@ -52,20 +52,6 @@ def decoder_loss(
     return denoiser.decoder.loss(ids, memory, t)
 
 
-def contextual_loss(
-    denoiser: Denoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
-    """The diffusion objective plus the decoder's cross-entropy (`frozen` is unused)."""
-    diffusion = e2e_loss(denoiser, batch, config, generator=generator)
-    contextual = decoder_loss(denoiser, batch, config, generator=generator)
-    return diffusion.plus("contextual", contextual, config.rounding.weight)
-
-
 def token_decoder_loss(
     model: TokenDenoiser, batch: Batch, config: Config, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -83,15 +69,20 @@ def token_decoder_loss(
     return model.decoder.loss(ids, memory, t)
 
 
-def token_contextual_loss(
-    model: TokenDenoiser,
+def contextual_loss(
+    model: Denoiser | TokenDenoiser,
     batch: Batch,
     config: Config,
     *,
     generator: torch.Generator | None = None,
     frozen: Frozen = Frozen(),
 ) -> LossOutput:
-    """The masked or uniform objective plus the decoder's cross-entropy (`frozen` is unused)."""
-    own = masked_loss if model.noise == "masked" else uniform_loss
-    contextual = token_decoder_loss(model, batch, config, generator=generator)
-    return own(model, batch, config, generator=generator).plus("contextual", contextual, config.rounding.weight)
+    """The network's own objective (the diffusion, masked or uniform one) plus its decoder's
+    cross-entropy (`frozen` is unused)."""
+    if isinstance(model, TokenDenoiser):
+        own = masked_loss if model.noise == "masked" else uniform_loss
+        contextual = token_decoder_loss(model, batch, config, generator=generator)
+        return own(model, batch, config, generator=generator).plus("contextual", contextual, config.rounding.weight)
+    diffusion = e2e_loss(model, batch, config, generator=generator)
+    contextual = decoder_loss(model, batch, config, generator=generator)
+    return diffusion.plus("contextual", contextual, config.rounding.weight)
