@@ -457,7 +457,7 @@ class Config:
 
     @property
     def contextual_rounding(self) -> bool:
-        """Whether the run's denoiser carries a contextual rounding decoder (`RoundingConfig`)."""
+        """Whether the run's network carries a contextual rounding decoder (`RoundingConfig`)."""
         m, r = self.model, self.rounding
         tokens = m.kind in TOKEN_KINDS and r.discrete
         return r.kind == "contextual" and (tokens or (m.kind == "diffusion" and m.generator == "diffusion"))

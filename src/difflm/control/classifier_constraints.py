@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 RunOrClassifier = str | Path | LatentClassifier
 
 #: What `Pipeline.generate` samples with under a classifier's guidance unless told otherwise
-#: (docs/benchmarks.md, "Controllable generation" and "Several readings of each latent"). The
+#: (docs/benchmarks.md, "Control under the default recipe" and "Controllable generation"). The
 #: model's own x̂0 (τ = 1): a sharpened x̂0 pulls each step back to the model's favourite words
 #: and undoes the classifier's push. K = 6 gradient steps per sampler step instead of the
 #: paper's 3: more of the classifier's push, at twice its evaluations. Constraints that fix
