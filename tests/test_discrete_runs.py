@@ -272,3 +272,24 @@ def test_exact_constraints_hold_through_the_discrete_decoder(reading):
         assert all(len(t.split()) == 4 for t in texts), texts
         texts = pipe.sample(8, sampler=sampler, steps=8, seed=0, constraints=[keywords])
         assert all({"Alimentum", "English"} <= set(t.split()) for t in texts), texts
+
+
+def test_classifier_free_guidance_through_the_discrete_decoder(run, tmp_path, toy_e2e_corpus):
+    """The decoder reads the memory of the guided branch, so the condition survives the reading."""
+    from difflm.train import train
+
+    kind = difflm.load(run).config.model.kind
+    config = tiny_config(
+        f"e2e:{toy_e2e_corpus}",
+        f"model.kind={kind}",
+        "model.condition=slots",
+        "train.steps=200",
+        "train.lr=3e-3",
+        "rounding.kind=contextual",
+        "rounding.discrete=true",
+    )
+    train(config, tmp_path / "run", progress=False)
+    pipe = difflm.load(tmp_path / "run")
+    guided = pipe.sample(32, steps=8, seed=0, condition="food=Chinese", cfg_scale=3.0, reads=2)
+    unguided = pipe.sample(32, steps=8, seed=0, reads=2)
+    assert share(guided) >= 0.8 and share(guided) > share(unguided) + 0.3, (share(guided), share(unguided))
