@@ -233,14 +233,20 @@ class Pipeline:
                 "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
                 + (" rounding.discrete=true" if isinstance(self.model, TokenDenoiser) else "")
             )
+        # The decoder reads the last state `reads` times at t_d: t_constrained, nearly clean, under
+        # a classifier's guidance, so as to write what the guidance put there; t_sample otherwise,
+        # as the words other constraints fix are forced in the decoder itself.
+        classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
+        factorized = rounding != "contextual"
+        if reads is None:
+            reads = 1 if factorized else self.config.rounding.reads
+        reads = _check_reading("reads", reads, rounding)
+        t_d = self.config.rounding.t_constrained if classified else self.config.rounding.t_sample
         if isinstance(self.model, TokenDenoiser):
             callback = options.pop("callback", None)
             given = _given(sc_guidance=sc_guidance, guidance=guidance, best_of=best_of, **options)
             if given:
                 raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
-            if reads is None:
-                reads = 1 if rounding == "factorized" else self.config.rounding.reads
-            reads = _check_reading("reads", reads, rounding)
             network = TokenNetwork(self.model, c, cfg_scale)
             read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
             return self._unmask(
@@ -253,7 +259,8 @@ class Pipeline:
                 constraints,
                 network,
                 callback,
-                reads=reads if rounding == "contextual" else 0,
+                reads=0 if factorized else reads,
+                t_d=t_d,
                 read=read,
             )
         if guidance and not constraints:
@@ -268,12 +275,8 @@ class Pipeline:
         # on: they keep the latent the classifier steered, and with the guidance's defaults they
         # raise every classifier task measured ("Several readings of each latent").
         # A run's best_of and reads are off when it is read without its decoder.
-        classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
-        factorized = rounding != "contextual"
         k = best_of if best_of is not None else 1 if classified or factorized else self.config.rounding.best_of
-        if reads is None:
-            reads = 1 if factorized else self.config.rounding.reads
-        k, reads = _check_reading("best_of", k, rounding), _check_reading("reads", reads, rounding)
+        k = _check_reading("best_of", k, rounding)
         rows = n * k  # drawn, of which n are kept
         if c is not None and c.dim() == 2:  # one source per row: each row's k draws read it
             c = c.repeat_interleave(k, 0)
@@ -307,7 +310,7 @@ class Pipeline:
             output = gradient.finalize(output)
         if rounding == "contextual":
             read = None if c is None or cfg_scale == 0 else c.expand(rows, -1)  # the memory of the guided branch
-            tokens, log_prob = self._round_in_context(output.x0, constraints, read, anchors, generator, reads)
+            tokens, log_prob = self._round_in_context(output.x0, constraints, read, anchors, generator, reads, t_d)
             output = replace(output, tokens=tokens)
             counted.rows += rows * reads * (2 if model.self_conditioning else 1)  # the memory's readings of x_{t_d}
             if k > 1:
@@ -331,6 +334,7 @@ class Pipeline:
         callback: Callback | None = None,
         *,
         reads: int = 0,
+        t_d: float = 0.0,
         read: torch.Tensor | None = None,
     ) -> SampleOutput:
         """Discrete diffusion (`sampling/tokens.py`): a canvas of blanks with START, the length
@@ -338,8 +342,8 @@ class Pipeline:
         (the model, guided towards a condition or not, and by the classifier constraints,
         `control/discrete.py`); under anchors one length at a time, each group cut after its
         END, as training saw the rows. `callback` sees each call (`StepReport`). With reads
-        R ≥ 1 the run's contextual decoder then writes the words from R readings of the rows
-        (`sampling.contextual.read_tokens`), its memory read under the condition `read`."""
+        R ≥ 1 the run's contextual decoder then writes the words from R readings of the rows at
+        t_d (`sampling.contextual.read_tokens`), its memory read under the condition `read`."""
         model = self.model
         assert isinstance(model, TokenDenoiser)
         samplers = TOKEN_SAMPLERS[model.noise]
@@ -405,11 +409,10 @@ class Pipeline:
                 report.written(group, written)
             calls += used * len(group) * call.rows_per_call
         if reads:
-            rc = self.config.rounding
             tokens, _ = read_tokens(
                 model,
                 tokens,
-                t_d=rc.t_constrained if classified else rc.t_sample,
+                t_d=t_d,
                 generator=generator,
                 allowed=allowed,
                 required=None if required is None else required.to(self.device),
@@ -653,20 +656,17 @@ class Pipeline:
         anchors: torch.Tensor | None,
         generator: torch.Generator,
         reads: int,
+        t_d: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoder's words for the final x̂0, within what the constraints fix, reading the
-        rows' length anchors [B, L] (a run with length anchors), the most probable of `reads`
-        readings, and their mean log-probability (`sampling.contextual`). Under a classifier
-        constraint it reads at t_constrained, nearly clean, so as to write what the guidance
-        put in the latent; the words other constraints fix are forced in the decoder itself."""
+        """The decoder's words for the final x̂0 read at t_d, within what the constraints fix,
+        reading the rows' length anchors [B, L] (a run with length anchors), the most probable of
+        `reads` readings, and their mean log-probability (`sampling.contextual`)."""
         assert isinstance(self.model, Denoiser)
         allowed, required = self._fixed_words(constraints)
-        rc = self.config.rounding
-        classified = any(isinstance(c, ClassifierConstraint) for c in constraints)
         return round_in_context(
             self.model,
             x0,
-            t_d=rc.t_constrained if classified else rc.t_sample,
+            t_d=t_d,
             generator=generator,
             allowed=allowed,
             required=required,
