@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from difflm.config import Config
+from difflm.config import Config, RoundingConfig
 from difflm.diffusion import process
 from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
@@ -31,42 +31,51 @@ from difflm.objectives.uniform import uniform_loss
 
 
 def decoder_loss(
-    denoiser: Denoiser, batch: Batch, config: Config, *, generator: torch.Generator | None = None
+    model: Denoiser | TokenDenoiser, batch: Batch, config: Config, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """−log p(w | memory at x_{t_d}) per counted position, the memory read without gradient."""
-    if denoiser.decoder is None:
-        raise ValueError("this denoiser has no contextual rounding decoder (rounding.kind=contextual)")
-    rc, ids = config.rounding, batch.ids
-    draws = Draws(generator, ids.device)
-    B = ids.shape[0]
+    """−log p(w | memory at the row noised to t_d) per counted position, the memory read without
+    gradient: x_{t_d} for the denoiser, z_{t_d} for a masked or uniform network."""
+    if model.decoder is None:
+        hint = "rounding.discrete=true" if isinstance(model, TokenDenoiser) else "rounding.kind=contextual"
+        raise ValueError(f"this network has no contextual rounding decoder ({hint})")
+    draws = Draws(generator, batch.ids.device)
+    if isinstance(model, TokenDenoiser):
+        noised, t = _tokens_at_t_d(model, batch.ids, config.rounding, draws)
+    else:
+        noised, t = _latents_at_t_d(model, batch.ids, config.rounding, draws)
+    with torch.no_grad():
+        memory = model.memory(noised, t, cond=batch.cond)
+    return model.decoder.loss(batch.ids, memory, t)
+
+
+def _t_d(rc: RoundingConfig, draws: Draws, rows: int) -> torch.Tensor:
+    """t_d ~ U[t_min, t_max] for each of `rows` rows."""
+    return rc.t_min + (rc.t_max - rc.t_min) * draws.rand(rows)
+
+
+def _latents_at_t_d(
+    denoiser: Denoiser, ids: torch.Tensor, rc: RoundingConfig, draws: Draws
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_{t_d} of the rows' embeddings, held clean at their length anchors, and t_d."""
     abar0 = denoiser.schedule.alpha_bar(torch.zeros(1, dtype=torch.float64)).item()
     emb = denoiser.embedding(ids)
     x0 = emb + (1 - abar0) ** 0.5 * draws.randn(tuple(emb.shape))
-    t = rc.t_min + (rc.t_max - rc.t_min) * draws.rand(B)
+    t = _t_d(rc, draws, ids.shape[0])
     abar = denoiser.schedule.alpha_bar(t.double()).to(x0)[:, None, None]
     x_t = process.q_sample(x0, abar, draws.randn(tuple(emb.shape)))
     if denoiser.lengths is not None:
         x_t = anchor(x_t, anchors_of(ids), denoiser.embedding)
-    with torch.no_grad():
-        memory = denoiser.memory(x_t, t, cond=batch.cond)
-    return denoiser.decoder.loss(ids, memory, t)
+    return x_t, t
 
 
-def token_decoder_loss(
-    model: TokenDenoiser, batch: Batch, config: Config, *, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """−log p(w | memory at z_{t_d}) per counted position, the memory read without gradient."""
-    if model.decoder is None:
-        raise ValueError("this network has no contextual rounding decoder (rounding.discrete=true)")
-    rc, ids = config.rounding, batch.ids
-    draws = Draws(generator, ids.device)
+def _tokens_at_t_d(
+    model: TokenDenoiser, ids: torch.Tensor, rc: RoundingConfig, draws: Draws
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_{t_d} of the rows by the network's own forward process (masking or substitution), and t_d."""
     B, L = ids.shape
-    t = rc.t_min + (rc.t_max - rc.t_min) * draws.rand(B)
+    t = _t_d(rc, draws, B)
     words = draws.randint(0, model.vocab_size, B * L).view(B, L) if model.noise == "uniform" else None
-    z = model.noised(ids, t, draws.rand(B * L).view(B, L), words)
-    with torch.no_grad():
-        memory = model.memory(z, t, cond=batch.cond)
-    return model.decoder.loss(ids, memory, t)
+    return model.noised(ids, t, draws.rand(B * L).view(B, L), words), t
 
 
 def contextual_loss(
@@ -79,9 +88,9 @@ def contextual_loss(
 ) -> LossOutput:
     """The network's own objective (the diffusion, masked or uniform one) plus its decoder's
     cross-entropy (`frozen` is unused)."""
-    if isinstance(model, TokenDenoiser):
+    if isinstance(model, TokenDenoiser):  # the decoder's draws first, as these runs were trained
         own = masked_loss if model.noise == "masked" else uniform_loss
-        contextual = token_decoder_loss(model, batch, config, generator=generator)
+        contextual = decoder_loss(model, batch, config, generator=generator)
         return own(model, batch, config, generator=generator).plus("contextual", contextual, config.rounding.weight)
     diffusion = e2e_loss(model, batch, config, generator=generator)
     contextual = decoder_loss(model, batch, config, generator=generator)
