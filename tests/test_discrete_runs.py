@@ -15,7 +15,7 @@ from difflm import control
 from difflm.cli import main
 from difflm.control.classifiers import AttributeClassifier, ClassifierConfig, PosClassifier
 from difflm.sampling import TOKEN_DEFAULTS, TOKEN_SAMPLERS
-from difflm.sampling.contextual import read_tokens
+from difflm.sampling.contextual import round_in_context
 from difflm.train_classifier import ClassifierOptions, classifier_training, train_classifier
 from tests.conftest import tiny_config
 
@@ -249,7 +249,7 @@ def test_the_discrete_decoder_follows_the_row_it_reads(reading):
 
     def read(tokens: torch.Tensor, t_d: float, reads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(3)
-        return read_tokens(pipe.model, tokens, t_d=t_d, generator=generator, reads=reads)
+        return round_in_context(pipe.model, tokens, t_d=t_d, generator=generator, reads=reads)
 
     ids, _ = read(rows, 0.0)
     assert pipe.decode(ids) == texts

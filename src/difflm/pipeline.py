@@ -41,7 +41,7 @@ from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, 
 from difflm.sampling.base import Callback, SampleOutput
 from difflm.sampling.beam import BEAMS, beam_search
 from difflm.sampling.cgmh import BLANK, Chain, Propose, cgmh, chain_rows
-from difflm.sampling.contextual import most_probable, read_tokens, round_in_context
+from difflm.sampling.contextual import most_probable, round_in_context
 from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_words
@@ -343,7 +343,7 @@ class Pipeline:
         `control/discrete.py`); under anchors one length at a time, each group cut after its
         END, as training saw the rows. `callback` sees each call (`StepReport`). With reads
         R ≥ 1 the run's contextual decoder then writes the words from R readings of the rows at
-        t_d (`sampling.contextual.read_tokens`), its memory read under the condition `read`."""
+        t_d (`sampling.contextual.round_in_context`), its memory read under the condition `read`."""
         model = self.model
         assert isinstance(model, TokenDenoiser)
         samplers = TOKEN_SAMPLERS[model.noise]
@@ -409,7 +409,7 @@ class Pipeline:
                 report.written(group, written)
             calls += used * len(group) * call.rows_per_call
         if reads:
-            tokens, _ = read_tokens(
+            tokens, _ = round_in_context(
                 model,
                 tokens,
                 t_d=t_d,

@@ -16,8 +16,8 @@ Any sampler (and any guidance, which acts on the latent) runs unchanged; only it
 reading of the words changes. Re-noising x̂0 to t_d puts the decoder's input where it was
 trained, x_{t_d} ~ q(x_{t_d} | x0).
 
-A masked or uniform run's decoder (`read_tokens`) reads the sampler's final row of words the
-same way, noised to t_d by the run's own forward process: z_{t_d} ~ q(z_{t_d} | w).
+A masked or uniform run's decoder reads the sampler's final row of words the same way, noised
+to t_d by the run's own forward process: z_{t_d} ~ q(z_{t_d} | w).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from difflm.model.tokens import TokenDenoiser
 
 
 def round_in_context(
-    denoiser: Denoiser,
-    x0: torch.Tensor,
+    network: Denoiser | TokenDenoiser,
+    last: torch.Tensor,
     *,
     t_d: float,
     generator: torch.Generator | None = None,
@@ -43,52 +43,52 @@ def round_in_context(
     temperature: float = 0.0,
     reads: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The word ids [B, L] the denoiser's contextual decoder writes for the final x̂0 [B, L, d],
+    """The word ids [B, L] the network's contextual decoder writes for the sampler's last state,
     and the decoder's mean log-probability [B] of each row's words (`ContextualDecoder.generate`).
 
     Args:
-        denoiser: a denoiser trained with rounding.kind=contextual.
-        x0: the sampler's final x̂0.
+        network: a denoiser trained with rounding.kind=contextual, or a masked or uniform
+            network trained with rounding.discrete.
+        last: the denoiser's final x̂0 [B, L, d], or the token network's final rows [B, L] (their
+            fixed tokens, START and under length anchors the END and PAD tail, never noised).
         t_d: the rounding time in [0, 1].
-        generator: source of z (and of the decoder's draws at temperature > 0).
+        generator: source of the noise (and of the decoder's draws at temperature > 0).
         allowed: [L, V] words each position may take (exact constraints), or None.
         required: word ids [K] every row must contain (keywords), or None.
         cond: the condition [B, P] the memory is read under (a conditioned run), or None.
-        anchors: the rows' length anchors [B, L] (`model/anchors.py`), held clean in
-            x_{t_d} as in training, or None.
+        anchors: the rows' length anchors [B, L] (`model/anchors.py`) of a denoiser's x̂0, held
+            clean in x_{t_d} as in training, or None.
         temperature: the decoder's word temperature (0: the most probable word).
-        reads: R ≥ 1 readings of each row, at independent z; the most probable is kept.
+        reads: R ≥ 1 readings of each row, at independent noise; the most probable is kept.
 
     Raises:
-        ValueError: a denoiser without a decoder, or reads < 1.
+        ValueError: a network without a decoder, or reads < 1.
     """
-    if denoiser.decoder is None:
-        raise ValueError("this run has no contextual rounding decoder: train it with --set rounding.kind=contextual")
+    if network.decoder is None:
+        hint = "rounding.discrete=true" if isinstance(network, TokenDenoiser) else "rounding.kind=contextual"
+        raise ValueError(f"this run has no contextual rounding decoder: train it with --set {hint}")
     if reads < 1:
         raise ValueError(f"reads must be ≥ 1, got {reads}")
     if reads > 1:  # row i's readings are rows i·R … i·R + R − 1
-        x0 = x0.repeat_interleave(reads, 0)
+        last = last.repeat_interleave(reads, 0)
         anchors = None if anchors is None else anchors.repeat_interleave(reads, 0)
         cond = None if cond is None else cond.repeat_interleave(reads, 0)
-    t = torch.full((x0.shape[0],), float(t_d), device=x0.device)
+    B, L = last.shape[:2]
+    t = torch.full((B,), float(t_d), device=last.device)
     with torch.no_grad():
-        x_t = x0
-        if t_d > 0:
-            abar = denoiser.schedule.alpha_bar(t.double()).to(x0)[:, None, None]
-            z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            x_t = process.q_sample(x0, abar, z)
+        noised = _at_t_d(network, last, t, generator)
         # With anchors, the memory of one length at a time, each cut after its END, as in
         # training (`sampling/anchors.py`); the decoder may still write up to L positions and end
         # where its words end, unless the constraints fix the length.
-        B, L = x0.shape[:2]
-        groups = [(torch.arange(B, device=x0.device), L)]
+        groups = [(torch.arange(B, device=last.device), L)]
         if anchors is not None:
-            x_t, groups = anchor(x_t, anchors, denoiser.embedding), width_groups(anchors)
-        ids = torch.empty(B, L, dtype=torch.long, device=x0.device)
-        log_prob = torch.empty(B, device=x0.device)
+            assert isinstance(network, Denoiser)
+            noised, groups = anchor(noised, anchors, network.embedding), width_groups(anchors)
+        ids = torch.empty(B, L, dtype=torch.long, device=last.device)
+        log_prob = torch.empty(B, device=last.device)
         for group, width in groups:
-            memory = denoiser.memory(x_t[group, :width], t[group], cond=None if cond is None else cond[group])
-            ids[group], log_prob[group] = denoiser.decoder.generate(
+            memory = network.memory(noised[group, :width], t[group], cond=None if cond is None else cond[group])
+            ids[group], log_prob[group] = network.decoder.generate(
                 memory,
                 t[group],
                 length=L,
@@ -101,44 +101,24 @@ def round_in_context(
     return ids[best], log_prob[best]
 
 
-def read_tokens(
-    model: TokenDenoiser,
-    tokens: torch.Tensor,
-    *,
-    t_d: float,
-    generator: torch.Generator | None = None,
-    allowed: torch.Tensor | None = None,
-    required: torch.Tensor | None = None,
-    cond: torch.Tensor | None = None,
-    reads: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The word ids [B, L] a masked or uniform network's decoder writes for the sampler's final
-    rows tokens [B, L], and their mean log-probability [B]; the arguments are those of
-    `round_in_context` (the rows' fixed tokens, START and under length anchors the END and PAD
-    tail, are never noised).
-
-    Raises:
-        ValueError: a network without a decoder, or reads < 1.
-    """
-    if model.decoder is None:
-        raise ValueError("this run has no contextual rounding decoder: train it with --set rounding.discrete=true")
-    if reads < 1:
-        raise ValueError(f"reads must be ≥ 1, got {reads}")
-    rows = tokens.repeat_interleave(reads, 0)  # row i's readings are rows i·R … i·R + R − 1
-    cond = None if cond is None else cond.repeat_interleave(reads, 0)
-    t = torch.full((rows.shape[0],), float(t_d), device=rows.device)
-    device = generator.device if generator is not None else rows.device
-    with torch.no_grad():
-        u = torch.rand(rows.shape, generator=generator, device=device).to(rows.device)
+def _at_t_d(
+    network: Denoiser | TokenDenoiser, last: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The last state noised to t_d by the network's forward process: x_{t_d} of x̂0 (x̂0 itself
+    at t_d = 0), or z_{t_d} of the rows (masking or substitution)."""
+    if isinstance(network, TokenDenoiser):
+        device = generator.device if generator is not None else last.device
+        u = torch.rand(last.shape, generator=generator, device=device).to(last.device)
         words = None
-        if model.noise == "uniform":
-            words = torch.randint(0, model.vocab_size, rows.shape, generator=generator, device=device).to(rows.device)
-        memory = model.memory(model.noised(rows, t, u, words), t, cond=cond)
-        ids, log_prob = model.decoder.generate(
-            memory, t, length=rows.shape[1], allowed=allowed, required=required, generator=generator
-        )
-    best = most_probable(log_prob, reads)
-    return ids[best], log_prob[best]
+        if network.noise == "uniform":
+            words = torch.randint(0, network.vocab_size, last.shape, generator=generator, device=device)
+            words = words.to(last.device)
+        return network.noised(last, t, u, words)
+    if not bool((t > 0).any()):
+        return last
+    abar = network.schedule.alpha_bar(t.double()).to(last)[:, None, None]
+    z = torch.randn(last.shape, generator=generator, device=last.device, dtype=last.dtype)
+    return process.q_sample(last, abar, z)
 
 
 def most_probable(log_prob: torch.Tensor, k: int) -> torch.Tensor:
