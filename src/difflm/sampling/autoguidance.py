@@ -70,10 +70,9 @@ class GuidedDenoiser(DenoiserWrapper):
 class SelfConditioningGuidance(GuidedDenoiser):
     """A self-conditioned denoiser guided away from itself without its self-conditioning input.
 
-    Called like the denoiser, `(x_t, t, *, cond=None, self_cond=None) -> Prediction`; every
-    other attribute (.schedule, .embedding, ...) is the wrapped denoiser's. w = 1 makes one
-    plain call, so it equals unguided sampling exactly; any other w makes one batched call of
-    2B rows (with the sampler's self-conditioning input and with zeros).
+    A `DenoiserWrapper`. w = 1 makes one plain call, so it equals unguided sampling exactly;
+    any other w makes one batched call of 2B rows (with the sampler's self-conditioning input
+    and with zeros).
 
     Args:
         denoiser: a denoiser trained with self-conditioning (model.self_condition=true),

@@ -7,7 +7,13 @@ A sampler is a free function with one signature (k-diffusion style):
 
 `denoiser` is a `difflm.model.denoiser.Denoiser` (or anything with the same
 `__call__`, `.schedule`, `.embedding` and `.self_conditioning`); `shape` is
-(B, L, d). Samplers never know which constraint a guidance object enforces.
+(B, L, d); `steps` is K, the number of steps; `generator` is the source of all
+randomness; `callback` is called with a `StepInfo` after each step; `guidance`
+edits the new state x_s after each step but the last. `options` are the sampler's
+own and those every sampler takes (`grid.COMMON_OPTIONS`: cond, temperature,
+clamp_from, return_trajectory, progress; see `grid.walk`); an unknown option is
+a ValueError that names it. Samplers never know which constraint a guidance
+object enforces. Each sampler's docstring says only where it differs.
 """
 
 from __future__ import annotations

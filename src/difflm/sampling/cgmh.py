@@ -144,7 +144,7 @@ def cgmh(
     accepted = proposed = 0
     for step in range(steps):
         T = temperature * (1 - (1 - ANNEAL_FLOOR) * step / max(steps - 1, 1)) if anneal else temperature
-        plans: list[tuple[int, str, int] | None] = []  # (chain, move, slot) or None: a move that cannot apply
+        drafts: list[tuple[int, str, int]] = []  # (chain, move, slot) of the moves that can apply
         for b, chain in enumerate(chains):
             n, free = len(chain.words), [i for i, p in enumerate(chain.protected) if not p]
             move = "replace" if fixed_length else MOVES[pick(3)]
@@ -153,12 +153,13 @@ def cgmh(
                 or (move == "insert" and n + 2 >= max_len)
                 or (move == "delete" and n == 1)
             ):
-                plans.append(None)
-                continue
-            plans.append((b, move, pick(n + 1) if move == "insert" else free[pick(len(free))]))
-        proposals: list[tuple[Chain, str, float, float, int, int] | None] = [None] * len(chains)
-        drafts = [plan for plan in plans if plan is not None]
-        blanked = _blanked(propose, chains, drafts, max_len, device) if propose is not None and drafts else None
+                continue  # a move that cannot apply is rejected
+            drafts.append((b, move, pick(n + 1) if move == "insert" else free[pick(len(free))]))
+        proposed += len(chains)
+        if not drafts:
+            continue
+        blanked = None if propose is None else _blanked(propose, chains, drafts, max_len, device)
+        live: list[tuple[int, Chain, str, float, float, int, int]] = []  # b, the proposal, log_acceptance's inputs
         for k, (b, move, slot) in enumerate(drafts):
             chain = chains[b]
             # q(· | x_<slot) (the row position before the slot's word predicts it), or the proposal model's
@@ -178,14 +179,10 @@ def cgmh(
             else:
                 del words[slot], protected[slot]
             unprotected = sum(not p for p in chain.protected)
-            proposals[b] = (Chain(words, protected), move, forward, reverse, len(chain.words), unprotected)
-        live = [(b, p) for b, p in enumerate(proposals) if p is not None]
-        proposed += len(chains)
-        if not live:
-            continue
-        new_rows = chain_rows([p[0] for _, p in live], max_len, device)
+            live.append((b, Chain(words, protected), move, forward, reverse, len(chain.words), unprotected))
+        new_rows = chain_rows([proposal for _, proposal, *_ in live], max_len, device)
         new_p, new_q = _score(lm, factor, new_rows)
-        for k, (b, (chain, move, forward, reverse, n, r)) in enumerate(live):
+        for k, (b, chain, move, forward, reverse, n, r) in enumerate(live):
             log_a = log_acceptance(move, float(new_p[k]) / T, float(log_p[b]) / T, forward, reverse, n, r)
             if log_a >= 0 or uniform() < math.exp(log_a):
                 chains[b], log_p[b], log_q[b] = chain, new_p[k], new_q[k]

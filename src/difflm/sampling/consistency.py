@@ -61,18 +61,11 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` evaluations of the consistency function.
 
-    Args:
+    Args (the others as in `base` and `grid.walk`; a step is an evaluation):
         denoiser: a network trained with `model.generator=consistency`.
-        shape: (B, L, d).
         steps: K ≥ 1.
-        generator: source of the initial noise and of each re-noising.
-        callback: called with a StepInfo after each evaluation.
         guidance: edits each re-noised point.
-        cond: passed unchanged to the denoiser.
-        temperature: x̂0 = softmax(logits/τ)·EMB (None or 1: the model's own x̂0; see `rounding`).
-        clamp_from: snap x̂0 to the nearest word embedding at schedule times t ≤ (clamp_from + 1)/T.
         return_trajectory: keep f after every step.
-        progress: show a tqdm bar.
 
     Raises:
         ValueError: K < 1, or an unknown option.

@@ -61,13 +61,8 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` DDIM steps.
 
-    Args:
-        denoiser: x̂0 network with `.schedule`, `.embedding`, `.self_conditioning`.
-        shape: (B, L, d).
+    Args (the others as in `base`):
         steps: K, 1 ≤ K ≤ T.
-        generator: source of all randomness.
-        callback: called with a StepInfo after each step.
-        guidance: edits x_s after each step but the last.
         **options: eta ∈ [0, 1] (default 0), and grid, cond, temperature, clamp_from,
             return_trajectory, progress (see `grid.walk`).
 
@@ -75,14 +70,7 @@ def sample(
         ValueError: an unknown option, η outside [0, 1], or a bad value.
     """
     check_options(options, (*WALK_OPTIONS, "eta"))
-    eta = check_eta(options.pop("eta", 0.0))
+    rule = partial(update, eta=check_eta(options.pop("eta", 0.0)))
     return walk(
-        partial(update, eta=eta),
-        denoiser,
-        shape,
-        steps=steps,
-        generator=generator,
-        callback=callback,
-        guidance=guidance,
-        **options,
+        rule, denoiser, shape, steps=steps, generator=generator, callback=callback, guidance=guidance, **options
     )

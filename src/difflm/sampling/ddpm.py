@@ -44,13 +44,8 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` ancestral DDPM steps.
 
-    Args:
-        denoiser: x̂0 network with `.schedule`, `.embedding`, `.self_conditioning`.
-        shape: (B, L, d).
+    Args (the others as in `base`):
         steps: K, 1 ≤ K ≤ T.
-        generator: source of all randomness.
-        callback: called with a StepInfo after each step.
-        guidance: edits x_s after each step but the last.
         **options: grid, cond, temperature, clamp_from, return_trajectory, progress (see `grid.walk`).
 
     Raises:

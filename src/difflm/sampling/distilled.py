@@ -43,12 +43,9 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` evaluations: the draft, then K − 1 DDPM refinement steps.
 
-    Args:
+    Args (the others as in `base`; a step is an evaluation):
         denoiser: a network trained with `model.generator=distilled`.
-        shape: (B, L, d).
         steps: K ≥ 1.
-        generator: source of x_T, the re-noising and the refinement's noise.
-        callback: called with a StepInfo after each evaluation.
         guidance: edits the re-noised draft and each refinement step but the last.
         refine_from: t_r in (0, 1).
         **options: grid (of the refinement, default trailing), cond, temperature, clamp_from,

@@ -105,13 +105,10 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` DPM-Solver++(2M) steps (K denoiser evaluations).
 
-    Args:
-        denoiser: x̂0 network with `.schedule`, `.embedding`, `.self_conditioning`.
-        shape: (B, L, d).
+    Args (the others as in `base`):
         steps: K, 1 ≤ K ≤ T. K ≤ 2 is deterministic DDIM on the same grid.
         generator: source of x_T (the only randomness).
-        callback: called with a StepInfo after each step.
-        guidance: edits x_s after each step but the last (spread: see the module notes).
+        guidance: its spread: see the module notes.
         **options: grid, "time" (default: the respaced training indices DDIM uses),
             "trailing" or "logsnr" (uniform in λ; see the module notes); and cond,
             temperature, clamp_from, return_trajectory, progress (see `grid.walk`).

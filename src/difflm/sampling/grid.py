@@ -53,12 +53,14 @@ def check_step_count(steps: object, limit: int | None = None) -> None:
         raise ValueError(f"steps must be an integer {bound}, got {steps!r}")
 
 
-def _top(num_steps: int, top: int | None) -> int:
-    """The first (noisiest) training index of a grid: T-1 unless a sampler starts lower."""
+def _top(num_steps: int, top: int | None, k: int) -> int:
+    """The first (noisiest) training index of a grid of K = k times: T-1 unless a sampler starts
+    lower; ValueError unless 1 ≤ K ≤ top + 1 (the indices from there down to 0)."""
     if top is None:
-        return num_steps - 1
-    if not 0 <= top < num_steps:
+        top = num_steps - 1
+    elif not 0 <= top < num_steps:
         raise ValueError(f"a grid's first training index must be in [0, {num_steps - 1}], got {top}")
+    check_step_count(k, top + 1)
     return top
 
 
@@ -73,8 +75,7 @@ def respaced_indices(num_steps: int, k: int, top: int | None = None) -> list[int
     Raises:
         ValueError: K outside [1, top + 1].
     """
-    top = _top(num_steps, top)
-    check_step_count(k, top + 1)
+    top = _top(num_steps, top, k)
     # floor(x + 0.5) instead of torch.round: round-half-to-even could map two points
     # spaced exactly 1 apart (2.5, 1.5) to the same integer.
     points = torch.linspace(top, 0, k, dtype=torch.float64)
@@ -95,8 +96,7 @@ def trailing_indices(num_steps: int, k: int, top: int | None = None) -> list[int
     Raises:
         ValueError: K outside [1, top + 1].
     """
-    span = _top(num_steps, top) + 1
-    check_step_count(k, span)
+    span = _top(num_steps, top, k) + 1
     # Consecutive points are ≥ 1 apart (K ≤ span), so floor(x + 0.5) keeps them distinct.
     return [span - 1 - math.floor(j * span / k + 0.5) for j in range(k)]
 
@@ -134,8 +134,7 @@ def time_grid(
         return schedule.time_of(torch.tensor(indices)), [acp[i] for i in indices]
     if spacing != "logsnr":
         raise ValueError(f"unknown grid {spacing!r}; valid choices: {', '.join(GRIDS)}")
-    top = _top(T, top)
-    check_step_count(k, top + 1)
+    top = _top(T, top, k)
     t_max, t_min = (top + 1) / T, 1 / T
     lam_min, lam_max = schedule.log_snr(torch.tensor([t_max, t_min], dtype=torch.float64)).tolist()
     t = schedule.t_from_log_snr(torch.linspace(lam_min, lam_max, k, dtype=torch.float64)).clamp(t_min, t_max)
@@ -178,15 +177,12 @@ def walk(
     Args:
         update: the sampler's rule (x̂0, x_t, ᾱ_t, ᾱ_s) -> (mean, std), called once per
             step in order (a multistep rule may keep state between calls).
-        denoiser: x̂0 network with `.schedule`, `.embedding`, `.self_conditioning`.
-        shape: (B, L, d).
+        denoiser, shape, callback, guidance: as in `base`.
         steps: K ≤ T.
         grid: the spacing of the K times, "time" or "logsnr" (see `time_grid`).
         draw_noise: x_s = mean + std·z (DDPM, DDIM); False for an ODE solver, whose
             x_s is the mean and whose std only reaches guidance.
         generator: source of x_T and of the noise of every step but the last.
-        callback: called with a StepInfo after each step.
-        guidance: edits x_s after each step but the last.
         cond: passed unchanged to the denoiser.
         temperature: x̂0 = softmax(logits/τ)·EMB (None or 1: the model's own x̂0; see `rounding`).
         clamp_from: snap x̂0 to the nearest word embedding at times t ≤ (clamp_from+1)/T,

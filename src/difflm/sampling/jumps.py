@@ -49,16 +49,11 @@ def jump_walk(
 
     Args:
         denoiser: an x̂0 network with a jump input (`model.generator=shortcut` or `meanflow`).
-        shape: (B, L, d).
         grid: s_0 = 1 > … > s_K = 0, Python floats (their differences are the jump inputs).
         generator: source of x_T.
-        callback: called with a StepInfo after each jump.
         guidance: edits the VP state after each jump but the last.
-        cond: passed unchanged to the denoiser.
-        temperature: x̂0 = softmax(logits/τ)·EMB (None or 1: the model's own x̂0; see `rounding`).
-        clamp_from: snap x̂0 to the nearest word embedding at schedule times t ≤ (clamp_from + 1)/T.
         return_trajectory: keep the VP state after every jump.
-        progress: show a tqdm bar.
+        shape, callback, cond, temperature, clamp_from, progress: as in `grid.walk`.
 
     Returns:
         SampleOutput with the last x̂0, its tokens and nfe = K.

@@ -31,13 +31,10 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` equal jumps from s = 1 to s = 0.
 
-    Args:
+    Args (the others as in `base`; a step is a jump):
         denoiser: a network trained with `model.generator=meanflow`.
-        shape: (B, L, d).
         steps: K ≥ 1.
         generator: source of x_T.
-        callback: called with a StepInfo after each jump.
-        guidance: edits the state after each jump but the last.
         **options: cond, temperature, clamp_from, return_trajectory, progress (see `jumps.jump_walk`).
 
     Raises:

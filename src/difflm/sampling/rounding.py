@@ -71,9 +71,8 @@ class Rounding:
         Raises:
             ValueError: a negative or non-numeric temperature, or a bad clamp_from.
         """
-        if temperature is None:
-            return cls(clamp_at=clamp_time(schedule, clamp_from))
-        return cls(temperature=check_temperature(temperature), clamp_at=clamp_time(schedule, clamp_from))
+        tau = 1.0 if temperature is None else check_temperature(temperature)
+        return cls(temperature=tau, clamp_at=clamp_time(schedule, clamp_from))
 
     def clamps(self, t: float) -> bool:
         """Whether x̂0 is snapped to an embedding at time t."""

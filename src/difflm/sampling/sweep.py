@@ -33,9 +33,6 @@ from difflm.sampling.rounding import Rounding
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
 
-#: The options every sampler accepts, and its own.
-SWEEP_OPTIONS = (*COMMON_OPTIONS, "eta", "lag", "span")
-
 
 def sample(
     denoiser: Denoiser,
@@ -49,13 +46,11 @@ def sample(
 ) -> SampleOutput:
     """Sample with K = `steps` steps of the left-to-right sweep.
 
-    Args:
-        denoiser: x̂0 network with `.schedule`, `.embedding`, `.self_conditioning`, `.max_len`
-            and `.sweep_lag` (the λ it was trained with; 0: never trained on the sweep).
-        shape: (B, L, d).
+    Args (the others as in `base`):
+        denoiser: as in `base`, with `.max_len` and `.sweep_lag` (the λ it was trained with;
+            0: never trained on the sweep).
         steps: K ≥ 1.
-        generator: source of x_T and of every step's noise.
-        callback: called with a StepInfo after each step (t: the noisiest position's time).
+        callback: StepInfo.t is the noisiest position's time.
         guidance: must be None (see the module docstring).
         **options: eta ∈ [0, 1] (default 0); lag, λ (default the run's); span [B], each row's
             sweep span s (default L − 1 of the model; the pipeline passes the END position
@@ -65,7 +60,7 @@ def sample(
     Raises:
         ValueError: guidance, a run not trained on the sweep, or a bad option (named).
     """
-    check_options(options, SWEEP_OPTIONS)
+    check_options(options, (*COMMON_OPTIONS, "eta", "lag", "span"))
     check_step_count(steps)
     if options.get("clamp_from") is not None:
         raise ValueError("the sweep sampler does not clamp: its positions reach low noise at different steps")
