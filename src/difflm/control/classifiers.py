@@ -37,7 +37,7 @@ from torch import nn
 
 from difflm import checkpoint
 from difflm.model.encoder import transformer_encoder
-from difflm.model.features import timestep_embedding
+from difflm.model.features import TimeMLP
 from difflm.text.grammar import UPOS_TAGS
 from difflm.text.grammar.tree import Tree
 from difflm.text.slots import SlotLabels, multi_hot
@@ -106,7 +106,7 @@ class LatentEncoder(nn.Module):
         d, h = config.embed_dim, config.hidden
         self.up = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, h))
         self.pos = nn.Parameter(torch.randn(config.max_len, h) * 0.02)
-        self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
+        self.time_mlp = TimeMLP(h, 4 * h)
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = transformer_encoder(h, config.heads, config.layers, config.dropout)
@@ -114,12 +114,12 @@ class LatentEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = self.up(x) + self.pos[: x.shape[1]]
-        h = h + self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
+        h = h + self.time_mlp.embed(t, h.dtype)
         return self.out_norm(self.encoder(self.dropout(self.in_norm(h))))
 
 
 class LatentClassifier(nn.Module):
-    """Base of the three task classifiers: the encoder, input checks, save and load.
+    """Base of the task classifiers (`PooledLabels`, `ItemLabels`): the encoder, input checks, save and load.
 
     A subclass defines `log_prob` (what guidance ascends), `loss` (what training descends),
     and `gold_items` / `predicted_items`, the scored decisions behind its accuracy.
@@ -246,9 +246,6 @@ class PooledLabels(LatentClassifier):
         share = (target.sum(0) + 1) / (len(target) + 2)  # Laplace: no label is certain
         self.bias.copy_(share.log() - (-share).log1p())
 
-    def output_bias(self) -> torch.Tensor:
-        return self.bias
-
     def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         # Absent labels are negatives: the classifier must tell "food=French" from "food=Italian".
         logits = self.logits(x, t)
@@ -314,7 +311,40 @@ class WordsClassifier(PooledLabels):
         return torch.where(rank < target.sum(-1)[rows], gold, -1)
 
 
-class PosClassifier(LatentClassifier):
+#: (label logits [B, M, C], label ids [B, M]) of the M items a target scores.
+ItemLogits = tuple[torch.Tensor, torch.Tensor]
+
+
+class ItemLabels(LatentClassifier):
+    """Base of the classifiers that give each item (a position, a chart cell) one of C labels: a
+    target holds a label id per item (IGNORE = not scored); accuracy skips the `trivial` label's items."""
+
+    trivial: str
+
+    def item_logits(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> ItemLogits:
+        """The logits and label ids of the items the target scores (`ItemLogits`)."""
+        raise NotImplementedError
+
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
+        """Σ over the scored items of log p(the item's label | x_t), [B]."""
+        logits, gold = self.item_logits(x, t, target)
+        picked = logits.log_softmax(-1).gather(-1, gold.clamp_min(0)[..., None])[..., 0]
+        return (picked * (gold != IGNORE)).sum(-1)
+
+    def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
+        logits, gold = self.item_logits(x, t, target)
+        return F.cross_entropy(logits.transpose(1, 2), gold, ignore_index=IGNORE)
+
+    def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gold = target[self._counted(target)]
+        return gold, torch.zeros_like(gold)
+
+    def _counted(self, target: torch.Tensor) -> torch.Tensor:
+        """The items accuracy counts: the scored ones not labelled `trivial`."""
+        return (target != IGNORE) & (target != self.labels.index(self.trivial))
+
+
+class PosClassifier(ItemLabels):
     """Per-position UPOS tagger; targets are tag ids [B, L] (IGNORE = not scored).
 
     It also keeps how often each word of the training sentences carried each tag
@@ -324,6 +354,7 @@ class PosClassifier(LatentClassifier):
     """
 
     word_tags: torch.Tensor | None  # a buffer when config.vocab_size > 0
+    trivial = SPECIAL_TAG  # accuracy counts word positions only: the special ones are trivial
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__(config)
@@ -336,7 +367,7 @@ class PosClassifier(LatentClassifier):
         """Set `word_tags` from word ids [N, L] and their tag ids [N, L] (the scored word positions)."""
         if self.word_tags is None:
             raise ValueError("this POS classifier was built without a vocabulary size: it keeps no word-tag counts")
-        words = self._words(target)
+        words = self._counted(target)
         pairs = ids[words].to(self.word_tags.device) * len(self.labels) + target[words].to(self.word_tags.device)
         counts = torch.bincount(pairs, minlength=self.word_tags.numel()).view_as(self.word_tags)
         self.word_tags.copy_(counts)
@@ -382,36 +413,24 @@ class PosClassifier(LatentClassifier):
         """Tag logits [B, L, C]."""
         return self.head(self.features(x, t))
 
-    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        """Σ_p log p(tag_p | x_t) over the scored positions, [B]."""
-        logp = self.logits(x, t).log_softmax(-1)
-        scored = target != IGNORE
-        picked = logp.gather(-1, target.clamp_min(0)[..., None])[..., 0]
-        return (picked * scored).sum(-1)
-
-    def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits(x, t).transpose(1, 2), target, ignore_index=IGNORE)
+    def item_logits(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> ItemLogits:
+        """Every position is an item: the tag logits [B, L, C] and the target itself."""
+        return self.logits(x, t), target
 
     def output_bias(self) -> torch.Tensor:
         return self.head.bias
 
-    def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gold = target[self._words(target)]
-        return gold, torch.zeros_like(gold)
-
     def predicted_items(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        return self.logits(x, t).argmax(-1)[self._words(target)]
-
-    def _words(self, target: torch.Tensor) -> torch.Tensor:
-        """Accuracy counts word positions only: the special ones are trivial."""
-        return (target != IGNORE) & (target != self.labels.index(SPECIAL_TAG))
+        return self.logits(x, t).argmax(-1)[self._counted(target)]
 
 
-class TreeClassifier(LatentClassifier):
+class TreeClassifier(ItemLabels):
     """Span-chart classifier; targets are charts of label ids [B, L, L] (cell (i, j), i < j; IGNORE = not scored).
 
     Word spans (a, b) of `Tree.spans()` (words a..b−1) sit in cell (a+1, b+1): position 0 is START.
     """
+
+    trivial = NO_SPAN  # accuracy counts the constituents
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__(config)
@@ -454,24 +473,19 @@ class TreeClassifier(LatentClassifier):
                 out[row, a + 1, b + 1] = index[label]
         return out
 
-    def cell_logits(self, h: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """Label logits of cells (i[m], j[m]) from h [B, L, H]: [B, M, C]."""
-        return self.label(self.first(h)[:, i] + self.last(h)[:, j - 1])
+    def cell_logits(
+        self, h: torch.Tensor, i: torch.Tensor, j: torch.Tensor, rows: torch.Tensor | slice = slice(None)
+    ) -> torch.Tensor:
+        """Label logits of cells (i[m], j[m]) from h [B, L, H]: [B, M, C]; given `rows`, of row rows[m]: [M, C]."""
+        return self.label(self.first(h)[rows, i] + self.last(h)[rows, j - 1])
 
-    def _scored_cells(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cells (i, j), i < j, that some row of the batch scores: only those are computed."""
+    def item_logits(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> ItemLogits:
+        """The items are the cells (i, j), i < j, that some row of the batch scores: only those are computed."""
         L = target.shape[-1]
         i, j = torch.triu_indices(L, L, 1, device=target.device)
         keep = (target[:, i, j] != IGNORE).any(0)
-        return i[keep], j[keep]
-
-    def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        """Σ over scored cells of log p(label of the cell | x_t), [B]."""
-        i, j = self._scored_cells(target)
-        logp = self.cell_logits(self.features(x, t), i, j).log_softmax(-1)  # [B, M, C]
-        gold = target[:, i, j]
-        picked = logp.gather(-1, gold.clamp_min(0)[..., None])[..., 0]
-        return (picked * (gold != IGNORE)).sum(-1)
+        i, j = i[keep], j[keep]
+        return self.cell_logits(self.features(x, t), i, j), target[:, i, j]
 
     def span_log_prob(self, x: torch.Tensor, t: torch.Tensor | float, start: int, end: int, label: str) -> torch.Tensor:
         """log p(words start..end−1 form a `label` constituent | x_t), [B]: the mass of chart labels containing it."""
@@ -487,23 +501,10 @@ class TreeClassifier(LatentClassifier):
         assert isinstance(last, nn.Linear)
         return last.bias
 
-    def loss(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
-        i, j = self._scored_cells(target)
-        logits = self.cell_logits(self.features(x, t), i, j)
-        return F.cross_entropy(logits.transpose(1, 2), target[:, i, j], ignore_index=IGNORE)
-
-    def gold_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gold = target[self._constituents(target)]
-        return gold, torch.zeros_like(gold)
-
     def predicted_items(self, x: torch.Tensor, t: torch.Tensor | float, target: torch.Tensor) -> torch.Tensor:
         """The predicted label of each gold constituent cell (span-label accuracy)."""
-        rows, i, j = self._constituents(target).nonzero().unbind(1)
-        h = self.features(x, t)
-        return self.label(self.first(h)[rows, i] + self.last(h)[rows, j - 1]).argmax(-1)
-
-    def _constituents(self, target: torch.Tensor) -> torch.Tensor:
-        return (target != IGNORE) & (target != self.labels.index(NO_SPAN))
+        rows, i, j = self._counted(target).nonzero().unbind(1)
+        return self.cell_logits(self.features(x, t), i, j, rows).argmax(-1)
 
 
 CLASSES: dict[str, type[LatentClassifier]] = {

@@ -151,26 +151,30 @@ def eps_from_score(score: torch.Tensor, abar: Abar) -> torch.Tensor:
     return -((1 - abar) ** 0.5) * score
 
 
+Conversion = Callable[[torch.Tensor, torch.Tensor, Abar], torch.Tensor]  # (value, x_t, ᾱ) -> value in another view
+#: The conversions to x̂0 from each view but x0's (its output is x̂0 itself), and back.
+_TO_X0: dict[str, Conversion] = {"eps": x0_from_eps, "v": x0_from_v}
+_FROM_X0: dict[str, Conversion] = {"eps": eps_from_x0, "v": v_from_x0}
+
+
+def _convert(
+    kind: str, views: dict[str, Conversion], value: torch.Tensor, x_t: torch.Tensor, abar: Abar
+) -> torch.Tensor:
+    if kind == "x0":
+        return value
+    if kind not in views:
+        raise ValueError(f"unknown parameterization {kind!r}; valid choices: {', '.join(PARAMETERIZATIONS)}")
+    return views[kind](value, x_t, abar)
+
+
 def to_x0(kind: str, output: torch.Tensor, x_t: torch.Tensor, abar: Abar) -> torch.Tensor:
     """x̂0 from a network output of the given parameterization ("x0", "eps" or "v")."""
-    if kind == "x0":
-        return output
-    if kind == "eps":
-        return x0_from_eps(output, x_t, abar)
-    if kind == "v":
-        return x0_from_v(output, x_t, abar)
-    raise ValueError(f"unknown parameterization {kind!r}; valid choices: {', '.join(PARAMETERIZATIONS)}")
+    return _convert(kind, _TO_X0, output, x_t, abar)
 
 
 def from_x0(kind: str, x0: torch.Tensor, x_t: torch.Tensor, abar: Abar) -> torch.Tensor:
     """The network output of the given parameterization ("x0", "eps" or "v") that means x̂0."""
-    if kind == "x0":
-        return x0
-    if kind == "eps":
-        return eps_from_x0(x0, x_t, abar)
-    if kind == "v":
-        return v_from_x0(x0, x_t, abar)
-    raise ValueError(f"unknown parameterization {kind!r}; valid choices: {', '.join(PARAMETERIZATIONS)}")
+    return _convert(kind, _FROM_X0, x0, x_t, abar)
 
 
 # --- variational bound ------------------------------------------------------------------

@@ -26,7 +26,7 @@ from torch import nn
 
 from difflm.config import ModelConfig, RoundingConfig
 from difflm.model.autoregressive import Block, KVCache, counted_positions
-from difflm.model.features import timestep_embedding
+from difflm.model.features import TimeMLP
 from difflm.text.vocab import Vocab, without_unk
 
 
@@ -72,7 +72,7 @@ class ContextualDecoder(nn.Module):
         self.tok = nn.Embedding(vocab_size, h)
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
         self.memory_in = nn.Sequential(nn.LayerNorm(model.hidden), nn.Linear(model.hidden, h))
-        self.time_mlp = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h))
+        self.time_mlp = TimeMLP(h, h)
         self.blocks = nn.ModuleList(CrossBlock(h, model.heads, model.dropout) for _ in range(rounding.layers))
         self.ln = nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab_size, bias=False)
@@ -82,7 +82,7 @@ class ContextualDecoder(nn.Module):
     def read(self, memory: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """m = W_m·memory + time(t_d): [B, L, H_m], [B] -> [B, L, H]."""
         m = self.memory_in(memory)
-        return m + self.time_mlp(timestep_embedding(t, m.shape[-1]).to(m.dtype))[:, None, :]
+        return m + self.time_mlp.embed(t, m.dtype)
 
     def forward(
         self, ids: torch.Tensor, m: torch.Tensor, cache: KVCache | None = None, start: int = 0

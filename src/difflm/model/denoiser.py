@@ -33,7 +33,7 @@ from difflm.diffusion.schedules import NoiseSchedule
 from difflm.model.contextual import ContextualDecoder
 from difflm.model.embedding import WordEmbedding
 from difflm.model.encoder import transformer_encoder
-from difflm.model.features import timestep_embedding
+from difflm.model.features import TimeMLP
 from difflm.model.source import SourcePrefix
 
 #: Generators whose network is told the size of the jump it serves (`model.generator`).
@@ -112,18 +112,14 @@ class Denoiser(nn.Module):
         # Rich input embeddings read through the context-free word posterior (see `forward`).
         self.word_in = nn.Parameter(torch.randn(vocab_size, h) * 0.02) if config.posterior_input else None
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
-        self.time_mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
+        self.time_mlp = TimeMLP(h, 4 * h)
         self.time_scale = MEANFLOW_TIME_SCALE if config.generator == "meanflow" else 1000.0
         self.num_conditions = num_conditions
         # Only conditioned models have them, so unconditioned checkpoints load unchanged.
         self.cond_proj = nn.Linear(num_conditions, h, bias=False) if config.condition == "slots" else None
         self.source = SourcePrefix(num_conditions, h, in_dim=d) if config.condition == "source" else None
         # Only the jumping generators have it: diffusion models keep their parameters and checkpoints.
-        self.jump_mlp = (
-            nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h))
-            if config.generator in JUMP_GENERATORS
-            else None
-        )
+        self.jump_mlp = TimeMLP(h, 4 * h) if config.generator in JUMP_GENERATORS else None
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = transformer_encoder(h, config.heads, config.layers, config.dropout)
@@ -209,12 +205,12 @@ class Denoiser(nn.Module):
             # network starts from an H-dimensional word vector (exact at low noise, a
             # mixture at high noise) instead of decoding a noisy d-vector itself.
             h = h + self.word_posterior_logits(x_t, self._alpha_bar(t, x_t)).softmax(-1) @ self.word_in
-        time = self._time(t, h)  # [B, 1, H], or [B, L, H] with a time per position
+        time = self.time_mlp.embed(t, h.dtype, self.time_scale)  # [B, 1, H], or [B, L, H] with a time per position
         if cond is not None and self.cond_proj is not None:
             time = time + self.cond_proj(cond.to(h.dtype))[:, None, :]
         if self.jump_mlp is not None:
             jump = torch.zeros(B, device=x_t.device) if jump is None else jump
-            time = time + self.jump_mlp(timestep_embedding(jump, h.shape[-1], self.time_scale).to(h.dtype))[:, None]
+            time = time + self.jump_mlp.embed(jump, h.dtype, self.time_scale)
         states = self.in_norm(h + time)
         if self.source is None:
             return self.encoder(self.dropout(states))
@@ -226,16 +222,6 @@ class Denoiser(nn.Module):
         """ᾱ(t) shaped to scale x_t: [B, 1, 1] for t [B], [B, L, 1] for t [B, L]."""
         abar = self.schedule.alpha_bar(t).to(x_t)
         return abar[:, None, None] if abar.ndim == 1 else abar[..., None]
-
-    def _time(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The time embedding [B, 1, H] for t [B], [B, L, H] for t [B, L]."""
-        if t.ndim == 1:
-            return self.time_mlp(timestep_embedding(t, h.shape[-1], self.time_scale).to(h.dtype))[:, None, :]
-        # A sweep's times sit on the training grid: embed each distinct time once.
-        times, where = t.flatten().unique(return_inverse=True)
-        return self.time_mlp(timestep_embedding(times, h.shape[-1], self.time_scale).to(h.dtype))[where].view(
-            *t.shape, -1
-        )
 
     def memory(self, x_t: torch.Tensor, t: torch.Tensor, *, cond: torch.Tensor | None = None) -> torch.Tensor:
         """What contextual rounding reads at x_t: the hidden states [B, L, H], self-conditioned on

@@ -41,7 +41,7 @@ from difflm.diffusion.uniform import log_likelihood_of_own, noise_rows
 from difflm.model.anchors import anchors_of
 from difflm.model.contextual import ContextualDecoder
 from difflm.model.encoder import transformer_encoder
-from difflm.model.features import timestep_embedding
+from difflm.model.features import TimeMLP
 from difflm.model.source import SourcePrefix
 from difflm.text.vocab import Vocab
 
@@ -71,9 +71,7 @@ class TokenDenoiser(nn.Module):
         h = config.hidden
         self.embed = nn.Embedding(vocab_size + (noise == "masked"), h)
         self.pos = nn.Parameter(torch.randn(max_len, h) * 0.02)
-        self.time_mlp = (
-            nn.Sequential(nn.Linear(h, 4 * h), nn.SiLU(), nn.Linear(4 * h, h)) if noise == "uniform" else None
-        )
+        self.time_mlp = TimeMLP(h, 4 * h) if noise == "uniform" else None
         self.in_norm = nn.LayerNorm(h)
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = transformer_encoder(h, config.heads, config.layers, config.dropout)
@@ -107,7 +105,7 @@ class TokenDenoiser(nn.Module):
         time: torch.Tensor | float = 0.0
         if self.time_mlp is not None:
             assert t is not None
-            time = self.time_mlp(timestep_embedding(t, h.shape[-1]).to(h.dtype))[:, None, :]
+            time = self.time_mlp.embed(t, h.dtype)
         h = h + time
         if cond is not None and self.cond_proj is not None:
             h = h + self.cond_proj(cond.to(h.dtype))[:, None, :]

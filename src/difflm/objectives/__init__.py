@@ -10,13 +10,11 @@ loss) or a one/few-step generator's.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import torch
+from typing import Any
 
 from difflm.config import Config
 from difflm.objectives.autoregressive import autoregressive_loss
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, Objective, word_nll
 from difflm.objectives.consistency import consistency_loss
 from difflm.objectives.contextual import contextual_loss
 from difflm.objectives.diffusion import e2e_loss
@@ -39,21 +37,7 @@ __all__ = [
 ]
 
 
-class Objective(Protocol):
-    # Positional-only: each loss names its network after its kind (denoiser, model).
-    def __call__(
-        self,
-        model: Any,
-        batch: Batch,
-        config: Config,
-        /,
-        *,
-        generator: torch.Generator | None = None,
-        frozen: Frozen = ...,
-    ) -> LossOutput: ...
-
-
-OBJECTIVES: dict[str, Objective] = {
+OBJECTIVES: dict[str, Objective[Any]] = {
     "diffusion": e2e_loss,
     "diffusion+contextual": contextual_loss,
     "shortcut": shortcut_loss,
@@ -77,7 +61,7 @@ def objective_name(config: Config) -> str:
     return config.model.generator
 
 
-def get_objective(config: Config) -> Objective:
+def get_objective(config: Config) -> Objective[Any]:
     """The loss function a config trains with."""
     name = objective_name(config)
     if name not in OBJECTIVES:

@@ -6,18 +6,23 @@ An objective is a free function with one signature:
 
 `model` is the network being trained, `batch` the rows of one step, `config` the run's
 `Config`, `generator` the source of every random draw (so that a step is reproducible),
-and `frozen` the networks the loss reads but never trains. A new model family is one such
-function and one entry in `difflm.objectives.OBJECTIVES`.
+and `frozen` the networks the loss reads but never trains. A loss is written as its body,
+body(model, batch, config, draws, frozen), which draws from the generator through `Draws`,
+and `@objective` gives it the signature. A new model family is one such function and one
+entry in `difflm.objectives.OBJECTIVES`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
+
+from difflm.config import Config
 
 if TYPE_CHECKING:
     from difflm.model.denoiser import Denoiser
@@ -75,40 +80,58 @@ class LossOutput:
         return LossOutput(loss=loss, terms={"loss": loss.item(), name: term.item(), **own})
 
 
-class _DrawKwargs(TypedDict):
-    """Where `Draws` draws: the generator and its device."""
-
-    generator: torch.Generator | None
-    device: torch.device
-
-
 class Draws:
     """A loss's randomness: drawn on the generator's device (reproducible), then moved to the model's."""
 
     def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
-        self.device = device
-        self.kwargs: _DrawKwargs = {
-            "generator": generator,
-            "device": generator.device if generator is not None else device,
-        }
+        self.generator, self.device = generator, device
+        self.drawn_on = generator.device if generator is not None else device
 
     def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, **self.kwargs).to(self.device)
+        return torch.randn(shape, generator=self.generator, device=self.drawn_on).to(self.device)
 
     def rand(self, n: int) -> torch.Tensor:
-        return torch.rand(n, **self.kwargs).to(self.device)
+        return torch.rand(n, generator=self.generator, device=self.drawn_on).to(self.device)
 
     def randint(self, low: int, high: int, n: int) -> torch.Tensor:
-        return torch.randint(low, high, (n,), **self.kwargs).to(self.device)
+        return torch.randint(low, high, (n,), generator=self.generator, device=self.drawn_on).to(self.device)
 
 
-#: The smallest training time ε of discrete diffusion (MDLM's sampling_eps): weights 1/t stay finite.
-T_MIN = 1e-3
+Net = TypeVar("Net", contravariant=True)
 
 
-def stratified_times(draws: Draws, B: int) -> torch.Tensor:
-    """B times (u + b)/B mod 1 [B] for one uniform u, at least `T_MIN`."""
-    return ((draws.rand(1) + torch.arange(B, device=draws.device) / B) % 1).clamp_min(T_MIN)
+class Objective(Protocol[Net]):
+    """A loss of the common signature (module docstring)."""
+
+    # Positional-only: each loss names its network after its kind (denoiser, model).
+    def __call__(
+        self,
+        model: Net,
+        batch: Batch,
+        config: Config,
+        /,
+        *,
+        generator: torch.Generator | None = None,
+        frozen: Frozen = ...,
+    ) -> LossOutput: ...
+
+
+def objective(body: Callable[[Net, Batch, Config, Draws, Frozen], LossOutput]) -> Objective[Net]:
+    """The loss of the common signature that runs `body` with the generator's draws on the batch's device."""
+
+    @functools.wraps(body)
+    def loss(
+        model: Net,
+        batch: Batch,
+        config: Config,
+        /,
+        *,
+        generator: torch.Generator | None = None,
+        frozen: Frozen = Frozen(),
+    ) -> LossOutput:
+        return body(model, batch, config, Draws(generator, batch.ids.device), frozen)
+
+    return loss
 
 
 def drop_conditions(cond: torch.Tensor | None, draws: Draws, share: float) -> torch.Tensor | None:

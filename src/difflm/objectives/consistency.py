@@ -31,9 +31,7 @@ Training pairs, n ~ U{0..N−2}, z ~ N(0, I), x0 = EMB(w):
         point, a denoising regulariser (CTM adds one) that keeps D an x̂0 predictor   "ce"
       + rounding: −log p(w | x0) keeps the embeddings apart                           "rounding"
 
-The data are the embeddings themselves, x0 = EMB(w), without Diffusion-LM's jitter
-q(x0 | w): the endpoint of a jump is then a word embedding, which x̂0 = softmax(logits)·EMB
-can represent exactly, where a jittered x0 lies off the embeddings.
+The data are the embeddings themselves, x0 = EMB(w), without Diffusion-LM's jitter (why: `shortcut.py`).
 
 The noise-level curriculum of CT/iCT (N growing with training) is left out: runs here are
 short, and N is the fixed `consistency.num_scales`.
@@ -47,7 +45,7 @@ from difflm.config import Config
 from difflm.diffusion.consistency import combine, karras_sigmas, sigma_range
 from difflm.diffusion.paths import denoise_edm, per_example
 from difflm.model.denoiser import Denoiser, Prediction
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, objective, word_nll
 
 
 def consistency_function(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, Prediction]:
@@ -71,21 +69,15 @@ def pseudo_huber(delta: torch.Tensor) -> torch.Tensor:
     return (delta.flatten(1).pow(2).sum(1) + c**2).sqrt() - c
 
 
-def consistency_loss(
-    denoiser: Denoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
+@objective
+def consistency_loss(denoiser: Denoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen) -> LossOutput:
     """Consistency distillation (with a teacher) or consistency training (without).
 
     Args:
         denoiser: the network being trained (`model.generator=consistency`).
         batch: word ids [B, L] (unconditioned).
         config: the run config (`consistency` section, `diffusion.rounding_weight`).
-        generator: source of z and the grid indices.
+        draws: source of z and the grid indices.
         frozen: `teacher`, the frozen diffusion model to distil; None trains from scratch
             (θ⁻ = sg(θ), iCT: `target` is unused).
     """
@@ -93,7 +85,6 @@ def consistency_loss(
     cm = config.consistency
     sigmas = karras_sigmas(denoiser.schedule, cm.num_scales).to(device=ids.device, dtype=torch.float32)
     B = ids.shape[0]
-    draws = Draws(generator, ids.device)
 
     # 1. Data, noise, a pair of adjacent levels.
     x0 = denoiser.embedding(ids)

@@ -24,23 +24,21 @@ from difflm.diffusion import process
 from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
 from difflm.model.tokens import TokenDenoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, objective
 from difflm.objectives.diffusion import e2e_loss
-from difflm.objectives.masked import masked_loss
+from difflm.objectives.masked import masked_loss, noised_rows
 from difflm.objectives.uniform import uniform_loss
 
 
-def decoder_loss(
-    model: Denoiser | TokenDenoiser, batch: Batch, config: Config, *, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def decoder_loss(model: Denoiser | TokenDenoiser, batch: Batch, config: Config, draws: Draws) -> torch.Tensor:
     """−log p(w | memory at the row noised to t_d) per counted position, the memory read without
     gradient: x_{t_d} for the denoiser, z_{t_d} for a masked or uniform network."""
     if model.decoder is None:
         hint = "rounding.discrete=true" if isinstance(model, TokenDenoiser) else "rounding.kind=contextual"
         raise ValueError(f"this network has no contextual rounding decoder ({hint})")
-    draws = Draws(generator, batch.ids.device)
     if isinstance(model, TokenDenoiser):
-        noised, t = _tokens_at_t_d(model, batch.ids, config.rounding, draws)
+        t = _t_d(config.rounding, draws, len(batch.ids))
+        noised = noised_rows(model, batch.ids, t, draws)
     else:
         noised, t = _latents_at_t_d(model, batch.ids, config.rounding, draws)
     with torch.no_grad():
@@ -68,30 +66,17 @@ def _latents_at_t_d(
     return x_t, t
 
 
-def _tokens_at_t_d(
-    model: TokenDenoiser, ids: torch.Tensor, rc: RoundingConfig, draws: Draws
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """z_{t_d} of the rows by the network's own forward process (masking or substitution), and t_d."""
-    B, L = ids.shape
-    t = _t_d(rc, draws, B)
-    words = draws.randint(0, model.vocab_size, B * L).view(B, L) if model.noise == "uniform" else None
-    return model.noised(ids, t, draws.rand(B * L).view(B, L), words), t
-
-
+@objective
 def contextual_loss(
-    model: Denoiser | TokenDenoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
+    model: Denoiser | TokenDenoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen
 ) -> LossOutput:
     """The network's own objective (the diffusion, masked or uniform one) plus its decoder's
     cross-entropy (`frozen` is unused)."""
     if isinstance(model, TokenDenoiser):  # the decoder's draws first, as these runs were trained
-        own = masked_loss if model.noise == "masked" else uniform_loss
-        contextual = decoder_loss(model, batch, config, generator=generator)
-        return own(model, batch, config, generator=generator).plus("contextual", contextual, config.rounding.weight)
-    diffusion = e2e_loss(model, batch, config, generator=generator)
-    contextual = decoder_loss(model, batch, config, generator=generator)
-    return diffusion.plus("contextual", contextual, config.rounding.weight)
+        own_loss = masked_loss if model.noise == "masked" else uniform_loss
+        contextual = decoder_loss(model, batch, config, draws)
+        own = own_loss(model, batch, config, generator=draws.generator)
+    else:
+        own = e2e_loss(model, batch, config, generator=draws.generator)
+        contextual = decoder_loss(model, batch, config, draws)
+    return own.plus("contextual", contextual, config.rounding.weight)

@@ -34,17 +34,11 @@ from difflm.diffusion import process
 from difflm.diffusion.sweep import sweep_times
 from difflm.model.anchors import anchor, anchors_of
 from difflm.model.denoiser import Denoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions, objective, word_nll
 
 
-def e2e_loss(
-    denoiser: Denoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
+@objective
+def e2e_loss(denoiser: Denoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen) -> LossOutput:
     """Diffusion-LM's end-to-end loss on a batch of padded sentences.
 
     Args:
@@ -53,14 +47,13 @@ def e2e_loss(
             denoiser (None trains unconditionally).
         config: the run config; `diffusion` holds the rounding weight, self-conditioning
             and condition-drop probabilities.
-        generator: source of t, ε and the self-conditioning and condition-drop coin flips.
+        draws: source of t, ε and the self-conditioning and condition-drop coin flips.
         frozen: unused.
     """
     ids, cond, dc = batch.ids, batch.cond, config.diffusion
     schedule = denoiser.schedule
     B, device = ids.shape[0], ids.device
     alphas_cumprod = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
-    draws = Draws(generator, device)
 
     # 1. Lift words into the continuous space: x0 ~ N(EMB(w), σ0² I).
     emb = denoiser.embedding(ids)  # [B, L, d]

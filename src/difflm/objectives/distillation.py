@@ -36,18 +36,12 @@ import torch
 
 from difflm.config import Config
 from difflm.model.denoiser import Denoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, objective, word_nll
 from difflm.objectives.diffusion import e2e_loss
 
 
-def distillation_loss(
-    denoiser: Denoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
+@objective
+def distillation_loss(denoiser: Denoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen) -> LossOutput:
     """The student's loss on a batch: distillation at t = 1 plus the diffusion objective on `ids`.
 
     Args:
@@ -55,7 +49,7 @@ def distillation_loss(
         batch: word ids [B, L] of corpus sentences (for the diffusion term; B also sets
             the number of teacher samples).
         config: the run config (`distill` section, `diffusion` for the denoising term).
-        generator: source of x_T and of the diffusion term's draws.
+        draws: source of x_T and of the diffusion term's draws.
         frozen: `teacher_words`, S(x_T) of the frozen teacher whose sampler is distilled
             (`difflm.sampling.teacher.teacher_words`).
 
@@ -67,12 +61,12 @@ def distillation_loss(
         raise ValueError("model.generator=distilled needs a teacher run (train.teacher)")
     dc = config.distill
     B, L = ids.shape
-    x_T = Draws(generator, ids.device).randn((B, L, denoiser.embedding.dim))
+    x_T = draws.randn((B, L, denoiser.embedding.dim))
     with torch.no_grad():
         words = frozen.teacher_words(x_T)
     draft = denoiser(x_T, torch.ones(B, device=ids.device))
     distill = word_nll(draft.logits, words)
     if dc.denoise_weight == 0:
         return LossOutput.of(distill, {"distill": distill})
-    diffusion = e2e_loss(denoiser, batch, config, generator=generator)
+    diffusion = e2e_loss(denoiser, batch, config, generator=draws.generator)
     return diffusion.plus("distill", distill, scale=dc.denoise_weight)

@@ -22,9 +22,7 @@ in "loss"). Times: s and r are the max and min of two logit-normal draws; rows b
 is flow matching, which the x0-adapter turns into the words' cross-entropy as in the
 diffusion objective ("ce"). A rounding term keeps the embeddings apart.
 
-The data are the embeddings themselves, x0 = EMB(w), without Diffusion-LM's jitter
-q(x0 | w): the endpoint of a jump is then a word embedding, which x̂0 = softmax(logits)·EMB
-can represent exactly, where a jittered x0 lies off the embeddings.
+The data are the embeddings themselves, x0 = EMB(w), without Diffusion-LM's jitter (why: `shortcut.py`).
 
 Forward-mode AD: `torch.func.jvp` runs in fp32 (autocast off), with the math attention
 kernel and without `nn.TransformerEncoder`'s fused fast path, neither of which has
@@ -46,7 +44,7 @@ from difflm.config import Config
 from difflm.diffusion.flowmap import FlowPath, average_velocity
 from difflm.diffusion.paths import per_example
 from difflm.model.denoiser import Denoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, objective, word_nll
 
 
 @contextmanager
@@ -86,28 +84,21 @@ def meanflow_target(dudt: torch.Tensor, v: torch.Tensor, r: torch.Tensor, s: tor
     return (v - per_example(s - r, v) * dudt).detach()
 
 
-def meanflow_loss(
-    denoiser: Denoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
+@objective
+def meanflow_loss(denoiser: Denoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen) -> LossOutput:
     """The MeanFlow objective on a batch of padded sentences.
 
     Args:
         denoiser: the network being trained (`model.generator=meanflow`).
         batch: word ids [B, L] (unconditioned).
         config: the run config (`meanflow` section, `diffusion.rounding_weight`).
-        generator: source of ε and the times.
+        draws: source of ε and the times.
         frozen: unused (the target is the network's own, stop-gradient).
     """
     ids = batch.ids
     mf = config.meanflow
     path = FlowPath.of(denoiser.schedule)
     B = ids.shape[0]
-    draws = Draws(generator, ids.device)
 
     # 1. Data, noise, velocity.
     x0 = denoiser.embedding(ids)

@@ -46,7 +46,7 @@ from difflm.config import Config
 from difflm.diffusion.flowmap import FlowPath, jump
 from difflm.diffusion.paths import per_example
 from difflm.model.denoiser import Denoiser
-from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, word_nll
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, objective, word_nll
 
 
 def bootstrap_target(
@@ -69,28 +69,21 @@ def bootstrap_target(
     return (per_example(s, x) * x_e - per_example(s - d, x) * x) / per_example(d, x)
 
 
-def shortcut_loss(
-    denoiser: Denoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
+@objective
+def shortcut_loss(denoiser: Denoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen) -> LossOutput:
     """The shortcut objective on a batch of padded sentences.
 
     Args:
         denoiser: the network being trained (`model.generator=shortcut`).
         batch: word ids [B, L] (unconditioned).
         config: the run config (`shortcut` section, `diffusion.rounding_weight`).
-        generator: source of ε, times and jump sizes.
+        draws: source of ε, times and jump sizes.
         frozen: `target`, θ⁻ for the self-consistency targets (default: the denoiser itself).
     """
     ids = batch.ids
     levels, M = config.shortcut.levels, 2**config.shortcut.levels
     path = FlowPath.of(denoiser.schedule)
     B = ids.shape[0]
-    draws = Draws(generator, ids.device)
 
     # 1. Data and noise.
     x0 = denoiser.embedding(ids)

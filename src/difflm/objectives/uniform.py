@@ -15,37 +15,25 @@ the NELBO's weight 1/α_t is infinite and its bracket exactly 0.
 
 from __future__ import annotations
 
-import torch
-
 from difflm.config import Config
 from difflm.diffusion.uniform import log_likelihood_of_own, nelbo_integrand
 from difflm.model.tokens import TokenDenoiser
-from difflm.objectives.base import T_MIN, Batch, Draws, Frozen, LossOutput, drop_conditions, stratified_times
+from difflm.objectives.base import Batch, Draws, Frozen, LossOutput, drop_conditions, objective, word_nll
+from difflm.objectives.masked import T_MIN, noised_rows, stratified_times
 
 
-def uniform_loss(
-    model: TokenDenoiser,
-    batch: Batch,
-    config: Config,
-    *,
-    generator: torch.Generator | None = None,
-    frozen: Frozen = Frozen(),
-) -> LossOutput:
+@objective
+def uniform_loss(model: TokenDenoiser, batch: Batch, config: Config, draws: Draws, frozen: Frozen) -> LossOutput:
     """The loss `diffusion.uniform_loss` names, per modelled token, of a batch of rows [B, L] and
     their conditions, with the other logged (`frozen` unused)."""
     ids = batch.ids
-    B, L = ids.shape
-    draws = Draws(generator, ids.device)
-    t = stratified_times(draws, B).clamp_max(1 - T_MIN)
+    t = stratified_times(draws, len(ids)).clamp_max(1 - T_MIN)
     modelled = model.noisable(ids)
-    words = draws.randint(0, model.vocab_size, B * L).view(B, L)
-    z = model.noised(ids, t, draws.rand(B * L).view(B, L), words)
+    z = noised_rows(model, ids, t, draws)
     cond = drop_conditions(batch.cond, draws, config.diffusion.cond_drop)
     logits = model(z, t, cond=cond)  # log x_θ + const
-    count = modelled.sum().clamp_min(1)
-    nelbo = (nelbo_integrand(z, ids, logits.softmax(-1), t) * modelled).sum() / count
+    nelbo = (nelbo_integrand(z, ids, logits.softmax(-1), t) * modelled).sum() / modelled.sum().clamp_min(1)
     posterior_logits = logits + log_likelihood_of_own(z, t, model.vocab_size)  # log p_θ(x_i | z_t) + const
-    nll = torch.nn.functional.cross_entropy(posterior_logits.transpose(1, 2), ids, reduction="none")
-    posterior = (nll * modelled).sum() / count
+    posterior = word_nll(posterior_logits, ids, modelled)
     terms = {"nelbo": nelbo, "posterior_ce": posterior}
     return LossOutput.of(nelbo if config.diffusion.uniform_loss == "nelbo" else posterior, terms)
