@@ -79,6 +79,7 @@ class ClassifierConstraint:
 
     task: str = ""
     name: str = ""
+    classifier: LatentClassifier  # a subclass names its task's class (the task is checked in __init__)
 
     def __init__(self, run: RunOrClassifier, *, weight: float = 1.0, judge: str | None = None) -> None:
         classifier = run if isinstance(run, LatentClassifier) else load_classifier(run, self.task)
@@ -102,12 +103,12 @@ class ClassifierConstraint:
         token rows): [B], in x's dtype. The call adds
         `evaluations` to `calls`: a call on part of a sample's rows counts that share, one
         that scores k candidate rows per sample counts k."""
-        classifier = self._on(x.device)
+        self._move_to(x.device)
         self.calls += evaluations
         if not x.is_floating_point():  # token ids (a prefix classifier's rows): the result in float32
-            return self._log_prob(classifier, x, t)
-        dtype = next(classifier.parameters()).dtype
-        return self._log_prob(classifier, x.to(dtype), t).to(x.dtype)
+            return self._log_prob(x, t)
+        dtype = next(self.classifier.parameters()).dtype
+        return self._log_prob(x.to(dtype), t).to(x.dtype)
 
     def score(self, words: Sequence[str]) -> float:
         """The paper's success metric of the decoded sentence (START/END/PAD removed), in [0, 1]."""
@@ -138,11 +139,10 @@ class ClassifierConstraint:
         assert result.tree is not None  # a grammatical parse has its Viterbi tree
         return ParseTree.from_string(result.tree)
 
-    def _on(self, device: torch.device) -> LatentClassifier:
-        """The classifier on x's device (moved once)."""
+    def _move_to(self, device: torch.device) -> None:
+        """Put the classifier on x's device (moved once)."""
         if next(self.classifier.parameters()).device != device:
             self.classifier.to(device)
-        return self.classifier
 
     def _target(self, length: int, device: torch.device) -> torch.Tensor:
         """The target tensor for rows of `length` positions, built once per length and device."""
@@ -154,9 +154,9 @@ class ClassifierConstraint:
     def _build(self, length: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _log_prob(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def _log_prob(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         target = self._target(x.shape[1], x.device)
-        return classifier.log_prob(x, t, target.expand(x.shape[0], *target.shape[1:]))
+        return self.classifier.log_prob(x, t, target.expand(x.shape[0], *target.shape[1:]))
 
 
 class POS(ClassifierConstraint):
@@ -173,6 +173,7 @@ class POS(ClassifierConstraint):
 
     task = "pos"
     name = "pos"
+    classifier: PosClassifier
 
     def __init__(
         self, tags: Sequence[str] | str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
@@ -209,8 +210,7 @@ class POS(ClassifierConstraint):
         """As many words as tags, then END, and at word k a word that took tag k in the
         classifier's training sentences, when it kept those counts (`RestrictsWords`): [L, V]."""
         allowed = words_then_end(len(self.tags), self.max_len, vocab_size)
-        classifier: PosClassifier = self.classifier  # type: ignore[assignment]
-        lexicon = classifier.words_taking(self.tags)
+        lexicon = self.classifier.words_taking(self.tags)
         if lexicon is not None:
             if lexicon.shape[1] != vocab_size:
                 raise ValueError(f"the POS classifier counted {lexicon.shape[1]} words, the run has {vocab_size}")
@@ -218,8 +218,7 @@ class POS(ClassifierConstraint):
         return allowed
 
     def _build(self, length: int) -> torch.Tensor:
-        classifier: PosClassifier = self.classifier  # type: ignore[assignment]
-        return classifier.target([self.tags], length)
+        return self.classifier.target([self.tags], length)
 
 
 class Tree(ClassifierConstraint):
@@ -238,6 +237,7 @@ class Tree(ClassifierConstraint):
 
     task = "tree"
     name = "tree"
+    classifier: TreeClassifier
 
     def __init__(self, bracketed: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None) -> None:
         super().__init__(run, weight=weight, judge=judge)
@@ -265,8 +265,7 @@ class Tree(ClassifierConstraint):
         return words_then_end(len(self.tree.leaves()), self.max_len, vocab_size)
 
     def _build(self, length: int) -> torch.Tensor:
-        classifier: TreeClassifier = self.classifier  # type: ignore[assignment]
-        return classifier.target([self.tree], length)
+        return self.classifier.target([self.tree], length)
 
 
 class Span(ClassifierConstraint):
@@ -285,17 +284,17 @@ class Span(ClassifierConstraint):
 
     task = "tree"
     name = "span"
+    classifier: TreeClassifier
 
     def __init__(
         self, i: int, j: int, label: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
     ) -> None:
         super().__init__(run, weight=weight, judge=judge)
-        classifier: TreeClassifier = self.classifier  # type: ignore[assignment]
         self.i, self.j, self.label = i, j, label
         self._check_range(self.max_len)
-        if label not in classifier.span_labels():
+        if label not in self.classifier.span_labels():
             raise ValueError(
-                f"unknown constituent label {label!r}; valid labels: {', '.join(classifier.span_labels())}"
+                f"unknown constituent label {label!r}; valid labels: {', '.join(self.classifier.span_labels())}"
             )
 
     @classmethod
@@ -318,10 +317,9 @@ class Span(ClassifierConstraint):
                 f"span ({i}, {j}) is out of range: need 0 ≤ i < j ≤ {length - 2} (words i..j−1 of at most {length - 2})"
             )
 
-    def _log_prob(self, classifier: LatentClassifier, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def _log_prob(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         self._check_range(x.shape[1])
-        assert isinstance(classifier, TreeClassifier)  # a tree classifier: checked in __init__
-        return classifier.span_log_prob(x, t, self.i, self.j, self.label)
+        return self.classifier.span_log_prob(x, t, self.i, self.j, self.label)
 
 
 class Attribute(ClassifierConstraint):
@@ -339,12 +337,12 @@ class Attribute(ClassifierConstraint):
 
     task = "attribute"
     name = "attribute"
+    classifier: AttributeClassifier
 
     def __init__(
         self, slot: str, value: str, *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
     ) -> None:
         super().__init__(run, weight=weight, judge=judge)
-        assert isinstance(self.classifier, AttributeClassifier)  # an attribute classifier: checked in __init__
         values = self.classifier.values()
         if slot not in values:
             raise ValueError(f"unknown slot {slot!r}; valid slots: {', '.join(values)}")
@@ -363,8 +361,7 @@ class Attribute(ClassifierConstraint):
         return expressed(words, self.slot, self.value, self._judged())
 
     def _build(self, length: int) -> torch.Tensor:
-        classifier: AttributeClassifier = self.classifier  # type: ignore[assignment]
-        return classifier.target([{self.slot: self.value}])
+        return self.classifier.target([{self.slot: self.value}])
 
 
 class Mentions(ClassifierConstraint):
@@ -382,6 +379,7 @@ class Mentions(ClassifierConstraint):
 
     task = "words"
     name = "mentions"
+    classifier: WordsClassifier
 
     def __init__(
         self, words: Sequence[str], *, run: RunOrClassifier, weight: float = 1.0, judge: str | None = None
@@ -402,5 +400,4 @@ class Mentions(ClassifierConstraint):
         return sum(w in words for w in self.words) / len(self.words)
 
     def _build(self, length: int) -> torch.Tensor:
-        classifier: WordsClassifier = self.classifier  # type: ignore[assignment]
-        return classifier.target([self.words])
+        return self.classifier.target([self.words])
