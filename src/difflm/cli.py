@@ -340,33 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among `names` given on the command line (not None): the rest keep the library's defaults."""
+    return {name: value for name in names if (value := getattr(args, name)) is not None}
+
+
 def _sampling_options(args: argparse.Namespace) -> dict:
     """The options of `Pipeline.generate` given on the command line (the rest keep its defaults)."""
-    options = {"steps": args.steps, "seed": args.seed}
     # Sampler-specific options only when given: a sampler without them rejects them by name.
-    options.update(
-        {
-            key: value
-            for key in (
-                "sampler",
-                "clamp_from",
-                "temperature",
-                "eta",
-                "grid",
-                "refine_from",
-                "sc_guidance",
-                "rounding",
-                "best_of",
-                "reads",
-                "anneal",
-                "proposals",
-                "top_k",
-                "beams",
-            )
-            if (value := getattr(args, key, None)) is not None
-        }
-    )
-    return options
+    return {
+        "steps": args.steps,
+        "seed": args.seed,
+        **_given(
+            args,
+            "sampler",
+            "clamp_from",
+            "temperature",
+            "eta",
+            "grid",
+            "refine_from",
+            "sc_guidance",
+            "rounding",
+            "best_of",
+            "reads",
+            "anneal",
+            "proposals",
+            "top_k",
+            "beams",
+        ),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -397,11 +399,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         return
     if args.cfg_scale is not None:
         options["cfg_scale"] = args.cfg_scale
-    seed = options.pop("seed")
-    texts = pipe.write_from(
-        [s for s in sources for _ in range(args.n)], mbr=args.mbr or 1, rerank=args.rerank, seed=seed, **options
-    )
-    for source, text in zip([s for s in sources for _ in range(args.n)], texts):
+    rows = [s for s in sources for _ in range(args.n)]
+    texts = pipe.write_from(rows, mbr=args.mbr or 1, rerank=args.rerank, **options)
+    for source, text in zip(rows, texts):
         print(json.dumps({"source": source, "text": text}) if args.format == "jsonl" else text)
 
 
@@ -448,14 +448,9 @@ def cmd_control(args: argparse.Namespace) -> None:
         constraints = control.parse_constraint_args(
             specs, pipe.vocab, pipe.config.data.max_len, args.constraint_weights, run=args.run
         )
-    given = {
-        "steps": args.guidance_steps,
-        "step_size": args.step_size,
-        "optimizer": args.optimizer,
-        "fluency_weight": args.fluency_weight,
-        "active": args.active,
-    }
-    guidance = {key: value for key, value in given.items() if value is not None}
+    guidance = _given(args, "step_size", "optimizer", "fluency_weight", "active")
+    if args.guidance_steps is not None:
+        guidance["steps"] = args.guidance_steps
     cfg = {} if condition is None else {"condition": condition, "cfg_scale": args.cfg_scale}
     output = pipe.generate(args.n, constraints=constraints, guidance=guidance, **cfg, **_sampling_options(args))
     texts = pipe.decode(output.tokens)
@@ -476,8 +471,7 @@ def cmd_control(args: argparse.Namespace) -> None:
 def cmd_train_classifier(args: argparse.Namespace) -> None:
     from difflm.train_classifier import classifier_training, train_classifier
 
-    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    training = classifier_training(**{key: value for key, value in given.items() if value is not None})
+    training = classifier_training(**_given(args, "steps", "batch_size", "lr", "seed"))
     directory = train_classifier(
         args.run, args.task, training=training, max_rows=args.max_rows, progress=not args.no_progress
     )

@@ -31,6 +31,7 @@ from difflm.text.vocab import Vocab
 
 #: The files of a saved model (module docstring); a Hub download fetches these only.
 MODEL_FILES = ("config.json", "model.safetensors", "vocab.json", CONDITIONS_FILE, "README.md")
+_PRETRAINED = Path(__file__).parent / "pretrained"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
@@ -88,8 +89,7 @@ def model_card(config: Config, vocab: Vocab, model: Network, sections: Mapping[s
 
 def pretrained() -> list[str]:
     """The names of the models shipped in the package (`pretrained:NAME`; `make pretrained`)."""
-    root = Path(__file__).parent / "pretrained"
-    return sorted(p.name for p in root.iterdir() if (p / "README.md").is_file()) if root.is_dir() else []
+    return sorted(p.name for p in _PRETRAINED.iterdir() if (p / "README.md").is_file()) if _PRETRAINED.is_dir() else []
 
 
 def resolve(spec: str | Path, *, cache_dir: str | Path | None = None) -> Path:
@@ -108,7 +108,7 @@ def resolve(spec: str | Path, *, cache_dir: str | Path | None = None) -> Path:
         name = text.removeprefix("pretrained:")
         if name not in pretrained():
             raise ValueError(f"no pretrained model {name!r}; shipped: {', '.join(pretrained()) or 'none'}")
-        return Path(__file__).parent / "pretrained" / name
+        return _PRETRAINED / name
     if not _REPO_ID.match(text) or path.exists():
         raise ValueError(f"run directory not found: {spec}")
     try:

@@ -194,7 +194,8 @@ class Pipeline:
         c = self._condition(condition, source, n)
         if self.is_autoregressive:
             own = {key: options.pop(key) for key in AR_OPTIONS.get(sampler or "", ()) if key in options}
-            given = _given(
+            _refuse_options(
+                "do not apply to this autoregressive sampler",
                 sc_guidance=sc_guidance,
                 guidance=guidance,
                 rounding=rounding,
@@ -203,8 +204,6 @@ class Pipeline:
                 reads=reads,
                 **options,
             )
-            if given:
-                raise ValueError(f"option(s) {', '.join(given)} do not apply to this autoregressive sampler")
             tau = 1.0 if temperature is None else temperature
             if sampler == "cgmh" and c is None:
                 anneal = bool(own.get("anneal", False))
@@ -244,9 +243,13 @@ class Pipeline:
         t_d = self.config.rounding.t_constrained if classified else self.config.rounding.t_sample
         if isinstance(self.model, TokenDenoiser):
             callback = options.pop("callback", None)
-            given = _given(sc_guidance=sc_guidance, guidance=guidance, best_of=best_of, **options)
-            if given:
-                raise ValueError(f"option(s) {', '.join(given)} apply to continuous runs, not {self.model.noise} ones")
+            _refuse_options(
+                f"apply to continuous runs, not {self.model.noise} ones",
+                sc_guidance=sc_guidance,
+                guidance=guidance,
+                best_of=best_of,
+                **options,
+            )
             network = TokenNetwork(self.model, c, cfg_scale)
             read = None if c is None or cfg_scale == 0 else c.expand(n, -1)  # the memory of the guided branch
             return self._unmask(
@@ -349,23 +352,18 @@ class Pipeline:
         samplers = TOKEN_SAMPLERS[model.noise]
         if sampler not in samplers:
             raise ValueError(f"unknown {model.noise} sampler {sampler!r}; valid choices: {', '.join(sorted(samplers))}")
-        unsupported = [
-            type(c).__name__
-            for c in constraints
-            if not isinstance(c, (ClassifierConstraint, RestrictsWords, RequiresWords))
-        ]
-        if unsupported:
-            raise ValueError(
-                f"{', '.join(unsupported)} cannot steer a {model.noise} run: it takes constraints that fix words "
-                "(length, infilling, keywords) and classifier constraints"
-            )
+        _check_steerable(
+            constraints,
+            (ClassifierConstraint, RestrictsWords, RequiresWords),
+            f"a {model.noise} run",
+            "constraints that fix words (length, infilling, keywords) and classifier constraints",
+        )
         L, V = length or self.config.data.max_len, len(self.vocab)
         classified = [c for c in constraints if isinstance(c, ClassifierConstraint)]
         if classified:  # first-order discrete guidance by classifiers of the noised rows
             check_token_classifiers(classified, V + 1, model.noise)
         generator = self._generator(seed)
-        allowed, required = self._fixed_words(constraints)
-        allowed = None if allowed is None else allowed[:L]
+        allowed, required = self._fixed_words(constraints, L)
         canvas = torch.full((n, L), model.mask_id, dtype=torch.long, device=self.device)
         canvas[:, 0] = Vocab.START_ID
         if allowed is not None:
@@ -387,7 +385,7 @@ class Pipeline:
             within = None if allowed is None else allowed[:width]
             if required is not None:  # each keyword fixed where the row at t = 1 wants it most (one more call)
                 noised = prior(start, model.mask_id, V, generator) if model.noise == "uniform" else None
-                placed = place_words(call, start, required.to(self.device), model.mask_id, noised)
+                placed = place_words(call, start, required, model.mask_id, noised)
                 calls += len(group) * call.rows_per_call
                 if model.lengths is None:  # no END is fixed yet: none may be written before a row's last keyword
                     within = open_until(within, placed, start, model.mask_id, V)
@@ -410,14 +408,7 @@ class Pipeline:
             calls += used * len(group) * call.rows_per_call
         if reads:
             tokens, _ = round_in_context(
-                model,
-                tokens,
-                t_d=t_d,
-                generator=generator,
-                allowed=allowed,
-                required=None if required is None else required.to(self.device),
-                cond=read,
-                reads=reads,
+                model, tokens, t_d=t_d, generator=generator, allowed=allowed, required=required, cond=read, reads=reads
             )
             calls += n * reads  # the memory's readings of z_{t_d}
         return self._words_output(tokens, nfe=round(calls / n))
@@ -488,16 +479,15 @@ class Pipeline:
         and the constraints that fix words (length, infilling, POS's lexicon) bar the rest."""
         model = self.model
         assert isinstance(model, CausalLM)
-        unsupported = [
-            type(c).__name__ for c in constraints if not isinstance(c, (ClassifierConstraint, RestrictsWords))
-        ]
-        if unsupported:
-            raise ValueError(
-                f"{', '.join(unsupported)} cannot steer FUDGE: it takes classifier constraints and constraints "
-                "that fix words (length, infilling); keywords are Mentions (--mentions), by a words classifier"
-            )
-        allowed, _ = self._fixed_words(constraints)
+        _check_steerable(
+            constraints,
+            (ClassifierConstraint, RestrictsWords),
+            "FUDGE",
+            "classifier constraints and constraints that fix words (length, infilling); keywords are Mentions "
+            "(--mentions), by a words classifier",
+        )
         L = self.config.data.max_len
+        allowed, _ = self._fixed_words(constraints, L)
         tokens, _ = fudge(
             model,
             n,
@@ -507,7 +497,7 @@ class Pipeline:
             generator=self._generator(seed),
             temperature=temperature,
             top_k=top_k,
-            allowed=None if allowed is None else allowed[:L],
+            allowed=allowed,
         )
         return self._words_output(tokens, nfe=_positions(tokens))
 
@@ -551,25 +541,20 @@ class Pipeline:
         model = self.model
         assert isinstance(model, CausalLM)
         propose = None if proposals is None else self._blank_filler(proposals)
-        unsupported = [
-            type(c).__name__ for c in constraints if not isinstance(c, (Keywords, Length, Infill, ClassifierConstraint))
-        ]
-        if unsupported:
-            raise ValueError(
-                f"{', '.join(unsupported)} cannot steer CGMH: it takes keywords, a length, infilling and classifier "
-                "constraints"
-            )
+        _check_steerable(
+            constraints,
+            (Keywords, Length, Infill, ClassifierConstraint),
+            "CGMH",
+            "keywords, a length, infilling and classifier constraints",
+        )
         templates = [c for c in constraints if isinstance(c, Infill)]
         if templates and (len(templates) > 1 or len(templates) != len(constraints)):
             raise ValueError("CGMH takes infilling alone (one template)")
         required = list(
             dict.fromkeys(w for c in constraints if isinstance(c, Keywords) for w in c.required_words().tolist())
         )
-        lengths = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
-        if len(lengths) > 1:
-            raise ValueError(f"the constraints fix different lengths: {sorted(lengths)} words")
         L = self.config.data.max_len
-        length = lengths.pop() if lengths else None
+        length = _fixed_length(constraints)
         if len(required) > (length or L - 2):
             raise ValueError(f"{len(required)} keywords do not fit {length or L - 2} words")
         generator = self._generator(seed)
@@ -628,17 +613,17 @@ class Pipeline:
         """The word count [n] of each row of a run with length anchors: the one the constraints
         fix, else drawn from the training sentences' (`model/anchors.py`)."""
         assert isinstance(self.model, (Denoiser, TokenDenoiser)) and self.model.lengths is not None
-        fixed = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
-        if len(fixed) > 1:
-            raise ValueError(f"the constraints fix different lengths: {sorted(fixed)} words")
-        if fixed:
-            return torch.full((n,), fixed.pop(), dtype=torch.long, device=self.device)
+        fixed = _fixed_length(constraints)
+        if fixed is not None:
+            return torch.full((n,), fixed, dtype=torch.long, device=self.device)
         return draw_lengths(self.model.lengths, n, width - 2, generator)
 
-    def _fixed_words(self, constraints: Sequence[Constraint]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _fixed_words(
+        self, constraints: Sequence[Constraint], width: int | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """What the constraints say outright about words: the words each position may take
-        ([L, V], every `RestrictsWords` at once; None: any) and the words every row must
-        contain (ids [K] of the `RequiresWords`; None: none)."""
+        ([L, V], every `RestrictsWords` at once, cut to `width` positions if given; None: any)
+        and the words every row must contain (ids [K] of the `RequiresWords`; None: none)."""
         allowed, required = None, set()
         for constraint in constraints:
             if isinstance(constraint, RestrictsWords):
@@ -646,7 +631,8 @@ class Pipeline:
                 allowed = given if allowed is None else allowed & given
             if isinstance(constraint, RequiresWords):
                 required |= set(constraint.required_words().tolist())
-        return allowed, torch.tensor(sorted(required), dtype=torch.long) if required else None
+        words = torch.tensor(sorted(required), dtype=torch.long, device=self.device) if required else None
+        return (None if allowed is None else allowed[:width]), words
 
     def _round_in_context(
         self,
@@ -713,8 +699,7 @@ class Pipeline:
         """
         if n < 1 or not sources:
             raise ValueError(f"need mbr ≥ 1 and at least one source, got mbr={n}, {len(sources)} sources")
-        if options.get("sampler") == "beam":
-            options.setdefault("beams", max(n, BEAMS))
+        if options.get("sampler") == "beam":  # generate's beams default to max(n, BEAMS)
             return [self.decode(self.generate(n, seed=seed, source=text, **options).tokens) for text in sources]
         rows = [text for text in sources for _ in range(n)]
         drawn: list[str] = []
@@ -787,10 +772,27 @@ def _check_reading(name: str, value: int, rounding: str) -> int:
     return value
 
 
-def _given(**options: Any) -> list[str]:
-    """The names of the options set (not None, not empty), sorted: what a run that cannot use
-    them names in its refusal."""
-    return sorted(key for key, value in options.items() if value is not None and value != {})
+def _fixed_length(constraints: Sequence[Constraint]) -> int | None:
+    """The word count the constraints fix (`FixesLength`), None if none does; ValueError if they disagree."""
+    lengths = {c.fixed_length() for c in constraints if isinstance(c, FixesLength)}
+    if len(lengths) > 1:
+        raise ValueError(f"the constraints fix different lengths: {sorted(lengths)} words")
+    return lengths.pop() if lengths else None
+
+
+def _check_steerable(constraints: Sequence[Constraint], kinds: tuple[type, ...], sampler: str, takes: str) -> None:
+    """ValueError naming the constraints not of `kinds`, which cannot steer `sampler`; it `takes` those."""
+    unsupported = [type(c).__name__ for c in constraints if not isinstance(c, kinds)]
+    if unsupported:
+        raise ValueError(f"{', '.join(unsupported)} cannot steer {sampler}: it takes {takes}")
+
+
+def _refuse_options(why: str, **options: Any) -> None:
+    """ValueError naming, sorted, the options set (not None, not empty) that a run cannot use:
+    "option(s) … {why}"."""
+    given = sorted(key for key, value in options.items() if value is not None and value != {})
+    if given:
+        raise ValueError(f"option(s) {', '.join(given)} {why}")
 
 
 def load(run_dir: str | Path, **kwargs: Any) -> Pipeline:

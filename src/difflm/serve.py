@@ -14,9 +14,8 @@ its own stream, so concurrent users never see each other's runs; anything a requ
 wrong (an unknown word, an impossible constraint, a bad number) becomes its error event and
 the server goes on. Diffusion runs stream every step (the sampler's callback; a discrete
 run's x̂0 is its written words and the network's best guess at each blank, `StepReport`);
-an autoregressive run's samplers have no steps to show, so its page shows the final
-sentences only. Final samples are marked for each constraint and, on the bundled grammar,
-for grammaticality (its exact parser).
+an autoregressive run has no steps to show, and is refused. Final samples are marked for
+each constraint and, on the bundled grammar, for grammaticality (its exact parser).
 """
 
 from __future__ import annotations
@@ -75,10 +74,9 @@ def run_request(pipe: Pipeline, run: str, query: dict[str, str], emit: Callable[
         constraints = (
             control.parse_constraint_args(specs, pipe.vocab, pipe.config.data.max_len, run=run) if given else []
         )
-        options: dict[str, Any] = {"steps": steps, "seed": int(query.get("seed") or 0), "constraints": constraints}
-        if not pipe.is_autoregressive:
-            options["callback"] = _step_events(pipe, steps, emit)
-        output = pipe.generate(n, sampler=sampler, **options)
+        seed = int(query.get("seed") or 0)
+        callback = _step_events(pipe, steps, emit)  # `create_app` refuses autoregressive runs: every run has steps
+        output = pipe.generate(n, sampler=sampler, steps=steps, seed=seed, constraints=constraints, callback=callback)
     except ValueError as err:
         emit("error", {"message": str(err).strip().splitlines()[0]})
         return
