@@ -41,12 +41,7 @@ def _atomic(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) fills 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to path so that readers see the old or the new file, never half of one."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomic(Path(path), write)
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -342,18 +342,17 @@ class Config:
         """Build a config, rejecting unknown sections and keys by name."""
         if not isinstance(raw, dict):
             raise ValueError(f"config must be a mapping, got {type(raw).__name__}")
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
         unknown = set(raw) - set(sections)
         if unknown:
             raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(sections)}")
         parts: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            section_cls = f.default_factory
+        for name, section_cls in sections.items():
             assert isinstance(section_cls, type)  # each section's default_factory is its dataclass
-            values = raw.get(f.name) or {}
+            values = raw.get(name) or {}
             if not isinstance(values, dict):
-                raise ValueError(f"config section '{f.name}' must be a mapping")
-            parts[f.name] = _build_section(section_cls, f.name, values)
+                raise ValueError(f"config section '{name}' must be a mapping")
+            parts[name] = _build_section(section_cls, name, values)
         config = cls(**parts)
         config.validate()
         return config
@@ -380,10 +379,7 @@ class Config:
                 self.data.overlong in ("truncate", "skip", "refuse"),
                 f"data.overlong must be truncate, skip or refuse, got '{self.data.overlong}'",
             ),
-            (
-                self.model.kind in MODEL_KINDS,
-                f"model.kind must be one of {', '.join(MODEL_KINDS)}, got '{self.model.kind}'",
-            ),
+            _one_of("model.kind", self.model.kind, MODEL_KINDS),
             (
                 self.model.predict in ("x0", "eps", "v", "logits"),
                 f"model.predict must be x0, eps, v or logits, got '{self.model.predict}'",
@@ -400,10 +396,7 @@ class Config:
             (self.diffusion.steps >= 2, f"diffusion.steps must be ≥ 2, got {self.diffusion.steps}"),
             (0.0 <= self.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in [0, 1]"),
             (0.0 <= self.diffusion.self_cond_gap <= 1.0, "diffusion.self_cond_gap must be in [0, 1]"),
-            (
-                self.model.condition in CONDITIONS,
-                f"model.condition must be one of {', '.join(CONDITIONS)}, got '{self.model.condition}'",
-            ),
+            _one_of("model.condition", self.model.condition, CONDITIONS),
             (self.data.source_len >= 3, f"data.source_len must be ≥ 3, got {self.data.source_len}"),
             (
                 not self.data.delexicalise or self.model.condition == "source",
@@ -428,11 +421,7 @@ class Config:
             ),
             (0.0 <= self.diffusion.sweep <= 1.0, f"diffusion.sweep must be in [0, 1], got {self.diffusion.sweep}"),
             (self.diffusion.sweep_lag > 0, f"diffusion.sweep_lag must be > 0, got {self.diffusion.sweep_lag}"),
-            (
-                self.diffusion.uniform_loss in UNIFORM_LOSSES,
-                f"diffusion.uniform_loss must be one of {', '.join(UNIFORM_LOSSES)}, "
-                f"got '{self.diffusion.uniform_loss}'",
-            ),
+            _one_of("diffusion.uniform_loss", self.diffusion.uniform_loss, UNIFORM_LOSSES),
             (
                 not self.diffusion.sweep or self.model.kind == "diffusion",
                 f"diffusion.sweep needs model.kind=diffusion (a time per position), got {self.model.kind}",
@@ -465,7 +454,7 @@ class Config:
     def _rounding_checks(self) -> list[tuple[bool, str]]:
         r = self.rounding
         return [
-            (r.kind in ROUNDINGS, f"rounding.kind must be one of {', '.join(ROUNDINGS)}, got '{r.kind}'"),
+            _one_of("rounding.kind", r.kind, ROUNDINGS),
             (r.layers >= 1 and r.hidden >= 0 and r.weight >= 0, "rounding.layers must be ≥ 1, hidden and weight ≥ 0"),
             (
                 r.hidden == 0 or r.hidden % self.model.heads == 0,
@@ -489,16 +478,10 @@ class Config:
 
     def _generator_checks(self) -> list[tuple[bool, str]]:
         """The one/few-step generators: what they need of the model and their own settings."""
-        g, m, sc, mf, cm, dc = (
-            self.model.generator,
-            self.model,
-            self.shortcut,
-            self.meanflow,
-            self.consistency,
-            self.distill,
-        )
+        g, m = self.model.generator, self.model
+        sc, mf, cm, dc = self.shortcut, self.meanflow, self.consistency, self.distill
         if g not in GENERATORS:
-            return [(False, f"model.generator must be one of {', '.join(GENERATORS)}, got '{g}'")]
+            return [_one_of("model.generator", g, GENERATORS)]
         checks = [
             (
                 not self.train.teacher or g in ("consistency", "distilled"),
@@ -508,10 +491,7 @@ class Config:
                 g != "distilled" or bool(self.train.teacher),
                 "model.generator=distilled needs train.teacher, the diffusion run whose sampler it learns",
             ),
-            (
-                dc.sampler in TEACHER_SAMPLERS,
-                f"distill.sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got '{dc.sampler}'",
-            ),
+            _one_of("distill.sampler", dc.sampler, TEACHER_SAMPLERS),
             (dc.teacher_steps >= 1, f"distill.teacher_steps must be ≥ 1, got {dc.teacher_steps}"),
             (
                 dc.temperature >= 0 and dc.denoise_weight >= 0,
@@ -574,15 +554,17 @@ REMOVED_KEYS: dict[tuple[str, str], Any] = {("diffusion", "time_sampling"): "uni
 
 
 def _build_section(section_cls: type, section: str, values: dict[str, Any]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(section_cls)}
-    unknown = set(values) - set(fields)
+    defaults = dataclasses.asdict(section_cls())
+    unknown = set(values) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in config section '{section}'; valid: {sorted(fields)}")
-    typed = {}
-    for name, value in values.items():
-        default = getattr(section_cls(), name)
-        typed[name] = _coerce(value, type(default), f"{section}.{name}")
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in config section '{section}'; valid: {sorted(defaults)}")
+    typed = {name: _coerce(value, type(defaults[name]), f"{section}.{name}") for name, value in values.items()}
     return section_cls(**typed)
+
+
+def _one_of(key: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str]:
+    """The check that `key` is one of `choices`, for `Config.validate`."""
+    return value in choices, f"{key} must be one of {', '.join(choices)}, got '{value}'"
 
 
 def _coerce(value: Any, kind: type, key: str) -> Any:

@@ -145,9 +145,7 @@ class TrainingLoop:
         weights were finite. Under DDP every process stops at the same step.
         """
         bad = (~torch.isfinite(loss.detach()) | ~torch.isfinite(grad_norm)).float().reshape(())
-        if self.world > 1:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item():
+        if self._on_any_process(bad):
             raise TrainingDiverged(
                 f"training diverged at step {self.step + 1} (loss {loss.item():.4g}, gradient norm "
                 f"{float(grad_norm):.4g}); {self.last_checkpoint()}; lower the learning rate "
@@ -184,9 +182,16 @@ class TrainingLoop:
         session_start, cpu_start = time.perf_counter(), time.process_time()
         elapsed_at_start, cpu_at_start = self.elapsed, self.cpu_seconds
 
-        def emit(row: dict) -> None:
+        def emit(split: str, figures: dict[str, float]) -> None:
+            row = {
+                "step": self.step,
+                "split": split,
+                **figures,
+                "elapsed": self.elapsed,
+                "cpu_seconds": self.cpu_seconds,
+            }
             self.log(row)
-            last[row["split"]] = row
+            last[split] = row
             if on_log:
                 on_log(row)
 
@@ -199,25 +204,17 @@ class TrainingLoop:
             bar.update(1)
             if self.step % tc.log_every == 0 or self.step == tc.steps:
                 seconds = time.perf_counter() - window_start
-                row = {"step": self.step, "split": "train", **window.result(), "lr": lr_at(self.step - 1, tc)}
+                figures = {**window.result(), "lr": lr_at(self.step - 1, tc)}
                 if window_tokens:
-                    row["tokens_per_s"] = window_tokens / seconds
-                row.update(steps_per_s=window_steps / seconds, elapsed=self.elapsed, cpu_seconds=self.cpu_seconds)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
-                emit(row)
+                    figures["tokens_per_s"] = window_tokens / seconds
+                figures["steps_per_s"] = window_steps / seconds
+                bar.set_postfix(loss=f"{figures['loss']:.3f}")
+                emit("train", figures)
                 window, window_steps, window_tokens, window_start = RunningMean(), 0, 0, time.perf_counter()
             improved = False
             if self.step % tc.eval_every == 0 or self.step == tc.steps:
                 held = self.evaluate()
-                emit(
-                    {
-                        "step": self.step,
-                        "split": "valid",
-                        **held,
-                        "elapsed": self.elapsed,
-                        "cpu_seconds": self.cpu_seconds,
-                    }
-                )
+                emit("valid", held)
                 if tc.patience:
                     improved = self._judge(held["loss"])
             out_of_time = self._out_of_time()
@@ -252,7 +249,10 @@ class TrainingLoop:
         limit = self.tc.time_limit
         if limit <= 0:
             return False
-        flag = torch.tensor(float(self.elapsed >= limit * 60), device=self.device)
-        if self.world > 1:  # all processes must stop at the same step
+        return self._on_any_process(torch.tensor(float(self.elapsed >= limit * 60), device=self.device))
+
+    def _on_any_process(self, flag: torch.Tensor) -> bool:
+        """Whether `flag` (a 0-dim float, 1 = set) is set on any process: all processes must stop at the same step."""
+        if self.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())

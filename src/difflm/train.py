@@ -153,7 +153,7 @@ class Trainer(TrainingLoop):
             raise ValueError(f"{run_dir} is a file, not a run directory; choose a new --out")
         self.resuming = (run_dir / "train_state.json").is_file()
         if self.resuming:
-            config = _check_resume_config(run_dir, config)
+            _check_resume_config(run_dir, config)
         elif run_dir.exists() and any(p.name != checkpoint.RunLock.NAME for p in run_dir.iterdir()):
             raise ValueError(f"{run_dir} exists and is not a difflm run; choose a new --out")
         self.config = config
@@ -175,7 +175,6 @@ class Trainer(TrainingLoop):
         if isinstance(model, (Denoiser, TokenDenoiser)) and model.lengths is not None:  # sampling's length prior
             model.lengths.copy_(word_counts(self.data.train, config.data.max_len))
         super().__init__(model, config.train, run_dir, progress=progress, world=world, rank=rank)
-        self.run_dir = run_dir
         self.row_lengths = (self.data.train != Vocab.PAD_ID).sum(1)  # START … END
         self.pool: tuple[int, torch.Tensor] | None = None  # (first step, its batches) under length bucketing
         if self.resuming:
@@ -224,13 +223,13 @@ class Trainer(TrainingLoop):
         if self.resuming:
             self._truncate_metrics()
             return
-        self.config.save(self.run_dir / "config.json")
-        self.data.vocab.save(self.run_dir / "vocab.json")
+        self.config.save(self.out_dir / "config.json")
+        self.data.vocab.save(self.out_dir / "vocab.json")
         if self.data.conditions is not None:
-            self.data.conditions.save(self.run_dir / CONDITIONS_FILE)
+            self.data.conditions.save(self.out_dir / CONDITIONS_FILE)
 
     def last_checkpoint(self) -> str:
-        state = self.run_dir / "train_state.json"
+        state = self.out_dir / "train_state.json"
         return (
             f"the run keeps its checkpoint of step {checkpoint.read_json(state)['step']}"
             if state.is_file()
@@ -238,16 +237,16 @@ class Trainer(TrainingLoop):
         )
 
     def _load_state(self) -> None:
-        state = checkpoint.read_json(self.run_dir / "train_state.json")
-        checkpoint.load_weights(self.model, self.run_dir / "model.safetensors")
-        checkpoint.load_weights(self.ema, self.run_dir / "ema.safetensors")
+        state = checkpoint.read_json(self.out_dir / "train_state.json")
+        checkpoint.load_weights(self.model, self.out_dir / "model.safetensors")
+        checkpoint.load_weights(self.ema, self.out_dir / "ema.safetensors")
         checkpoint.optimizer_from_tensors(
-            self.optimizer, checkpoint.load_tensors(self.run_dir / "optimizer.safetensors"), state["optimizer"]
+            self.optimizer, checkpoint.load_tensors(self.out_dir / "optimizer.safetensors"), state["optimizer"]
         )
         for name, tensor in self.model.state_dict().items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDiverged(
-                    f"cannot resume {self.run_dir}: its saved weights are not finite ({name}); "
+                    f"cannot resume {self.out_dir}: its saved weights are not finite ({name}); "
                     f"start a new run with a lower train.lr"
                 )
         self.step, self.elapsed, self.cpu_seconds = state["step"], state["elapsed"], state.get("cpu_seconds", 0.0)
@@ -257,7 +256,7 @@ class Trainer(TrainingLoop):
 
     def _truncate_metrics(self) -> None:
         """Drop metric rows logged after the checkpoint: the resumed run logs them again."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.out_dir / "metrics.jsonl"
         if not path.is_file():
             return
         kept = [
@@ -271,10 +270,10 @@ class Trainer(TrainingLoop):
         """Write weights, EMA, optimizer and the step counter (rank 0)."""
         if self.rank != 0:
             return
-        checkpoint.save_weights(self.run_dir / "model.safetensors", self.model)
-        checkpoint.save_weights(self.run_dir / "ema.safetensors", self.ema)
+        checkpoint.save_weights(self.out_dir / "model.safetensors", self.model)
+        checkpoint.save_weights(self.out_dir / "ema.safetensors", self.ema)
         tensors, plain = checkpoint.optimizer_to_tensors(self.optimizer)
-        checkpoint.save_tensors(self.run_dir / "optimizer.safetensors", tensors)
+        checkpoint.save_tensors(self.out_dir / "optimizer.safetensors", tensors)
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -285,18 +284,18 @@ class Trainer(TrainingLoop):
         if self.tc.patience:
             state["best"] = {"loss": self.best[0], "step": self.best[1]}
         # train_state.json last: it is what marks the checkpoint as complete.
-        checkpoint.atomic_write_text(self.run_dir / "train_state.json", json.dumps(state))
+        checkpoint.atomic_write_text(self.out_dir / "train_state.json", json.dumps(state))
 
     def mark_stopped(self) -> None:
         if self.rank != 0:
             return
-        path = self.run_dir / "train_state.json"
+        path = self.out_dir / "train_state.json"
         state = checkpoint.read_json(path)
         checkpoint.atomic_write_text(path, json.dumps({**state, "stopped": True}))
 
 
-def _check_resume_config(run_dir: Path, requested: Config) -> Config:
-    """The requested config, if it differs from the saved run's only in `RESUMABLE_CHANGES`."""
+def _check_resume_config(run_dir: Path, requested: Config) -> None:
+    """Refuse a requested config that differs from the saved run's in more than `RESUMABLE_CHANGES`."""
     saved = Config.load_run(run_dir)
     req, old = requested.to_dict(), saved.to_dict()
     changed = [
@@ -307,7 +306,6 @@ def _check_resume_config(run_dir: Path, requested: Config) -> Config:
     ]
     if changed:
         raise ValueError(f"cannot resume {run_dir}: config differs in {', '.join(changed)}")
-    return requested
 
 
 def _row_step(line: str) -> int:

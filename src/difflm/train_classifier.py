@@ -24,7 +24,7 @@ metrics.jsonl).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -158,10 +158,7 @@ def label_set(task: str, labels: Sequence[Label]) -> tuple[str, ...]:
     if task == "pos":
         return PosClassifier.tag_set()
     if task == "tree":
-        counts: dict[str, int] = {}
-        for tree in labels:
-            for chain in TreeClassifier.cell_labels(tree).values():
-                counts[chain] = counts.get(chain, 0) + 1
+        counts = Counter(chain for tree in labels for chain in TreeClassifier.cell_labels(tree).values())
         return (NO_SPAN, *sorted(counts, key=lambda c: (-counts[c], c)))
     if task == "words":
         return tuple(sorted({w for words in labels for w in words}))
@@ -242,6 +239,16 @@ class PrefixNoise:
 NoisyInputs = LatentNoise | TokenNoise | PrefixNoise
 
 
+def _batches(
+    classifier: LatentClassifier, data: LabelledSplit, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(ids, target) of `data`, batch by batch, on the classifier's device: a chart per sentence is large."""
+    device = next(classifier.parameters()).device
+    for start in range(0, len(data.labels), batch_size):
+        ids = data.ids[start : start + batch_size].to(device)
+        yield ids, make_target(classifier, data.labels[start : start + batch_size], ids.shape[1]).to(device)
+
+
 @torch.no_grad()
 def heldout_accuracy(
     classifier: LatentClassifier, data: LabelledSplit, inputs: NoisyInputs, t: float, batch_size: int, seed: int = 0
@@ -255,9 +262,7 @@ def heldout_accuracy(
     device = next(classifier.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     correct = total = 0
-    for start in range(0, len(data.labels), batch_size):
-        ids = data.ids[start : start + batch_size].to(device)
-        target = make_target(classifier, data.labels[start : start + batch_size], ids.shape[1]).to(device)
+    for ids, target in _batches(classifier, data, batch_size):
         x = inputs(ids, torch.full((len(ids),), t, device=device), generator)
         gold, _ = classifier.gold_items(target)
         correct += int((classifier.predicted_items(x, t, target) == gold).sum())
@@ -270,24 +275,19 @@ def majority_accuracy(
     classifier: LatentClassifier, train: LabelledSplit, held: LabelledSplit, batch_size: int
 ) -> float:
     """The held-out accuracy of always predicting each group's most frequent training class."""
-    device = next(classifier.parameters()).device
 
-    def items(data: LabelledSplit, start: int) -> tuple[list[int], list[int]]:
-        target = make_target(classifier, data.labels[start : start + batch_size], data.ids.shape[1]).to(device)
-        gold, group = classifier.gold_items(target)
-        return gold.tolist(), group.tolist()
+    def decisions(data: LabelledSplit) -> Iterator[tuple[int, int]]:
+        """(gold class, group) of each of the split's decisions."""
+        for _, target in _batches(classifier, data, batch_size):
+            gold, group = classifier.gold_items(target)
+            yield from zip(gold.tolist(), group.tolist())
 
     counts: dict[int, Counter] = {}
-    for start in range(0, len(train.labels), batch_size):  # in batches: a chart per sentence is large
-        for gold, group in zip(*items(train, start)):
-            counts.setdefault(group, Counter())[gold] += 1
+    for gold, group in decisions(train):
+        counts.setdefault(group, Counter())[gold] += 1
     best = {group: c.most_common(1)[0][0] for group, c in counts.items()}
-    correct = total = 0
-    for start in range(0, len(held.labels), batch_size):
-        for gold, group in zip(*items(held, start)):
-            correct += best.get(group) == gold
-            total += 1
-    return correct / max(total, 1)
+    held_decisions = list(decisions(held))
+    return sum(best.get(group) == gold for gold, group in held_decisions) / max(len(held_decisions), 1)
 
 
 class ClassifierTrainer(TrainingLoop):

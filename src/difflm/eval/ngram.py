@@ -50,9 +50,8 @@ class KneserNeyTrigram:
         self.total_bigram_types = sum(self.cont_uni.values())
 
     def _unigram(self, w: str) -> float:
-        return (1 - self.unk_mass) * self.cont_uni.get(
-            w, 0
-        ) / self.total_bigram_types + self.unk_mass / self.num_predictable
+        seen = (1 - self.unk_mass) * self.cont_uni.get(w, 0) / self.total_bigram_types
+        return seen + self.unk_mass / self.num_predictable
 
     def _bigram(self, v: str, w: str) -> float:
         denom = self.cont_ctx1.get(v, 0)

@@ -26,6 +26,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, out: str | Path) -> Path:  # noqa: ANN401 - a matplotlib Figure
+    plt = _pyplot()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of a run's metrics.jsonl."""
     path = Path(run_dir) / "metrics.jsonl"
@@ -51,22 +61,7 @@ def plot_loss_curves(runs: dict[str, str | Path], out: str | Path, *, key: str =
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def _save(fig: Any, out: str | Path) -> Path:  # noqa: ANN401 - a matplotlib Figure
-    plt = _pyplot()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 #: What a metrics row holds besides its loss terms.
@@ -99,7 +94,8 @@ def plot_embeddings(vectors: torch.Tensor, words: Sequence[str], classes: Mappin
     """The word vectors [V, d] projected on their first two principal components, each point
     coloured by its word's class (a part of speech or a slot; unlisted words grey), the most
     frequent classes' words labelled."""
-    centred = vectors.detach().float().cpu() - vectors.detach().float().cpu().mean(0)
+    points = vectors.detach().float().cpu()
+    centred = points - points.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     xy = (centred @ v[:2].T).numpy()
     plt = _pyplot()
@@ -111,9 +107,8 @@ def plot_embeddings(vectors: torch.Tensor, words: Sequence[str], classes: Mappin
         index = [i for i, label in enumerate(labels) if label == kind]
         color = "lightgrey" if kind == "other" else cmap(k % 20)
         ax.scatter(xy[index, 0], xy[index, 1], s=12, color=color, label=kind)
-    for i, word in enumerate(words[:: max(1, len(words) // 60)]):  # a readable sample of the words
-        j = i * max(1, len(words) // 60)
-        ax.annotate(word, xy[j], fontsize=6, alpha=0.8)
+    for j in range(0, len(words), max(1, len(words) // 60)):  # a readable sample of the words
+        ax.annotate(words[j], xy[j], fontsize=6, alpha=0.8)
     ax.set_xlabel("first principal component")
     ax.set_ylabel("second principal component")
     ax.legend(fontsize="x-small", ncol=2, markerscale=1.5)
@@ -131,15 +126,8 @@ def plot_trajectory(
     image = ax.imshow(confidence.cpu().numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
     for k in range(K):
         for i in range(L):
-            ax.text(
-                i,
-                k,
-                words[k][i],
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="white" if confidence[k, i] < 0.6 else "black",
-            )
+            color = "white" if confidence[k, i] < 0.6 else "black"
+            ax.text(i, k, words[k][i], ha="center", va="center", fontsize=6, color=color)
     ax.set_yticks(range(K), [f"t={t:.2f}" for t in times], fontsize=6)
     ax.set_xticks(range(L), [str(i) for i in range(L)], fontsize=6)
     ax.set_xlabel("position")

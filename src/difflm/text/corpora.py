@@ -295,9 +295,8 @@ def _read_e2e(path: Path) -> Corpus:
     first = next((line for line in _lines(text) if line.strip()), None)
     if first is None:
         raise CorpusError(f"{path}: no sentences in file")
-    if "||" in first:
-        return _checked(_read_src1(path, text), path)
-    return _checked(_read_csv(path, text), path)
+    read = _read_src1 if "||" in first else _read_csv
+    return _checked(read(path, text), path)
 
 
 def _read_src1(path: Path, text: str) -> Corpus:

@@ -53,16 +53,12 @@ def prepare_data(
     train_ex, valid_ex = split_rows(config, corpus.examples)
     if config.data.delexicalise:
         slots = delex_slots(config.data.delex_slots)
-        train_ex, valid_ex = (
-            [delexicalised(ex, slots) for ex in train_ex],
-            [delexicalised(ex, slots) for ex in valid_ex],
-        )
+        train_ex, valid_ex = ([delexicalised(ex, slots) for ex in part] for part in (train_ex, valid_ex))
     dropped = 0
     if config.data.overlong == "skip":
         # Dropped after the split, so the held-out sentences are the same at every max_len.
         room = config.data.max_len - 2  # START and END take two positions
-        kept_train = [ex for ex in train_ex if len(ex.tokens) <= room]
-        kept_valid = [ex for ex in valid_ex if len(ex.tokens) <= room]
+        kept_train, kept_valid = ([ex for ex in part if len(ex.tokens) <= room] for part in (train_ex, valid_ex))
         dropped = len(train_ex) + len(valid_ex) - len(kept_train) - len(kept_valid)
         if not kept_train or not kept_valid:
             raise ValueError(f"no sentence fits data.max_len={config.data.max_len} (START and END included)")
@@ -105,6 +101,5 @@ def split_sentences(config: Config, vocab: Vocab | None = None) -> tuple[list[li
     human reference rows of an evaluation are measured against.
     """
     data = prepare_data(config, vocab=vocab)
-    return [data.vocab.decode(row.tolist()) for row in data.train], [
-        data.vocab.decode(row.tolist()) for row in data.valid
-    ]
+    train, valid = ([data.vocab.decode(row.tolist()) for row in rows] for rows in (data.train, data.valid))
+    return train, valid

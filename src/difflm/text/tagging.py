@@ -34,10 +34,7 @@ def spacy_pos_tags(sentences: Sequence[Sequence[str]], model: str) -> list[tuple
 def _spacy_tagger(model: str) -> Any:
     """The spaCy pipeline `model` with only its tagging path, loaded once per process.
 
-    Once: success checks tag one sentence at a time.
-
-    Raises:
-        ValueError: spaCy or the pipeline is not installed (with the pip command).
+    Once: success checks tag one sentence at a time. Raises as `spacy_pos_tags` says.
     """
     try:
         import spacy

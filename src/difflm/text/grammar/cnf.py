@@ -268,10 +268,10 @@ class CNF:
         rule = np.concatenate(rules) if rules else np.zeros(0, dtype=np.int64)
         left = np.array([self._levels[k - 1].local[c] for k, c in zip(split, self.b_left[rule])], int)
         right = np.array([self._levels[l - k - 1].local[c] for k, c in zip(split, self.b_right[rule])], int)
-        closed = np.unique(local[self._c_parent[pairs]])
+        pair_parent = local[self._c_parent[pairs]]
+        closed = np.unique(pair_parent)
         closed_pos = np.full(len(symbols), -1)
         closed_pos[closed] = np.arange(len(closed))
-        pair_parent = local[self._c_parent[pairs]]
         return Level(
             symbols=symbols,
             local=local,

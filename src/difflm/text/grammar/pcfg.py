@@ -103,8 +103,9 @@ class Grammar:
     ) -> None:
         rules = list(rules)
         totals: dict[str, float] = {}
+        by_lhs: dict[str, list[int]] = {}  # rule indices per nonterminal, in the order of ``nonterminals``
         seen: set[tuple[str, tuple[str | Terminal, ...]]] = set()
-        for rule in rules:
+        for i, rule in enumerate(rules):
             if not rule.rhs:
                 raise ValueError(f"rule for {rule.lhs!r} has an empty right-hand side")
             if not rule.prob > 0:
@@ -117,12 +118,13 @@ class Grammar:
                 if isinstance(x, Terminal) and x.tag not in UPOS_TAGS:
                     raise ValueError(f"tag {x.tag!r} of word {x.word!r} is not a UPOS tag")
             totals[rule.lhs] = totals.get(rule.lhs, 0.0) + rule.prob
+            by_lhs.setdefault(rule.lhs, []).append(i)
         self.rules: tuple[Rule, ...] = tuple(Rule(r.lhs, r.rhs, r.prob / totals[r.lhs], r.slots) for r in rules)
         self.start = start
         self.length_range = length_range
         self.nonterminals: tuple[str, ...] = tuple(totals)
-        self._check_symbols()
-        self._compile()
+        self._check_symbols(by_lhs)
+        self._compile(by_lhs)
 
     @classmethod
     def from_text(
@@ -269,15 +271,12 @@ class Grammar:
 
     # ----------------------------------------------------------------- internals
 
-    def _check_symbols(self) -> None:
+    def _check_symbols(self, by_lhs: dict[str, list[int]]) -> None:
         if self.start not in self.nonterminals:
             raise ValueError(f"start symbol {self.start!r} has no rules")
         reached, todo = {self.start}, [self.start]
-        by_lhs: dict[str, list[Rule]] = {}
-        for rule in self.rules:
-            by_lhs.setdefault(rule.lhs, []).append(rule)
         while todo:
-            for rule in by_lhs[todo.pop()]:
+            for rule in (self.rules[i] for i in by_lhs[todo.pop()]):
                 for x in rule.rhs:
                     if isinstance(x, str) and x not in reached:
                         if x not in by_lhs:
@@ -288,18 +287,15 @@ class Grammar:
         if unreachable:
             raise ValueError(f"nonterminals unreachable from {self.start!r}: {sorted(unreachable)}")
 
-    def _compile(self) -> None:
+    def _compile(self, by_lhs: dict[str, list[int]]) -> None:
         """Integer tables for the sampler and the renderer (they run millions of times)."""
         ids = {name: i for i, name in enumerate(self.nonterminals)}
         self._start_id = ids[self.start]
         self._rhs = [tuple(ids[x] if isinstance(x, str) else x for x in r.rhs) for r in self.rules]
         self._logp = [math.log(r.prob) for r in self.rules]
         self._labels = [self.label(r.lhs) for r in self.rules]
-        by_lhs: list[list[int]] = [[] for _ in self.nonterminals]
-        for i, rule in enumerate(self.rules):
-            by_lhs[ids[rule.lhs]].append(i)
         self._choices = []
-        for rule_ids in by_lhs:
+        for rule_ids in by_lhs.values():
             cumulative, total = [], 0.0
             for i in rule_ids:
                 total += self.rules[i].prob

@@ -48,15 +48,16 @@ class Tree:
 
     def leaves(self) -> list[str]:
         """The words, left to right."""
-        if self.is_preterminal:
-            return [self.children[0]]  # type: ignore[list-item]
-        return [w for c in self.children for w in c.leaves()]  # type: ignore[union-attr]
+        return [t.children[0] for t in self._preterminals()]  # type: ignore[misc]
 
     def pos(self) -> list[str]:
         """The preterminal labels (POS tags), one per word."""
+        return [t.label for t in self._preterminals()]
+
+    def _preterminals(self) -> list[Tree]:
         if self.is_preterminal:
-            return [self.label]
-        return [t for c in self.children for t in c.pos()]  # type: ignore[union-attr]
+            return [self]
+        return [t for c in self.children for t in c._preterminals()]  # type: ignore[union-attr]
 
     def spans(self) -> list[tuple[int, int, str]]:
         """Labelled constituents as ``(start, end, label)`` word spans, end exclusive.
