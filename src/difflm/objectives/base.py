@@ -131,6 +131,7 @@ def objective(body: Callable[[Net, Batch, Config, Draws, Frozen], LossOutput]) -
     ) -> LossOutput:
         return body(model, batch, config, Draws(generator, batch.ids.device), frozen)
 
+    del loss.__wrapped__  # help() and inspect.signature show how a loss is called, not its body
     return loss
 
 
