@@ -41,7 +41,7 @@ from difflm.sampling.autoguidance import SC_GUIDANCE, SelfConditioningGuidance, 
 from difflm.sampling.base import Callback, SampleOutput
 from difflm.sampling.beam import BEAMS, beam_search
 from difflm.sampling.cgmh import BLANK, Chain, Propose, cgmh, chain_rows
-from difflm.sampling.contextual import most_probable, round_in_context
+from difflm.sampling.contextual import most_probable, require_decoder, round_in_context
 from difflm.sampling.fudge import FUDGE_TOP_K, fudge
 from difflm.sampling.rounding import SAMPLING_TEMPERATURE
 from difflm.sampling.tokens import StepReport, TokenNetwork, open_until, place_words
@@ -227,11 +227,9 @@ class Pipeline:
         rounding = rounding or ("contextual" if self.config.contextual_rounding else "factorized")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be {' or '.join(ROUNDINGS)}, got {rounding!r}")
-        if rounding == "contextual" and self.model.decoder is None:
-            raise ValueError(
-                "this run has no contextual rounding decoder: train it with --set rounding.kind=contextual"
-                + (" rounding.discrete=true" if isinstance(self.model, TokenDenoiser) else "")
-            )
+        if rounding == "contextual":
+            assert isinstance(self.model, (Denoiser, TokenDenoiser))  # an autoregressive run returned above
+            require_decoder(self.model)
         # The decoder reads the last state `reads` times at t_d: t_constrained, nearly clean, under
         # a classifier's guidance, so as to write what the guidance put there; t_sample otherwise,
         # as the words other constraints fix are forced in the decoder itself.

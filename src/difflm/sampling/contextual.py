@@ -26,6 +26,7 @@ import torch
 
 from difflm.diffusion import process
 from difflm.model.anchors import anchor, width_groups
+from difflm.model.contextual import ContextualDecoder
 from difflm.model.denoiser import Denoiser
 from difflm.model.tokens import TokenDenoiser
 
@@ -64,9 +65,7 @@ def round_in_context(
     Raises:
         ValueError: a network without a decoder, or reads < 1.
     """
-    if network.decoder is None:
-        hint = "rounding.discrete=true" if isinstance(network, TokenDenoiser) else "rounding.kind=contextual"
-        raise ValueError(f"this run has no contextual rounding decoder: train it with --set {hint}")
+    decoder = require_decoder(network)
     if reads < 1:
         raise ValueError(f"reads must be ≥ 1, got {reads}")
     if reads > 1:  # row i's readings are rows i·R … i·R + R − 1
@@ -88,7 +87,7 @@ def round_in_context(
         log_prob = torch.empty(B, device=last.device)
         for group, width in groups:
             memory = network.memory(noised[group, :width], t[group], cond=None if cond is None else cond[group])
-            ids[group], log_prob[group] = network.decoder.generate(
+            ids[group], log_prob[group] = decoder.generate(
                 memory,
                 t[group],
                 length=L,
@@ -99,6 +98,14 @@ def round_in_context(
             )
     best = most_probable(log_prob, reads)
     return ids[best], log_prob[best]
+
+
+def require_decoder(network: Denoiser | TokenDenoiser) -> ContextualDecoder:
+    """The network's contextual decoder; ValueError, naming the settings to train one with, if it has none."""
+    if network.decoder is None:
+        hint = "rounding.kind=contextual" + (" rounding.discrete=true" if isinstance(network, TokenDenoiser) else "")
+        raise ValueError(f"this run has no contextual rounding decoder: train it with --set {hint}")
+    return network.decoder
 
 
 def _at_t_d(
